@@ -1,0 +1,124 @@
+//! Subcommands: `run` (the default when only `--config` is given), `check` and `demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use switchyard::{app, config, demo};
+
+/// Switchyard: a traffic-splitting reverse proxy for safe releases.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Configuration file (YAML).
+    #[arg(long, short, global = true, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy (the default when only --config is given).
+    Run,
+    /// Validate a configuration file and exit: 0 when valid, 2 when not.
+    Check,
+    /// Start built-in upstreams and the proxy in front of them, send some traffic, explain it.
+    Demo {
+        /// Where the demo proxy listens (any free port when this one is taken).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Print the account and exit instead of serving until Ctrl-C.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
+pub fn init_tracing(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the chosen subcommand.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Some(Command::Demo { listen, once }) => {
+            runtime.block_on(demo::run(demo::DemoOptions { listen, once }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Check) => {
+            let file = need_config(cli.config)?;
+            match config::load(&file) {
+                Ok(c) => {
+                    println!(
+                        "{}: ok ({} listener(s), {} route(s))",
+                        file.display(),
+                        c.listeners.len(),
+                        c.routes.len()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        Some(Command::Run) | None => {
+            let file = need_config(cli.config)?;
+            let config = match config::load(&file) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            runtime.block_on(serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn need_config(config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    config.context("--config FILE is required (or try `switchyard demo`)")
+}
+
+async fn serve(config: config::Config) -> anyhow::Result<()> {
+    let running = app::start(config).await?;
+    for (name, addr) in running.listeners() {
+        // A stable line on stdout: scripts and tests read the bound port from it.
+        println!("switchyard: listener {name} on http://{addr}");
+    }
+    let signal = app::shutdown_signal().await;
+    tracing::info!(
+        signal,
+        "shutting down: no new connections, draining in-flight requests"
+    );
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}

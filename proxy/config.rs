@@ -1,0 +1,42 @@
+//! Configuration: read a YAML file, parse it into raw serde structs, validate them into domain
+//! types. `check`, start-up and reload all go through [`load`], so they agree on what is valid.
+
+mod error;
+mod model;
+mod raw;
+mod validate;
+
+use std::path::Path;
+
+pub use error::{ConfigError, Location, Problem};
+pub use model::*;
+
+/// Reads, parses and validates a configuration file.
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    parse(file, &text)
+}
+
+/// Parses and validates configuration text; `file` names it in errors.
+pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+    let raw: raw::RawConfig = serde_yaml::from_str(text).map_err(|e| {
+        let location = Location(e.location().map(|l| (l.line(), l.column())));
+        let mut message = e.to_string();
+        // serde_yaml appends " at line L column C"; the location is already in front.
+        if let Some(at) = message.rfind(" at line ") {
+            message.truncate(at);
+        }
+        ConfigError::Parse {
+            file: file.to_path_buf(),
+            location,
+            message,
+        }
+    })?;
+    validate::validate(raw).map_err(|problems| ConfigError::Invalid {
+        file: file.to_path_buf(),
+        problems,
+    })
+}

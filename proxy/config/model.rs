@@ -1,0 +1,177 @@
+//! Validated configuration: domain types with names resolved to indices, durations parsed and
+//! addresses checked. Built only by `validate`, so holding a `Config` means holding a valid one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::uri::Authority;
+
+/// A whole, valid configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Downstream listeners.
+    pub listeners: Vec<Listener>,
+    /// The admin endpoint, when configured.
+    pub admin: Option<Admin>,
+    /// Routes in match order.
+    pub routes: Vec<Route>,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub drain_timeout: Duration,
+}
+
+/// A downstream listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Name for logs.
+    pub name: String,
+    /// Address to bind.
+    pub addr: SocketAddr,
+}
+
+/// The admin endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// Where the bearer token comes from.
+    pub token: Option<TokenSource>,
+}
+
+/// Where the admin bearer token is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// An environment variable.
+    Env(String),
+    /// A file (trailing whitespace is trimmed).
+    File(PathBuf),
+}
+
+/// A route: which requests it takes and how it splits them.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Unique name.
+    pub name: String,
+    /// Host patterns; empty means any host.
+    pub hosts: Vec<HostPattern>,
+    /// Path prefix, always starting with `/`.
+    pub path_prefix: String,
+    /// Versions in declared order.
+    pub versions: Vec<Version>,
+    /// Rules in order; the first match pins the version.
+    pub rules: Vec<Rule>,
+    /// Sticky bucketing, when configured.
+    pub cohort: Option<Cohort>,
+    /// Upstream timeouts.
+    pub timeouts: Timeouts,
+    /// Whether responses carry `x-switchyard-version`.
+    pub expose_version_header: bool,
+}
+
+/// A host pattern, lowercased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// The host must equal this name.
+    Exact(String),
+    /// `*.example.com`: holds `.example.com`; matches any name with at least one label before it.
+    Suffix(String),
+}
+
+/// One version of the service.
+#[derive(Debug, Clone)]
+pub struct Version {
+    /// Unique name within the route.
+    pub name: String,
+    /// Endpoints, balanced round robin.
+    pub endpoints: Vec<Endpoint>,
+    /// Relative share of traffic.
+    pub weight: u32,
+}
+
+/// One upstream `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint(pub Authority);
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A rule: a condition and the index of the version it pins.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// What the request must carry.
+    pub condition: Condition,
+    /// Index into the route's versions.
+    pub version: usize,
+}
+
+/// A rule's condition: an exact value of a header, cookie or query parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// Header `name` equals `value`.
+    Header {
+        /// Header name.
+        name: HeaderName,
+        /// Exact value.
+        value: String,
+    },
+    /// Cookie `name` equals `value`.
+    Cookie {
+        /// Cookie name.
+        name: String,
+        /// Exact value.
+        value: String,
+    },
+    /// Query parameter `name` equals `value` (compared without percent-decoding).
+    Query {
+        /// Parameter name.
+        name: String,
+        /// Exact value.
+        value: String,
+    },
+}
+
+/// Sticky cohort: where the user key comes from and the salt of the hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cohort {
+    /// Source of the user key.
+    pub key: CohortKey,
+    /// Salt mixed into the hash.
+    pub salt: String,
+}
+
+/// Source of a cohort's user key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CohortKey {
+    /// A request header.
+    Header(HeaderName),
+    /// A cookie.
+    Cookie(String),
+}
+
+/// Upstream timeouts of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Timeouts {
+    /// TCP connect to an endpoint.
+    pub connect: Duration,
+    /// From sending the request to receiving the response head.
+    pub response_header: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            response_header: Duration::from_secs(15),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Default drain deadline after a shutdown signal.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

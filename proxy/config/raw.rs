@@ -1,0 +1,172 @@
+//! Raw configuration: the YAML file exactly as serde reads it.
+//!
+//! Every struct denies unknown fields, so a typo is an error with its path and line rather than a
+//! silently ignored key. Nothing here is interpreted: durations stay strings and addresses stay text
+//! until `validate` turns them into domain types.
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where the proxy accepts downstream traffic.
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    /// The admin endpoint (health, metrics, API).
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
+    /// Routes, matched in order.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    /// How long in-flight requests may run after SIGTERM or SIGINT.
+    #[serde(default)]
+    pub drain_timeout: Option<String>,
+}
+
+/// One downstream listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// `host:port` to bind.
+    pub addr: String,
+}
+
+/// The admin endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `host:port` to bind; loopback unless a token is configured.
+    pub addr: String,
+    /// Name of the environment variable holding the bearer token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Path of a file holding the bearer token.
+    #[serde(default)]
+    pub token_file: Option<String>,
+}
+
+/// One route: a match and the versions it splits between.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Unique route name.
+    pub name: String,
+    /// Which requests this route takes.
+    #[serde(default, rename = "match")]
+    pub matcher: RawRouteMatch,
+    /// Versions, in declared order (cohort buckets are laid out in this order).
+    pub versions: Vec<RawVersion>,
+    /// Rules, first match wins, applied before cohort and weights.
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    /// Sticky bucketing of users to versions.
+    #[serde(default)]
+    pub cohort: Option<RawCohort>,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    /// Add `x-switchyard-version` to responses (debugging aid).
+    #[serde(default)]
+    pub expose_version_header: bool,
+}
+
+/// Host and path match of a route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteMatch {
+    /// Exact hosts or `*.suffix` wildcards; absent means any host.
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+    /// Path prefix; defaults to `/`.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+}
+
+/// One version of the service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVersion {
+    /// Unique name within the route (stable, canary, blue, green...).
+    pub name: String,
+    /// `host:port` of each endpoint.
+    pub endpoints: Vec<String>,
+    /// Relative share of traffic; a non-negative integer.
+    pub weight: u32,
+}
+
+/// A rule: when the request matches, the version is pinned.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// What to match.
+    #[serde(rename = "match")]
+    pub matcher: RawRuleMatch,
+    /// Name of the version the request is pinned to.
+    pub version: String,
+}
+
+/// Exactly one of header, cookie or query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuleMatch {
+    /// Header equals.
+    #[serde(default)]
+    pub header: Option<RawNameValue>,
+    /// Cookie equals.
+    #[serde(default)]
+    pub cookie: Option<RawNameValue>,
+    /// Query parameter equals.
+    #[serde(default)]
+    pub query: Option<RawNameValue>,
+}
+
+/// A name and the exact value it must have.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNameValue {
+    /// Header, cookie or parameter name.
+    pub name: String,
+    /// Exact value.
+    pub value: String,
+}
+
+/// Sticky cohort bucketing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCohort {
+    /// Where the user key comes from.
+    pub key: RawCohortKey,
+    /// Salt mixed into the hash, so separate rollouts get independent cohorts.
+    #[serde(default)]
+    pub salt: String,
+}
+
+/// Exactly one of header or cookie.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCohortKey {
+    /// Header carrying the user key.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Cookie carrying the user key.
+    #[serde(default)]
+    pub cookie: Option<String>,
+}
+
+/// Upstream timeouts as humantime strings ("1s", "250ms").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// TCP connect to an endpoint.
+    #[serde(default)]
+    pub connect: Option<String>,
+    /// From sending the request to the upstream's response head.
+    #[serde(default)]
+    pub response_header: Option<String>,
+    /// How long an idle upstream keep-alive connection stays pooled.
+    #[serde(default)]
+    pub idle: Option<String>,
+}

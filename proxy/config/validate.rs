@@ -1,0 +1,383 @@
+//! Turns a `RawConfig` into a `Config`, collecting every problem with its field path.
+//!
+//! Validation is total: it never stops at the first problem, so a user fixes a file in one pass.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::uri::Authority;
+
+use super::error::Problem;
+use super::model::*;
+use super::raw::*;
+
+/// Collects problems while validating.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Validates a parsed file into domain types, or returns every problem found.
+pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
+    let mut p = Problems::default();
+
+    if raw.listeners.is_empty() {
+        p.add("listeners", "at least one listener is required");
+    }
+    let mut listener_names = HashSet::new();
+    let mut listeners = Vec::with_capacity(raw.listeners.len());
+    for (i, l) in raw.listeners.iter().enumerate() {
+        let path = format!("listeners[{i}]");
+        if l.name.is_empty() {
+            p.add(format!("{path}.name"), "must not be empty");
+        } else if !listener_names.insert(l.name.as_str()) {
+            p.add(
+                format!("{path}.name"),
+                format!("duplicate listener name {:?}", l.name),
+            );
+        }
+        if let Some(addr) = socket_addr(&mut p, &format!("{path}.addr"), &l.addr) {
+            listeners.push(Listener {
+                name: l.name.clone(),
+                addr,
+            });
+        }
+    }
+
+    let admin = raw.admin.as_ref().and_then(|a| admin(&mut p, a));
+
+    let drain_timeout = match &raw.drain_timeout {
+        Some(s) => duration(&mut p, "drain_timeout", s).unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+        None => DEFAULT_DRAIN_TIMEOUT,
+    };
+
+    if raw.routes.is_empty() {
+        p.add("routes", "at least one route is required");
+    }
+    let mut route_names = HashSet::new();
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    for (i, r) in raw.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if r.name.is_empty() {
+            p.add(format!("{path}.name"), "must not be empty");
+        } else if !route_names.insert(r.name.as_str()) {
+            p.add(
+                format!("{path}.name"),
+                format!("duplicate route name {:?}", r.name),
+            );
+        }
+        if let Some(route) = route(&mut p, &path, r) {
+            routes.push(route);
+        }
+    }
+
+    if p.0.is_empty() {
+        Ok(Config {
+            listeners,
+            admin,
+            routes,
+            drain_timeout,
+        })
+    } else {
+        Err(p.0)
+    }
+}
+
+fn admin(p: &mut Problems, a: &RawAdmin) -> Option<Admin> {
+    let addr = socket_addr(p, "admin.addr", &a.addr)?;
+    let token = match (&a.token_env, &a.token_file) {
+        (Some(_), Some(_)) => {
+            p.add("admin", "set token_env or token_file, not both");
+            None
+        }
+        (Some(var), None) if var.is_empty() => {
+            p.add("admin.token_env", "must not be empty");
+            None
+        }
+        (Some(var), None) => Some(TokenSource::Env(var.clone())),
+        (None, Some(file)) => Some(TokenSource::File(PathBuf::from(file))),
+        (None, None) => None,
+    };
+    Some(Admin { addr, token })
+}
+
+fn route(p: &mut Problems, path: &str, r: &RawRoute) -> Option<Route> {
+    let before = p.0.len();
+
+    let hosts = match &r.matcher.hosts {
+        None => Vec::new(),
+        Some(hosts) => {
+            if hosts.is_empty() {
+                p.add(
+                    format!("{path}.match.hosts"),
+                    "must not be empty; leave it out to match any host",
+                );
+            }
+            hosts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| host_pattern(p, &format!("{path}.match.hosts[{i}]"), h))
+                .collect()
+        }
+    };
+    let path_prefix = r.matcher.path_prefix.clone().unwrap_or_else(|| "/".into());
+    if !path_prefix.starts_with('/') {
+        p.add(
+            format!("{path}.match.path_prefix"),
+            format!("{path_prefix:?} must start with '/'"),
+        );
+    }
+
+    if r.versions.is_empty() {
+        p.add(
+            format!("{path}.versions"),
+            "at least one version is required",
+        );
+    }
+    let mut names = HashSet::new();
+    let mut versions = Vec::with_capacity(r.versions.len());
+    for (i, v) in r.versions.iter().enumerate() {
+        let vpath = format!("{path}.versions[{i}]");
+        if v.name.is_empty() {
+            p.add(format!("{vpath}.name"), "must not be empty");
+        } else if !names.insert(v.name.as_str()) {
+            p.add(
+                format!("{vpath}.name"),
+                format!("duplicate version name {:?}", v.name),
+            );
+        }
+        if v.endpoints.is_empty() {
+            p.add(
+                format!("{vpath}.endpoints"),
+                "at least one endpoint is required",
+            );
+        }
+        let endpoints = v
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(j, e)| endpoint(p, &format!("{vpath}.endpoints[{j}]"), e))
+            .collect();
+        versions.push(Version {
+            name: v.name.clone(),
+            endpoints,
+            weight: v.weight,
+        });
+    }
+    if !r.versions.is_empty() && r.versions.iter().all(|v| v.weight == 0) {
+        p.add(
+            format!("{path}.versions"),
+            "all weights are 0: at least one version needs a positive weight",
+        );
+    }
+
+    let version_index = |p: &mut Problems, field: String, name: &str| -> Option<usize> {
+        let found = r.versions.iter().position(|v| v.name == name);
+        if found.is_none() {
+            let known: Vec<&str> = r.versions.iter().map(|v| v.name.as_str()).collect();
+            p.add(
+                field,
+                format!(
+                    "unknown version {name:?} (this route has: {})",
+                    known.join(", ")
+                ),
+            );
+        }
+        found
+    };
+
+    let mut rules = Vec::with_capacity(r.rules.len());
+    for (i, rule) in r.rules.iter().enumerate() {
+        let rpath = format!("{path}.rules[{i}]");
+        let condition = condition(p, &format!("{rpath}.match"), &rule.matcher);
+        let version = version_index(p, format!("{rpath}.version"), &rule.version);
+        if let (Some(condition), Some(version)) = (condition, version) {
+            rules.push(Rule { condition, version });
+        }
+    }
+
+    let cohort = r
+        .cohort
+        .as_ref()
+        .and_then(|c| cohort(p, &format!("{path}.cohort"), c, &r.name));
+
+    let timeouts = timeouts(p, &format!("{path}.timeouts"), &r.timeouts);
+
+    (p.0.len() == before).then(|| Route {
+        name: r.name.clone(),
+        hosts,
+        path_prefix,
+        versions,
+        rules,
+        cohort,
+        timeouts,
+        expose_version_header: r.expose_version_header,
+    })
+}
+
+fn host_pattern(p: &mut Problems, path: &str, host: &str) -> Option<HostPattern> {
+    let host = host.to_ascii_lowercase();
+    let bad = |h: &str| {
+        h.is_empty()
+            || h.contains(['*', ':', '/', ' '])
+            || h.starts_with('.')
+            || h.ends_with('.')
+            || !h.is_ascii()
+    };
+    if let Some(rest) = host.strip_prefix("*.") {
+        if bad(rest) {
+            p.add(
+                path,
+                format!("{host:?} is not a valid wildcard; write \"*.example.com\""),
+            );
+            return None;
+        }
+        return Some(HostPattern::Suffix(format!(".{rest}")));
+    }
+    if bad(&host) {
+        p.add(
+            path,
+            format!(
+                "{host:?} is not a host name (no port, scheme or path; \"*.\" only as a prefix)"
+            ),
+        );
+        return None;
+    }
+    Some(HostPattern::Exact(host))
+}
+
+fn endpoint(p: &mut Problems, path: &str, text: &str) -> Option<Endpoint> {
+    let problem = match text.parse::<Authority>() {
+        Ok(a) if a.port_u16().is_none() => "has no port".to_string(),
+        Ok(a) if a.as_str().contains('@') => "must not carry user information".to_string(),
+        Ok(a) if a.host().is_empty() => "has no host".to_string(),
+        Ok(a) => return Some(Endpoint(a)),
+        Err(e) => e.to_string(),
+    };
+    p.add(
+        path,
+        format!("{text:?} is not host:port ({problem}); write e.g. \"127.0.0.1:9001\""),
+    );
+    None
+}
+
+fn condition(p: &mut Problems, path: &str, m: &RawRuleMatch) -> Option<Condition> {
+    let set = [m.header.is_some(), m.cookie.is_some(), m.query.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if set != 1 {
+        p.add(path, "set exactly one of header, cookie or query");
+        return None;
+    }
+    if let Some(h) = &m.header {
+        let name = header_name(p, &format!("{path}.header.name"), &h.name)?;
+        return Some(Condition::Header {
+            name,
+            value: h.value.clone(),
+        });
+    }
+    let (kind, nv) = match (&m.cookie, &m.query) {
+        (Some(c), _) => ("cookie", c),
+        (None, Some(q)) => ("query", q),
+        // Unreachable: exactly one of the three is set and header was handled above.
+        (None, None) => return None,
+    };
+    if nv.name.is_empty() {
+        p.add(format!("{path}.{kind}.name"), "must not be empty");
+        return None;
+    }
+    let (name, value) = (nv.name.clone(), nv.value.clone());
+    Some(if kind == "cookie" {
+        Condition::Cookie { name, value }
+    } else {
+        Condition::Query { name, value }
+    })
+}
+
+fn cohort(p: &mut Problems, path: &str, c: &RawCohort, route_name: &str) -> Option<Cohort> {
+    let key = match (&c.key.header, &c.key.cookie) {
+        (Some(h), None) => CohortKey::Header(header_name(p, &format!("{path}.key.header"), h)?),
+        (None, Some(name)) if !name.is_empty() => CohortKey::Cookie(name.clone()),
+        (None, Some(_)) => {
+            p.add(format!("{path}.key.cookie"), "must not be empty");
+            return None;
+        }
+        _ => {
+            p.add(format!("{path}.key"), "set exactly one of header or cookie");
+            return None;
+        }
+    };
+    // The route name is the default salt, like Unleash's groupId: independent cohorts per route.
+    let salt = if c.salt.is_empty() {
+        route_name.to_string()
+    } else {
+        c.salt.clone()
+    };
+    Some(Cohort { key, salt })
+}
+
+fn timeouts(p: &mut Problems, path: &str, t: &RawTimeouts) -> Timeouts {
+    let d = Timeouts::default();
+    let mut field = |name: &str, text: &Option<String>, default: Duration| match text {
+        Some(s) => duration(p, &format!("{path}.{name}"), s)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(default),
+        None => default,
+    };
+    Timeouts {
+        connect: field("connect", &t.connect, d.connect),
+        response_header: field("response_header", &t.response_header, d.response_header),
+        idle: field("idle", &t.idle, d.idle),
+    }
+}
+
+fn duration(p: &mut Problems, path: &str, text: &str) -> Option<Duration> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => {
+            p.add(path, format!("{text:?} must be greater than zero"));
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            p.add(
+                path,
+                format!("{text:?} is not a duration ({e}); write e.g. \"1s\" or \"250ms\""),
+            );
+            None
+        }
+    }
+}
+
+fn socket_addr(p: &mut Problems, path: &str, text: &str) -> Option<SocketAddr> {
+    match text.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.add(
+                path,
+                format!("{text:?} is not ip:port; write e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""),
+            );
+            None
+        }
+    }
+}
+
+fn header_name(p: &mut Problems, path: &str, text: &str) -> Option<HeaderName> {
+    match HeaderName::from_bytes(text.as_bytes()) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            p.add(path, format!("{text:?} is not a valid header name"));
+            None
+        }
+    }
+}

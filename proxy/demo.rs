@@ -1,0 +1,211 @@
+//! `switchyard demo`: two built-in upstreams (stable and canary) on loopback, the proxy in front
+//! of them with an embedded configuration, a little traffic with a printed account of what
+//! happened, then the proxy keeps serving until Ctrl-C.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::app;
+use crate::headers::X_SWITCHYARD_VERSION;
+use crate::route::{bucket_of, BUCKETS};
+
+/// Why the demo stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A socket could not be bound.
+    #[error("cannot bind a loopback port: {0}")]
+    Bind(#[from] std::io::Error),
+    /// The embedded configuration was refused (a bug).
+    #[error("embedded configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The proxy did not start.
+    #[error(transparent)]
+    Start(#[from] app::StartError),
+    /// A demo request failed.
+    #[error("demo request failed: {0}")]
+    Request(String),
+}
+
+/// Options of the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Where the proxy listens; when taken, any free loopback port is used instead.
+    pub listen: SocketAddr,
+    /// Print the account and exit instead of serving until Ctrl-C.
+    pub once: bool,
+}
+
+const SALT: &str = "demo-2026";
+const CANARY_WEIGHT: u32 = 10;
+
+fn demo_config(listen: SocketAddr, stable: SocketAddr, canary: SocketAddr) -> String {
+    format!(
+        r#"
+listeners:
+  - name: public
+    addr: "{listen}"
+drain_timeout: "5s"
+routes:
+  - name: shop
+    expose_version_header: true
+    versions:
+      - name: stable
+        endpoints: ["{stable}"]
+        weight: {stable_weight}
+      - name: canary
+        endpoints: ["{canary}"]
+        weight: {CANARY_WEIGHT}
+    rules:
+      - match: {{ header: {{ name: "x-canary", value: "always" }} }}
+        version: canary
+    cohort:
+      key: {{ header: "x-user-id" }}
+      salt: "{SALT}"
+"#,
+        stable_weight = 100 - CANARY_WEIGHT
+    )
+}
+
+/// Starts a built-in upstream that answers every request with `hello from NAME`.
+pub async fn spawn_upstream(name: &'static str) -> Result<SocketAddr, std::io::Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.keep_alive(true);
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            };
+            let service = service_fn(move |_req: Request<hyper::body::Incoming>| async move {
+                let mut response =
+                    Response::new(Full::new(Bytes::from(format!("hello from {name}\n"))));
+                response
+                    .headers_mut()
+                    .insert("x-served-by", http::HeaderValue::from_static(name));
+                Ok::<_, Infallible>(response)
+            });
+            let connection = http.serve_connection(TokioIo::new(stream), service);
+            tokio::spawn(connection);
+        }
+    });
+    Ok(addr)
+}
+
+/// Runs the demo.
+pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
+    let stable = spawn_upstream("stable").await?;
+    let canary = spawn_upstream("canary").await?;
+
+    let listen = match std::net::TcpListener::bind(options.listen) {
+        Ok(probe) => {
+            drop(probe);
+            options.listen
+        }
+        Err(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    let config = crate::config::parse(Path::new("<demo>"), &demo_config(listen, stable, canary))?;
+    let running = app::start(config).await?;
+    let proxy = running
+        .addr("public")
+        .ok_or_else(|| DemoError::Request("no listener".into()))?;
+    let base = format!("http://{proxy}");
+
+    println!("Switchyard demo");
+    println!("  stable upstream   {stable}");
+    println!("  canary upstream   {canary}");
+    println!(
+        "  proxy             {base}   route \"shop\": stable {}, canary {CANARY_WEIGHT}",
+        100 - CANARY_WEIGHT
+    );
+    println!();
+
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let get = |headers: &'static [(&'static str, &'static str)]| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let mut request = Request::get(format!("{base}/"));
+            for (k, v) in headers {
+                request = request.header(*k, *v);
+            }
+            let request = request
+                .body(Empty::new())
+                .map_err(|e| DemoError::Request(e.to_string()))?;
+            let response = client
+                .request(request)
+                .await
+                .map_err(|e| DemoError::Request(e.to_string()))?;
+            let version = response
+                .headers()
+                .get(&X_SWITCHYARD_VERSION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?")
+                .to_string();
+            // Drain the body so the connection returns to the pool.
+            let _ = response.into_body().collect().await;
+            Ok::<_, DemoError>(version)
+        }
+    };
+
+    let total = 1_000;
+    let mut on_canary = 0;
+    for _ in 0..total {
+        if get(&[]).await? == "canary" {
+            on_canary += 1;
+        }
+    }
+    println!("1. {total} requests, split by weight:");
+    println!(
+        "     stable {:>4} ({:.1}%)   canary {:>4} ({:.1}%)",
+        total - on_canary,
+        f64::from(total - on_canary) / 10.0,
+        on_canary,
+        f64::from(on_canary) / 10.0
+    );
+
+    let mut pinned = Vec::new();
+    for _ in 0..5 {
+        pinned.push(get(&[("x-canary", "always")]).await?);
+    }
+    println!("2. 5 requests with header x-canary: always (a rule pins them):");
+    println!("     {}", pinned.join(" "));
+
+    let mut alice = Vec::new();
+    for _ in 0..5 {
+        alice.push(get(&[("x-user-id", "alice")]).await?);
+    }
+    let bucket = bucket_of(SALT, b"alice");
+    let canary_from = BUCKETS - CANARY_WEIGHT * BUCKETS / 100;
+    println!("3. 5 requests from user alice (cohort on x-user-id):");
+    println!(
+        "     {}   (bucket {bucket} of {BUCKETS}; the canary owns {canary_from}..{})",
+        alice.join(" "),
+        BUCKETS - 1
+    );
+    println!();
+
+    if options.once {
+        running.shutdown().await;
+        return Ok(());
+    }
+    println!("Try it:");
+    println!("  curl -si {base}/");
+    println!("  curl -si -H 'x-canary: always' {base}/");
+    println!("  curl -si -H 'x-user-id: alice' {base}/");
+    println!("Serving until Ctrl-C.");
+    let signal = app::shutdown_signal().await;
+    println!("{signal}: draining and exiting.");
+    running.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! Proxy failures and the one place their status codes and bodies are chosen.
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::ResponseBody;
+use crate::upstream::FailureKind;
+
+/// A request the proxy answers itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matched host and path.
+    #[error("no route matches this host and path")]
+    NoRoute,
+    /// The route matched but no version has a positive weight.
+    #[error("route {route}: no version has traffic weight")]
+    NoVersion {
+        /// Route name.
+        route: String,
+    },
+    /// The upstream failed before a complete response head.
+    #[error("route {route}: version {version}: upstream {endpoint}: {}", kind.describe())]
+    Upstream {
+        /// Route name.
+        route: String,
+        /// Version name.
+        version: String,
+        /// `host:port`.
+        endpoint: String,
+        /// What failed.
+        kind: FailureKind,
+        /// The underlying error, for logs.
+        #[source]
+        source: Option<hyper_util::client::legacy::Error>,
+    },
+}
+
+impl ProxyError {
+    /// The status this failure is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoVersion { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream { kind, .. } => match kind {
+                FailureKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                FailureKind::Connect | FailureKind::Reset | FailureKind::Protocol => {
+                    StatusCode::BAD_GATEWAY
+                }
+            },
+        }
+    }
+
+    /// The plain-text response: status and one line naming the route and the cause.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let status = self.status();
+        let mut response = Response::new(ResponseBody::text(format!("switchyard: {self}\n")));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(kind: FailureKind) -> ProxyError {
+        ProxyError::Upstream {
+            route: "shop".into(),
+            version: "canary".into(),
+            endpoint: "127.0.0.1:9".into(),
+            kind,
+            source: None,
+        }
+    }
+
+    #[test]
+    fn each_failure_has_its_status() {
+        assert_eq!(ProxyError::NoRoute.status(), 404);
+        assert_eq!(ProxyError::NoVersion { route: "r".into() }.status(), 503);
+        assert_eq!(upstream(FailureKind::Connect).status(), 502);
+        assert_eq!(upstream(FailureKind::Reset).status(), 502);
+        assert_eq!(upstream(FailureKind::Protocol).status(), 502);
+        assert_eq!(upstream(FailureKind::Timeout).status(), 504);
+    }
+
+    #[test]
+    fn body_names_route_version_and_cause() {
+        assert_eq!(
+            upstream(FailureKind::Timeout).to_string(),
+            "route shop: version canary: upstream 127.0.0.1:9: timed out"
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! Pure header transforms of a proxy (RFC 9110 §7.6): hop-by-hop removal, `X-Forwarded-*`, and the
+//! request id.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `x-request-id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `x-forwarded-for`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-forwarded-host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `x-switchyard-version`: names the version that served, when a route exposes it.
+pub static X_SWITCHYARD_VERSION: HeaderName = HeaderName::from_static("x-switchyard-version");
+
+/// Headers that are hop-by-hop whatever `Connection` says.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes `Connection`, every header it names, and the fixed hop-by-hop headers.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Values are cloned one at a time (a refcount, no copy) so the map can be edited meanwhile.
+    let mut nth = 0;
+    while let Some(value) = headers.get_all(header::CONNECTION).iter().nth(nth).cloned() {
+        nth += 1;
+        if let Ok(list) = value.to_str() {
+            for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Prepares downstream request headers for the upstream: hop-by-hop removal, `X-Forwarded-For`
+/// appended with the client address, `X-Forwarded-Proto`, `X-Forwarded-Host` (the Host the
+/// client asked for) and a request id (kept, or generated when absent). Returns the request id.
+pub fn forward_request(
+    headers: &mut HeaderMap,
+    host: Option<&HeaderValue>,
+    client: IpAddr,
+    proto: &'static str,
+) -> HeaderValue {
+    remove_hop_by_hop(headers);
+
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client}"),
+        _ => client.to_string(),
+    };
+    // Built from an IP address and an existing valid value, so always a valid header value.
+    if let Ok(v) = HeaderValue::try_from(forwarded_for) {
+        // insert replaces every earlier X-Forwarded-For line with the single joined list.
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    }
+
+    match headers.get(&X_REQUEST_ID) {
+        Some(id) if !id.is_empty() => id.clone(),
+        _ => {
+            let id = new_request_id();
+            headers.insert(X_REQUEST_ID.clone(), id.clone());
+            id
+        }
+    }
+}
+
+/// A fresh random request id (UUID v4).
+pub fn new_request_id() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    // A hyphenated UUID is ASCII hex and dashes: always a valid header value.
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "close, X-Secret"),
+            ("connection", "x-other"),
+            ("x-secret", "s"),
+            ("x-other", "o"),
+            ("keep-alive", "timeout=5"),
+            ("te", "gzip"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "k"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "only x-kept remains: {h:?}");
+        assert_eq!(h["x-kept"], "k");
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_request_id_kept() {
+        let mut h = map(&[("x-forwarded-for", "203.0.113.7"), ("x-request-id", "abc")]);
+        let host = HeaderValue::from_static("shop.example.com");
+        let id = forward_request(&mut h, Some(&host), "127.0.0.1".parse().unwrap(), "http");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "shop.example.com");
+        assert_eq!(id, "abc");
+    }
+
+    #[test]
+    fn missing_request_id_is_generated() {
+        let mut h = HeaderMap::new();
+        let id = forward_request(&mut h, None, "::1".parse().unwrap(), "http");
+        assert_eq!(id.len(), 36);
+        assert_eq!(h["x-request-id"], id);
+        assert_eq!(h["x-forwarded-for"], "::1");
+    }
+}
