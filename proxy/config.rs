@@ -2,6 +2,7 @@
 //! types. `check`, start-up and reload all go through [`load`], so they agree on what is valid.
 
 mod error;
+mod locate;
 mod model;
 mod raw;
 mod validate;
@@ -35,8 +36,13 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             message,
         }
     })?;
-    validate::validate(raw).map_err(|problems| ConfigError::Invalid {
-        file: file.to_path_buf(),
-        problems,
+    validate::validate(raw).map_err(|mut problems| {
+        for p in &mut problems {
+            p.location = Location(locate::locate(text, &p.path));
+        }
+        ConfigError::Invalid {
+            file: file.to_path_buf(),
+            problems,
+        }
     })
 }

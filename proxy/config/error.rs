@@ -41,6 +41,8 @@ pub enum ConfigError {
 pub struct Problem {
     /// Field path, such as `routes[0].rules[1].version`.
     pub path: String,
+    /// Where the field (or its nearest parent) is written.
+    pub location: Location,
     /// What is wrong, lowercase.
     pub message: String,
 }
@@ -69,7 +71,14 @@ impl fmt::Display for Listing<'_> {
             if i > 0 {
                 f.write_str("\n")?;
             }
-            write!(f, "{}: {}: {}", self.file.display(), p.path, p.message)?;
+            write!(
+                f,
+                "{}:{}{}: {}",
+                self.file.display(),
+                p.location,
+                p.path,
+                p.message
+            )?;
         }
         Ok(())
     }

@@ -94,6 +94,7 @@ pub struct RawVersion {
     /// `host:port` of each endpoint.
     pub endpoints: Vec<String>,
     /// Relative share of traffic; a non-negative integer.
+    #[serde(deserialize_with = "weight")]
     pub weight: u32,
 }
 
@@ -169,4 +170,33 @@ pub struct RawTimeouts {
     /// How long an idle upstream keep-alive connection stays pooled.
     #[serde(default)]
     pub idle: Option<String>,
+}
+
+/// A weight: a whole number from 0 to 4294967295, with a message that says so.
+fn weight<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = u32;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a non-negative whole number")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u32, E> {
+            u32::try_from(v)
+                .map_err(|_| E::custom(format!("weight {v} is too large (at most {})", u32::MAX)))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u32, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::custom(format!(
+                    "weight {v} is negative; weights are whole numbers from 0"
+                ))),
+            }
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u32, E> {
+            Err(E::custom(format!(
+                "weight {v} is not a whole number; weights are relative, so scale them (5.5 and 94.5 become 55 and 945)"
+            )))
+        }
+    }
+    d.deserialize_any(Visitor)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::header::HeaderName;
 use http::uri::Authority;
 
-use super::error::Problem;
+use super::error::{Location, Problem};
 use super::model::*;
 use super::raw::*;
 
@@ -22,6 +22,7 @@ impl Problems {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             path: path.into(),
+            location: Location::default(),
             message: message.into(),
         });
     }
@@ -38,9 +39,9 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let mut listeners = Vec::with_capacity(raw.listeners.len());
     for (i, l) in raw.listeners.iter().enumerate() {
         let path = format!("listeners[{i}]");
-        if l.name.is_empty() {
-            p.add(format!("{path}.name"), "must not be empty");
-        } else if !listener_names.insert(l.name.as_str()) {
+        if name_ok(&mut p, &format!("{path}.name"), &l.name)
+            && !listener_names.insert(l.name.as_str())
+        {
             p.add(
                 format!("{path}.name"),
                 format!("duplicate listener name {:?}", l.name),
@@ -68,9 +69,8 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, r) in raw.routes.iter().enumerate() {
         let path = format!("routes[{i}]");
-        if r.name.is_empty() {
-            p.add(format!("{path}.name"), "must not be empty");
-        } else if !route_names.insert(r.name.as_str()) {
+        if name_ok(&mut p, &format!("{path}.name"), &r.name) && !route_names.insert(r.name.as_str())
+        {
             p.add(
                 format!("{path}.name"),
                 format!("duplicate route name {:?}", r.name),
@@ -148,9 +148,7 @@ fn route(p: &mut Problems, path: &str, r: &RawRoute) -> Option<Route> {
     let mut versions = Vec::with_capacity(r.versions.len());
     for (i, v) in r.versions.iter().enumerate() {
         let vpath = format!("{path}.versions[{i}]");
-        if v.name.is_empty() {
-            p.add(format!("{vpath}.name"), "must not be empty");
-        } else if !names.insert(v.name.as_str()) {
+        if name_ok(p, &format!("{vpath}.name"), &v.name) && !names.insert(v.name.as_str()) {
             p.add(
                 format!("{vpath}.name"),
                 format!("duplicate version name {:?}", v.name),
@@ -380,4 +378,20 @@ fn header_name(p: &mut Problems, path: &str, text: &str) -> Option<HeaderName> {
             None
         }
     }
+}
+
+/// Names become metric labels, log fields and admin API path segments: keep them plain.
+fn name_ok(p: &mut Problems, path: &str, name: &str) -> bool {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        p.add(
+            path,
+            format!("{name:?} is not a valid name: use 1 to 64 letters, digits, '-', '_' or '.'"),
+        );
+    }
+    ok
 }

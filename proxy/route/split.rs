@@ -27,14 +27,8 @@ impl Split {
             .collect();
         let bucket_ends = cumulative
             .iter()
-            .map(|c| {
-                if sum == 0 {
-                    0
-                } else {
-                    // c <= sum, so the quotient is at most BUCKETS and fits u32.
-                    (c * u64::from(BUCKETS) / sum) as u32
-                }
-            })
+            // c <= sum, so the quotient is at most BUCKETS and fits u32; all-zero weights own none.
+            .map(|c| (c * u64::from(BUCKETS)).checked_div(sum).unwrap_or(0) as u32)
             .collect();
         Split {
             cumulative,

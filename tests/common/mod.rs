@@ -1,0 +1,197 @@
+//! Real parts for integration tests: recording upstream servers and a proxy on ephemeral
+//! loopback ports, and a real HTTP client.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// What an upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub headers: HeaderMap,
+}
+
+/// A real HTTP/1.1 server that answers with its name and records what it received.
+///
+/// Behaviour by query: `delay_ms=N` waits N ms before answering; `status=N` answers with N.
+pub struct Upstream {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub async fn start(name: &'static str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let record = record.clone();
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let record = record.clone();
+                    async move { Ok::<_, Infallible>(answer(name, record, req).await) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        Upstream { name, addr, seen }
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("no request seen")
+    }
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<u64> {
+    query?
+        .split('&')
+        .find_map(|p| p.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+}
+
+async fn answer(
+    name: &'static str,
+    record: Arc<Mutex<Vec<Seen>>>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    record.lock().unwrap().push(Seen {
+        path: req.uri().path().to_string(),
+        headers: req.headers().clone(),
+    });
+    let query = req.uri().query();
+    if let Some(ms) = query_param(query, "delay_ms") {
+        tokio::time::sleep(Duration::from_millis(ms.min(30_000))).await;
+    }
+    let status = query_param(query, "status")
+        .and_then(|s| StatusCode::from_u16(s as u16).ok())
+        .unwrap_or(StatusCode::OK);
+    let body = req.into_body().collect().await.map(|b| b.to_bytes());
+    let mut text = format!("{name}\n").into_bytes();
+    if let Ok(b) = body {
+        text.extend_from_slice(&b);
+    }
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("x-served-by", http::HeaderValue::from_static(name));
+    response
+}
+
+/// Starts the proxy in this process with a configuration given as YAML.
+pub async fn start_proxy(yaml: &str) -> switchyard::app::Running {
+    let config = switchyard::config::parse(Path::new("test.yaml"), yaml)
+        .unwrap_or_else(|e| panic!("test config refused: {e}"));
+    switchyard::app::start(config).await.unwrap()
+}
+
+/// A route `shop` over stable and canary with the given weights, on a listener `public`.
+pub fn two_versions(
+    stable: &Upstream,
+    canary: &Upstream,
+    weights: (u32, u32),
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+listeners: [{{ name: public, addr: "127.0.0.1:0" }}]
+routes:
+  - name: shop
+    versions:
+      - {{ name: stable, endpoints: ["{}"], weight: {} }}
+      - {{ name: canary, endpoints: ["{}"], weight: {} }}
+{extra}
+"#,
+        stable.addr, weights.0, canary.addr, weights.1
+    )
+}
+
+pub type TestClient = Client<HttpConnector, Empty<Bytes>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A finished exchange.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn served_by(&self) -> &str {
+        self.headers
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// GET `url` with extra headers; panics if the exchange fails at the HTTP level.
+pub async fn get(client: &TestClient, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = Request::get(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = client
+        .request(request.body(Empty::new()).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// A loopback port with nothing listening on it.
+pub fn dead_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Polls `check` every 10 ms for at most `limit`; returns whether it became true.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    check()
+}
