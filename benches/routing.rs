@@ -1,1 +1,95 @@
-fn main() {}
+//! Criterion benches of the routing decision (weight, rule and cohort paths) and the cohort hash.
+//! Run: `cargo bench --bench routing`.
+
+#![allow(clippy::unwrap_used)] // bench set-up may unwrap
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, HeaderValue};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use switchyard::route::{bucket_of, decide, RequestHead, RouteTable};
+
+const CONFIG: &str = r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+routes:
+  - name: admin
+    match: { hosts: ["admin.example.com"] }
+    versions: [{ name: stable, endpoints: ["127.0.0.1:1"], weight: 1 }]
+  - name: shop
+    match: { hosts: ["shop.example.com", "*.shop.example.com"], path_prefix: "/" }
+    versions:
+      - { name: stable, endpoints: ["127.0.0.1:1", "127.0.0.1:2"], weight: 95 }
+      - { name: canary, endpoints: ["127.0.0.1:3"], weight: 5 }
+    rules:
+      - match: { header: { name: "x-canary", value: "always" } }
+        version: canary
+      - match: { cookie: { name: "beta", value: "1" } }
+        version: canary
+    cohort: { key: { header: "x-user-id" }, salt: "shop-2026-11" }
+"#;
+
+fn tables() -> Vec<RouteTable> {
+    let config = switchyard::config::parse(Path::new("bench.yaml"), CONFIG).unwrap();
+    config
+        .routes
+        .iter()
+        .map(|r| RouteTable::new(r, &r.versions.iter().map(|v| v.weight).collect::<Vec<_>>()))
+        .collect()
+}
+
+fn browser_headers(extra: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("host", HeaderValue::from_static("eu.shop.example.com"));
+    h.insert(
+        "user-agent",
+        HeaderValue::from_static("Mozilla/5.0 (X11; Linux x86_64)"),
+    );
+    h.insert(
+        "accept",
+        HeaderValue::from_static("text/html,application/xhtml+xml"),
+    );
+    h.insert(
+        "cookie",
+        HeaderValue::from_static("session=abc123; theme=dark; lang=en"),
+    );
+    for (k, v) in extra {
+        h.insert(*k, HeaderValue::from_static(v));
+    }
+    h
+}
+
+fn bench_decide(c: &mut Criterion) {
+    let tables = tables();
+    let mut rng = SmallRng::seed_from_u64(1);
+    let cases = [
+        ("decide/weight", browser_headers(&[])),
+        (
+            "decide/header_rule",
+            browser_headers(&[("x-canary", "always")]),
+        ),
+        (
+            "decide/cohort",
+            browser_headers(&[("x-user-id", "user-12345")]),
+        ),
+    ];
+    for (name, headers) in &cases {
+        let head = RequestHead {
+            host: Some("eu.shop.example.com"),
+            path: "/products/42",
+            query: Some("ref=home"),
+            headers,
+        };
+        c.bench_function(name, |b| {
+            b.iter(|| decide(black_box(&head), black_box(&tables), &mut rng).unwrap())
+        });
+    }
+    c.bench_function("cohort_hash", |b| {
+        b.iter(|| bucket_of(black_box("shop-2026-11"), black_box(b"user-12345")))
+    });
+}
+
+criterion_group!(benches, bench_decide);
+criterion_main!(benches);
