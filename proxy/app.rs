@@ -1,27 +1,34 @@
-//! The composition root: build the first snapshot, bind every listener, spawn the servers, and
-//! shut them down with a drain deadline.
+//! The composition root: build the first snapshot, bind every listener and the admin endpoint,
+//! spawn the servers, the control task, the file watch and the SIGHUP handler, and shut them down
+//! with a drain deadline.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
-use crate::handler::Shared;
+use crate::admin::{self, Admin};
+use crate::config::{self, Config, TokenSource};
+use crate::control::{self, Control, ControlHandle, ReloadSource};
+use crate::handler::{self, Downstream, Shared};
+use crate::metrics::Metrics;
 use crate::server;
 use crate::snapshot::Snapshot;
-use crate::upstream::Clients;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The configuration file was refused.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     /// A listener's address could not be bound.
-    #[error("listener {name}: cannot bind {addr}: {source}")]
+    #[error("{name}: cannot bind {addr}: {source}")]
     Bind {
-        /// Listener name.
+        /// Listener name (`admin` for the admin endpoint).
         name: String,
         /// The configured address.
         addr: SocketAddr,
@@ -29,62 +36,195 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The admin token is missing or the admin endpoint would be exposed without one.
+    #[error("admin: {0}")]
+    AdminToken(String),
+    /// The metrics registry refused a family (a bug).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The configuration file's directory cannot be watched.
+    #[error("cannot watch the configuration file: {0}")]
+    Watch(#[from] notify::Error),
 }
 
 /// A running proxy.
 pub struct Running {
     listeners: Vec<(String, SocketAddr)>,
+    admin: Option<SocketAddr>,
     shared: Arc<Shared>,
+    control: ControlHandle,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
+    _watcher: Option<notify::RecommendedWatcher>,
 }
 
-/// Binds every listener of `config` and starts serving. Returns once all listeners are bound.
-pub async fn start(config: Config) -> Result<Running, StartError> {
-    let config = Arc::new(config);
-    let clients = Clients::default();
-    let snapshot = Snapshot::build(config.clone(), 1, &clients);
-    let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(snapshot),
-    });
+/// Starts from a configuration file: reloads (file watch, SIGHUP, API) re-read it.
+pub async fn start_from_file(file: &Path) -> Result<Running, StartError> {
+    let config = config::load(file)?;
+    start_with(config, Some(file.to_path_buf())).await
+}
 
+/// Starts from an already validated configuration (no file: reloads are refused).
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_with(config, None).await
+}
+
+async fn bind(name: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let err = |source| StartError::Bind {
+        name: name.to_string(),
+        addr,
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let bound = listener.local_addr().map_err(err)?;
+    Ok((listener, bound))
+}
+
+/// Reads the admin token and refuses an exposed admin endpoint without one.
+fn admin_token(admin: &config::Admin) -> Result<Option<String>, StartError> {
+    let token = match &admin.token {
+        None => None,
+        Some(TokenSource::Env(var)) => match std::env::var(var) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+            _ => {
+                return Err(StartError::AdminToken(format!(
+                    "admin.token_env names {var}, which is not set or empty"
+                )))
+            }
+        },
+        Some(TokenSource::File(path)) => match std::fs::read_to_string(path) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+            Ok(_) => {
+                return Err(StartError::AdminToken(format!(
+                    "admin.token_file {} is empty",
+                    path.display()
+                )))
+            }
+            Err(e) => {
+                return Err(StartError::AdminToken(format!(
+                    "admin.token_file {}: {e}",
+                    path.display()
+                )))
+            }
+        },
+    };
+    if token.is_none() && !admin.addr.ip().is_loopback() {
+        return Err(StartError::AdminToken(format!(
+            "admin.addr {} is not loopback and no token is configured: set admin.token_env or \
+             admin.token_file, or bind the admin endpoint to 127.0.0.1",
+            admin.addr
+        )));
+    }
+    Ok(token)
+}
+
+async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, StartError> {
+    let metrics = Arc::new(Metrics::new()?);
+    let token = config
+        .admin
+        .as_ref()
+        .map(admin_token)
+        .transpose()?
+        .flatten();
+
+    // Bind everything before serving anything, so a bad address fails the start cleanly.
     let mut bound = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
-        let listener = TcpListener::bind(l.addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                name: l.name.clone(),
-                addr: l.addr,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            name: l.name.clone(),
-            addr: l.addr,
-            source,
-        })?;
+        let (listener, addr) = bind(&l.name, l.addr).await?;
         bound.push((l.name.clone(), addr, listener));
     }
+    let admin_bound = match &config.admin {
+        Some(a) => Some(bind("admin", a.addr).await?),
+        None => None,
+    };
 
+    let drain = config.drain_timeout;
+    let (control, shared, status) = Control::new(config, file.clone(), metrics);
+    let control = control.spawn();
+    let watcher = match &file {
+        Some(f) => Some(control::watch::spawn(f, control.clone())?),
+        None => None,
+    };
     let (shutdown, _) = watch::channel(false);
+    if file.is_some() {
+        spawn_sighup(control.clone(), shutdown.subscribe());
+    }
+
     let mut listeners = Vec::with_capacity(bound.len());
-    let mut servers = Vec::with_capacity(bound.len());
+    let mut servers = Vec::with_capacity(bound.len() + 1);
     for (name, addr, listener) in bound {
         tracing::info!(listener = %name, %addr, "listening");
+        let shared = shared.clone();
+        let service = move |peer, request| {
+            handler::handle(
+                shared.clone(),
+                Downstream {
+                    peer,
+                    proto: "http",
+                },
+                request,
+            )
+        };
         servers.push(tokio::spawn(server::serve(
             name.clone(),
             listener,
-            shared.clone(),
+            service,
             shutdown.subscribe(),
-            config.drain_timeout,
+            drain,
         )));
         listeners.push((name, addr));
     }
+
+    let admin_state = Arc::new(Admin {
+        shared: shared.clone(),
+        control: control.clone(),
+        status,
+        token,
+        listening: Default::default(),
+    });
+    let admin_addr = admin_bound.map(|(listener, addr)| {
+        tracing::info!(%addr, "admin listening");
+        let state = admin_state.clone();
+        let service = move |peer, request| admin::handle(state.clone(), peer, request);
+        servers.push(tokio::spawn(server::serve(
+            "admin".into(),
+            listener,
+            service,
+            shutdown.subscribe(),
+            drain,
+        )));
+        addr
+    });
+    admin_state.listening.store(true, Ordering::Release);
+
     Ok(Running {
         listeners,
+        admin: admin_addr,
         shared,
+        control,
         shutdown,
         servers,
+        _watcher: watcher,
     })
+}
+
+fn spawn_sighup(control: ControlHandle, mut shutdown: watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install a SIGHUP handler: reload with the file watch or the API");
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    // The outcome is logged by the control task.
+                    let _ = control.reload(ReloadSource::Signal).await;
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    });
 }
 
 impl Running {
@@ -101,9 +241,24 @@ impl Running {
             .map(|(_, a)| *a)
     }
 
+    /// The bound admin address, when an admin endpoint is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.snapshot.load_full()
+    }
+
+    /// The control task, for operator actions from inside the process.
+    pub fn control(&self) -> &ControlHandle {
+        &self.control
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared.metrics
     }
 
     /// Stops accepting, lets in-flight requests finish up to the drain deadline, and returns when

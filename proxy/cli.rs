@@ -90,15 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Run) | None => {
             let file = need_config(cli.config)?;
-            let config = match config::load(&file) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            runtime.block_on(serve(config))?;
-            Ok(ExitCode::SUCCESS)
+            runtime.block_on(serve(&file))
         }
     }
 }
@@ -107,11 +99,21 @@ fn need_config(config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     config.context("--config FILE is required (or try `switchyard demo`)")
 }
 
-async fn serve(config: config::Config) -> anyhow::Result<()> {
-    let running = app::start(config).await?;
+async fn serve(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let running = match app::start_from_file(file).await {
+        Ok(r) => r,
+        Err(e @ app::StartError::Config(_)) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
     for (name, addr) in running.listeners() {
         // A stable line on stdout: scripts and tests read the bound port from it.
         println!("switchyard: listener {name} on http://{addr}");
+    }
+    if let Some(addr) = running.admin_addr() {
+        println!("switchyard: admin on http://{addr}");
     }
     let signal = app::shutdown_signal().await;
     tracing::info!(
@@ -120,5 +122,5 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
     );
     running.shutdown().await;
     tracing::info!("stopped");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -54,6 +54,7 @@ listeners:
   - name: public
     addr: "{listen}"
 drain_timeout: "5s"
+access_log: {{ enabled: false }}
 routes:
   - name: shop
     expose_version_header: true

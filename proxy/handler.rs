@@ -1,25 +1,34 @@
-//! One request, in named phases: load the snapshot once, decide, rewrite headers, call the
-//! upstream under its timeout, answer. Every failure goes through `ProxyError::into_response`.
+//! One request, in named phases: load the snapshot once, decide, start the record, rewrite
+//! headers, call the upstream under its timeout, answer. Every failure goes through
+//! `ProxyError::into_response`; every routed request is measured by its `Record`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
 use http::{header, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
+use rand::Rng;
 
-use crate::body::ResponseBody;
+use crate::body::{RequestBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::headers::{self, X_REQUEST_ID, X_SWITCHYARD_VERSION};
-use crate::route::{self, NoDecision, RequestHead};
+use crate::metrics::Metrics;
+use crate::record::{AccessEntry, Record};
+use crate::route::{self, Decision, NoDecision, RequestHead};
 use crate::snapshot::Snapshot;
 use crate::upstream::FailureKind;
 
 /// What every request handler shares.
 pub struct Shared {
-    /// The current snapshot; the control plane is its only writer.
+    /// The current snapshot; the control task is its only writer.
     pub snapshot: ArcSwap<Snapshot>,
+    /// Process-wide metric families.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Where a request came from.
@@ -37,33 +46,63 @@ pub async fn handle(
     downstream: Downstream,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
+    let started = Instant::now();
     let snapshot = shared.snapshot.load_full();
-    match forward(&snapshot, downstream, request).await {
+    let (parts, body) = request.into_parts();
+
+    // The thread-local RNG is borrowed only for this synchronous call.
+    let decision = match route::decide(&RequestHead::of(&parts), &snapshot.tables, &mut rand::rng())
+    {
+        Ok(d) => d,
+        Err(NoDecision::NoRoute) => {
+            shared.metrics.no_route.inc();
+            return ProxyError::NoRoute.into_response();
+        }
+        Err(NoDecision::NoVersion(r)) => {
+            return ProxyError::NoVersion {
+                route: snapshot.routes[r].name.clone(),
+            }
+            .into_response()
+        }
+    };
+
+    let mut record = Record::start(snapshot.clone(), decision.route, decision.version, started);
+    let log = snapshot.config.access_log;
+    if log.enabled && (log.sample >= 1.0 || rand::rng().random::<f64>() < log.sample) {
+        record.access = Some(Box::new(AccessEntry {
+            request_id: HeaderValue::from_static("-"),
+            method: parts.method.clone(),
+            path: parts.uri.path_and_query().cloned(),
+            reason: decision.reason,
+            endpoint: None,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+        }));
+    }
+
+    let response = match forward(&snapshot, decision, downstream, parts, body, &mut record).await {
         Ok(response) => response,
         Err(error) => {
-            if let ProxyError::Upstream { .. } = error {
-                tracing::warn!(error = %error, source = ?std::error::Error::source(&error).map(|s| s.to_string()), "upstream failure");
+            if let ProxyError::Upstream { kind, .. } = &error {
+                snapshot.routes[decision.route].versions[decision.version]
+                    .metrics
+                    .count_failure(*kind);
+                tracing::warn!(%error, cause = ?std::error::Error::source(&error).map(|s| s.to_string()), "upstream failure");
             }
             error.into_response()
         }
-    }
+    };
+    record.status = response.status().as_u16();
+    response.map(|body| body.with_record(record))
 }
 
 async fn forward(
     snapshot: &Snapshot,
+    decision: Decision,
     downstream: Downstream,
-    request: Request<Incoming>,
+    mut parts: Parts,
+    body: Incoming,
+    record: &mut Record,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let (mut parts, body) = request.into_parts();
-
-    // Decide. The thread-local RNG is borrowed only for this synchronous call.
-    let decision = route::decide(&RequestHead::of(&parts), &snapshot.tables, &mut rand::rng())
-        .map_err(|e| match e {
-            NoDecision::NoRoute => ProxyError::NoRoute,
-            NoDecision::NoVersion(r) => ProxyError::NoVersion {
-                route: snapshot.routes[r].name.clone(),
-            },
-        })?;
     let route = &snapshot.routes[decision.route];
     let version = &route.versions[decision.version];
     let endpoint = version
@@ -89,6 +128,11 @@ async fn forward(
     if let Some(host) = &host {
         parts.headers.insert(header::HOST, host.clone());
     }
+    let bytes_in = record.access.as_mut().map(|a| {
+        a.request_id = request_id.clone();
+        a.endpoint = Some(endpoint.0.clone());
+        a.bytes_in.clone()
+    });
 
     // Target: same path and query on the chosen endpoint.
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
@@ -100,9 +144,9 @@ async fn forward(
     parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::NoRoute)?;
     parts.version = http::Version::HTTP_11;
 
-    tracing::debug!(route = %route.name, version = %version.name, reason = decision.reason.as_str(), endpoint = %endpoint, "forwarding");
-
-    let call = version.client.request(Request::from_parts(parts, body));
+    let call = version
+        .client
+        .request(Request::from_parts(parts, RequestBody::new(body, bytes_in)));
     let upstream_error = |kind, source| ProxyError::Upstream {
         route: route.name.clone(),
         version: version.name.clone(),
@@ -124,5 +168,5 @@ async fn forward(
             .headers
             .insert(X_SWITCHYARD_VERSION.clone(), version.name_header.clone());
     }
-    Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
+    Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
 }

@@ -5,13 +5,17 @@
 //! `upstream` (pooled client). The `snapshot` is the immutable routing state each request loads
 //! once; `config` is how it is described and validated.
 
+pub mod admin;
 pub mod app;
 pub mod body;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod error;
 pub mod handler;
 pub mod headers;
+pub mod metrics;
+pub mod record;
 pub mod route;
 pub mod server;
 pub mod snapshot;

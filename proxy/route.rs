@@ -108,10 +108,20 @@ pub struct RouteTable {
 impl RouteTable {
     /// Builds the table of one route with the given effective weights (one per version).
     pub fn new(route: &config::Route, weights: &[u32]) -> Self {
+        Self::with_stopped(route, weights, &[])
+    }
+
+    /// Like [`RouteTable::new`], and rules that pin a stopped (aborted) version are left out.
+    pub fn with_stopped(route: &config::Route, weights: &[u32], stopped: &[bool]) -> Self {
         RouteTable {
             hosts: route.hosts.clone(),
             path_prefix: route.path_prefix.clone(),
-            rules: route.rules.clone(),
+            rules: route
+                .rules
+                .iter()
+                .filter(|r| !stopped.get(r.version).copied().unwrap_or(false))
+                .cloned()
+                .collect(),
             cohort: route.cohort.clone(),
             split: Split::new(weights),
         }

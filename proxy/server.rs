@@ -1,10 +1,14 @@
 //! The accept loop of one listener: hyper-util's auto builder (HTTP/1.1, and h2c by preface on the
-//! same port), one task per connection, graceful drain on shutdown.
+//! same port), one task per connection, graceful drain on shutdown. Serves the proxy and the
+//! admin API alike; what a request gets is the `service` passed in.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -12,22 +16,25 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::handler::{handle, Downstream, Shared};
+use crate::body::ResponseBody;
 
 /// How long a client may take to send a request head before the connection is closed.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `listener` until `shutdown` fires, then drains open connections for up to `drain`.
 ///
-/// Accept errors (such as running out of file descriptors) are logged and retried with backoff;
-/// they never end the loop.
-pub async fn serve(
+/// `service` is called once per request with the client's address. Accept errors (such as
+/// running out of file descriptors) are logged and retried with backoff; they never end the loop.
+pub async fn serve<S, F>(
     name: String,
     listener: TcpListener,
-    shared: Arc<Shared>,
+    service: S,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
-) {
+) where
+    S: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -44,14 +51,13 @@ pub async fn serve(
                     backoff = Duration::from_millis(5);
                     // Each chunk leaves as soon as it arrives (event streams, gRPC streaming).
                     let _ = stream.set_nodelay(true);
-                    let downstream = Downstream { peer, proto: "http" };
-                    let shared = shared.clone();
-                    let service = service_fn(move |request| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(handle(shared, downstream, request).await) }
+                    let service = service.clone();
+                    let per_request = service_fn(move |request| {
+                        let response = service(peer, request);
+                        async move { Ok::<_, Infallible>(response.await) }
                     });
                     let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .serve_connection_with_upgrades(TokioIo::new(stream), per_request)
                         .into_owned();
                     let connection = graceful.watch(connection);
                     tokio::spawn(async move {

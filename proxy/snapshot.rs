@@ -2,15 +2,19 @@
 //!
 //! A request loads the current snapshot once and keeps it to the end, so a reload never changes
 //! the state a request started with. Everything a request needs is resolved here, at build time:
-//! the routing tables, parsed endpoints, the upstream client of each version and the header value
-//! naming each version.
+//! the routing tables, effective weights (file plus overrides), parsed endpoints, the upstream
+//! client and the metric handles of each version, the header value naming each version.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::HeaderValue;
 
 use crate::config::{Config, Endpoint, Timeouts};
+use crate::control::overrides::{effective, Overrides, WeightSource};
+use crate::metrics::{Metrics, VersionMetrics};
 use crate::route::RouteTable;
 use crate::upstream::{ClientKey, Clients, UpstreamClient};
 
@@ -18,8 +22,12 @@ use crate::upstream::{ClientKey, Clients, UpstreamClient};
 pub struct Snapshot {
     /// Increases by one with every successful build.
     pub generation: u64,
+    /// When this snapshot was built.
+    pub built_at: SystemTime,
     /// The configuration this snapshot was built from.
     pub config: Arc<Config>,
+    /// The overrides applied on top of it.
+    pub overrides: Overrides,
     /// What the routing decision reads, one entry per route.
     pub tables: Vec<RouteTable>,
     /// What forwarding needs, one entry per route, same order as `tables`.
@@ -46,10 +54,14 @@ pub struct VersionState {
     pub name_header: HeaderValue,
     /// Effective weight in this snapshot.
     pub weight: u32,
+    /// Where that weight comes from.
+    pub source: WeightSource,
     /// Endpoints, balanced round robin.
     pub endpoints: Vec<Endpoint>,
     /// The pooled client for this route's connection settings.
     pub client: UpstreamClient,
+    /// Metric handles, resolved for this (route, version).
+    pub metrics: VersionMetrics,
     next: AtomicUsize,
 }
 
@@ -65,13 +77,21 @@ impl VersionState {
 }
 
 impl Snapshot {
-    /// Builds a snapshot of `config` with the configured weights.
-    pub fn build(config: Arc<Config>, generation: u64, clients: &Clients) -> Snapshot {
+    /// Builds a snapshot of `config` with `overrides` applied, resolving clients and metric
+    /// handles, and prunes the metric series of versions that are gone.
+    pub fn build(
+        config: Arc<Config>,
+        overrides: Overrides,
+        generation: u64,
+        clients: &Clients,
+        metrics: &Metrics,
+    ) -> Snapshot {
         let mut tables = Vec::with_capacity(config.routes.len());
         let mut routes = Vec::with_capacity(config.routes.len());
+        let mut labelled = HashSet::new();
         for route in &config.routes {
-            let weights: Vec<u32> = route.versions.iter().map(|v| v.weight).collect();
-            tables.push(RouteTable::new(route, &weights));
+            let e = effective(route, overrides.routes.get(&route.name));
+            tables.push(RouteTable::with_stopped(route, &e.weights, &e.stopped));
             let client = clients.get(ClientKey {
                 connect_timeout: route.timeouts.connect,
                 idle_timeout: route.timeouts.idle,
@@ -79,15 +99,21 @@ impl Snapshot {
             let versions = route
                 .versions
                 .iter()
-                .zip(&weights)
-                .map(|(v, weight)| VersionState {
-                    name: v.name.clone(),
-                    name_header: HeaderValue::from_str(&v.name)
-                        .unwrap_or_else(|_| HeaderValue::from_static("invalid-name")),
-                    weight: *weight,
-                    endpoints: v.endpoints.clone(),
-                    client: client.clone(),
-                    next: AtomicUsize::new(0),
+                .enumerate()
+                .map(|(i, v)| {
+                    labelled.insert((route.name.clone(), v.name.clone()));
+                    VersionState {
+                        name: v.name.clone(),
+                        // Names are validated to letters, digits, '-', '_' and '.'.
+                        name_header: HeaderValue::from_str(&v.name)
+                            .unwrap_or_else(|_| HeaderValue::from_static("invalid-name")),
+                        weight: e.weights[i],
+                        source: e.sources[i],
+                        endpoints: v.endpoints.clone(),
+                        client: client.clone(),
+                        metrics: metrics.version(&route.name, &v.name, e.weights[i]),
+                        next: AtomicUsize::new(0),
+                    }
                 })
                 .collect();
             routes.push(RouteState {
@@ -97,11 +123,20 @@ impl Snapshot {
                 expose_version_header: route.expose_version_header,
             });
         }
+        metrics.retain(&labelled);
+        metrics.config_generation.set(generation as i64);
         Snapshot {
             generation,
+            built_at: SystemTime::now(),
             config,
+            overrides,
             tables,
             routes,
         }
+    }
+
+    /// The index of route `name`.
+    pub fn route_index(&self, name: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.name == name)
     }
 }

@@ -7,13 +7,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use crate::body::RequestBody;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-
-/// The body type sent upstream: the downstream request body, streamed as it arrives.
-pub type RequestBody = Incoming;
 
 /// A pooled HTTP/1.1 client.
 pub type UpstreamClient = Client<HttpConnector, RequestBody>;

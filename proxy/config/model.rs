@@ -19,6 +19,28 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// How long in-flight requests may run after a shutdown signal.
     pub drain_timeout: Duration,
+    /// Where runtime decisions (API weights, aborts) are persisted, when configured.
+    pub state_file: Option<PathBuf>,
+    /// Access log settings.
+    pub access_log: AccessLog,
+}
+
+/// Access log settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AccessLog {
+    /// Whether requests are logged at all.
+    pub enabled: bool,
+    /// Fraction of requests logged, 0.0 to 1.0.
+    pub sample: f64,
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        AccessLog {
+            enabled: true,
+            sample: 1.0,
+        }
+    }
 }
 
 /// A downstream listener.

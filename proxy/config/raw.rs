@@ -22,6 +22,24 @@ pub struct RawConfig {
     /// How long in-flight requests may run after SIGTERM or SIGINT.
     #[serde(default)]
     pub drain_timeout: Option<String>,
+    /// Where weights set through the API, aborts and rollout progress are kept across restarts.
+    #[serde(default)]
+    pub state_file: Option<String>,
+    /// The access log.
+    #[serde(default)]
+    pub access_log: Option<RawAccessLog>,
+}
+
+/// Access log settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// Log requests at all.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Fraction of requests logged, 0.0 to 1.0.
+    #[serde(default)]
+    pub sample: Option<f64>,
 }
 
 /// One downstream listener.

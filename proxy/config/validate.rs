@@ -81,12 +81,40 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         }
     }
 
+    let state_file = match raw.state_file.as_deref() {
+        Some("") => {
+            p.add(
+                "state_file",
+                "must not be empty; leave it out to keep no state",
+            );
+            None
+        }
+        other => other.map(PathBuf::from),
+    };
+
+    let mut access_log = AccessLog::default();
+    if let Some(a) = &raw.access_log {
+        access_log.enabled = a.enabled.unwrap_or(true);
+        if let Some(sample) = a.sample {
+            if (0.0..=1.0).contains(&sample) {
+                access_log.sample = sample;
+            } else {
+                p.add(
+                    "access_log.sample",
+                    format!("{sample} is not a fraction from 0.0 to 1.0"),
+                );
+            }
+        }
+    }
+
     if p.0.is_empty() {
         Ok(Config {
             listeners,
             admin,
             routes,
             drain_timeout,
+            state_file,
+            access_log,
         })
     } else {
         Err(p.0)

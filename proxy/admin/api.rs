@@ -1,0 +1,293 @@
+//! The JSON API under `/api/v1`: route views, weight changes, promote, abort, resume, reset,
+//! config status and reload. Errors are JSON `{"error": {"status": N, "message": "..."}}`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+
+use super::Admin;
+use crate::body::ResponseBody;
+use crate::control::overrides::{Abort, WeightSource};
+use crate::control::{Action, ActionError, ReloadSource};
+use crate::snapshot::Snapshot;
+
+/// The largest request body the API reads.
+const MAX_BODY: usize = 64 * 1024;
+
+/// One route as the API shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RouteView {
+    /// Route name.
+    pub name: String,
+    /// Snapshot generation these figures come from.
+    pub generation: u64,
+    /// `steady` or `aborted`.
+    pub state: String,
+    /// The abort, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<AbortView>,
+    /// Versions in declared order.
+    pub versions: Vec<VersionView>,
+}
+
+/// An abort as the API shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AbortView {
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub by: String,
+    /// When (ms since the Unix epoch).
+    pub at_unix_ms: u64,
+}
+
+/// One version as the API shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VersionView {
+    /// Version name.
+    pub name: String,
+    /// Effective weight.
+    pub weight: u32,
+    /// The weight the configuration file gives.
+    pub file_weight: u32,
+    /// Where the effective weight comes from: `file`, `api` or `abort`.
+    pub source: String,
+    /// Endpoints.
+    pub endpoints: Vec<String>,
+}
+
+/// All routes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RoutesView {
+    /// Snapshot generation.
+    pub generation: u64,
+    /// Routes in match order.
+    pub routes: Vec<RouteView>,
+}
+
+fn route_view(snapshot: &Snapshot, index: usize) -> RouteView {
+    let route = &snapshot.routes[index];
+    let file = &snapshot.config.routes[index];
+    let aborted: Option<&Abort> = snapshot
+        .overrides
+        .routes
+        .get(&route.name)
+        .filter(|o| o.applies_to(file))
+        .and_then(|o| o.aborted.as_ref());
+    RouteView {
+        name: route.name.clone(),
+        generation: snapshot.generation,
+        state: if aborted.is_some() {
+            "aborted"
+        } else {
+            "steady"
+        }
+        .into(),
+        aborted: aborted.map(|a| AbortView {
+            reason: a.reason.clone(),
+            by: a.by.clone(),
+            at_unix_ms: a.at_unix_ms,
+        }),
+        versions: route
+            .versions
+            .iter()
+            .zip(&file.versions)
+            .map(|(v, f)| VersionView {
+                name: v.name.clone(),
+                weight: v.weight,
+                file_weight: f.weight,
+                source: match v.source {
+                    WeightSource::File => "file",
+                    WeightSource::Api => "api",
+                    WeightSource::Abort => "abort",
+                }
+                .into(),
+                endpoints: v.endpoints.iter().map(|e| e.to_string()).collect(),
+            })
+            .collect(),
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AbortBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Routes an `/api/v1/...` request.
+pub async fn dispatch(
+    admin: &Admin,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let segments: Vec<&str> = path
+        .trim_start_matches("/api/v1/")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let actor = peer.to_string();
+
+    match segments.as_slice() {
+        ["routes"] => match method {
+            Method::GET => {
+                let snapshot = admin.shared.snapshot.load();
+                json(
+                    StatusCode::OK,
+                    &RoutesView {
+                        generation: snapshot.generation,
+                        routes: (0..snapshot.routes.len())
+                            .map(|i| route_view(&snapshot, i))
+                            .collect(),
+                    },
+                )
+            }
+            _ => method_not_allowed("GET"),
+        },
+        ["routes", name] => match method {
+            Method::GET => show_route(admin, name),
+            _ => method_not_allowed("GET"),
+        },
+        ["routes", name, "weights"] => match method {
+            Method::PUT => {
+                let weights: BTreeMap<String, u32> = match read_json(request).await {
+                    Ok(w) => w,
+                    Err(r) => return r,
+                };
+                act(admin, name, Action::SetWeights(weights), &actor).await
+            }
+            _ => method_not_allowed("PUT"),
+        },
+        ["routes", name, verb @ ("promote" | "abort" | "resume" | "reset")] => {
+            if method != Method::POST {
+                return method_not_allowed("POST");
+            }
+            let action = match *verb {
+                "promote" => Action::Promote,
+                "resume" => Action::Resume,
+                "reset" => Action::Reset,
+                _ => {
+                    let body: AbortBody = match read_json_or_empty(request).await {
+                        Ok(b) => b,
+                        Err(r) => return r,
+                    };
+                    Action::Abort {
+                        reason: body
+                            .reason
+                            .unwrap_or_else(|| "aborted by an operator".into()),
+                    }
+                }
+            };
+            act(admin, name, action, &actor).await
+        }
+        ["config"] => match method {
+            Method::GET => json(StatusCode::OK, &**admin.status.load()),
+            _ => method_not_allowed("GET"),
+        },
+        ["reload"] => match method {
+            Method::POST => match admin.control.reload(ReloadSource::Api).await {
+                Ok(generation) => json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "generation": generation }),
+                ),
+                Err(message) => error(StatusCode::UNPROCESSABLE_ENTITY, &message),
+            },
+            _ => method_not_allowed("POST"),
+        },
+        _ => error(StatusCode::NOT_FOUND, &format!("no API path {path}")),
+    }
+}
+
+fn show_route(admin: &Admin, name: &str) -> Response<ResponseBody> {
+    let snapshot = admin.shared.snapshot.load();
+    match snapshot.route_index(name) {
+        Some(i) => json(StatusCode::OK, &route_view(&snapshot, i)),
+        None => error(StatusCode::NOT_FOUND, &format!("no route named {name:?}")),
+    }
+}
+
+async fn act(admin: &Admin, name: &str, action: Action, actor: &str) -> Response<ResponseBody> {
+    match admin.control.act(name, action, actor).await {
+        Ok(_) => show_route(admin, name),
+        Err(e) => {
+            let status = match e {
+                ActionError::NoRoute(_) => StatusCode::NOT_FOUND,
+                ActionError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                ActionError::Conflict(_) => StatusCode::CONFLICT,
+                ActionError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                ActionError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            error(status, &e.to_string())
+        }
+    }
+}
+
+async fn read_body(request: Request<Incoming>) -> Result<Bytes, Response<ResponseBody>> {
+    Limited::new(request.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the request body (at most {MAX_BODY} bytes): {e}"),
+            )
+        })
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+) -> Result<T, Response<ResponseBody>> {
+    let body = read_body(request).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
+}
+
+async fn read_json_or_empty<T: serde::de::DeserializeOwned + Default>(
+    request: Request<Incoming>,
+) -> Result<T, Response<ResponseBody>> {
+    let body = read_body(request).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
+}
+
+/// A JSON response.
+pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<ResponseBody> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(ResponseBody::bytes(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A JSON error: `{"error": {"status": N, "message": "..."}}`.
+pub fn error(status: StatusCode, message: &str) -> Response<ResponseBody> {
+    json(
+        status,
+        &serde_json::json!({ "error": { "status": status.as_u16(), "message": message } }),
+    )
+}
+
+/// 405 with the allowed method.
+pub fn method_not_allowed(allow: &'static str) -> Response<ResponseBody> {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("method not allowed here; use {allow}"),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}

@@ -1,0 +1,513 @@
+//! The control task: the single writer of the snapshot. The file watch, SIGHUP and the admin API
+//! send it commands; it parses, validates, builds, stores, persists and replies, one command at a
+//! time, so no two changes can interleave.
+
+pub mod overrides;
+pub mod state_file;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{self, Config};
+use crate::handler::Shared;
+use crate::snapshot::Snapshot;
+use crate::upstream::Clients;
+use overrides::{version_names, Abort, Overrides, RouteOverride};
+
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadSource {
+    /// The file watch saw the directory change.
+    FileWatch,
+    /// SIGHUP.
+    Signal,
+    /// `POST /api/v1/reload`.
+    Api,
+}
+
+impl ReloadSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReloadSource::FileWatch => "file-watch",
+            ReloadSource::Signal => "sighup",
+            ReloadSource::Api => "api",
+        }
+    }
+}
+
+/// An operator decision about one route.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Set every version's weight.
+    SetWeights(BTreeMap<String, u32>),
+    /// The last declared version (the canary) takes all traffic.
+    Promote,
+    /// Every version but the baseline (the first declared) to 0 at once; rules stop pinning them.
+    Abort {
+        /// Why, for the record.
+        reason: String,
+    },
+    /// Lift an abort: the weights from before it return.
+    Resume,
+    /// Drop every override of the route: back to the file.
+    Reset,
+}
+
+impl Action {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Action::SetWeights(_) => "set-weights",
+            Action::Promote => "promote",
+            Action::Abort { .. } => "abort",
+            Action::Resume => "resume",
+            Action::Reset => "reset",
+        }
+    }
+}
+
+/// Why an action was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    /// No such route.
+    #[error("no route named {0:?}")]
+    NoRoute(String),
+    /// The request names versions or weights the route cannot take.
+    #[error("{0}")]
+    Invalid(String),
+    /// The route's state does not allow it (aborted, single version...).
+    #[error("{0}")]
+    Conflict(String),
+    /// The decision could not be made durable; nothing changed.
+    #[error("cannot save the state file: {0}")]
+    Persist(String),
+    /// The control task is gone (shutting down).
+    #[error("the proxy is shutting down")]
+    Unavailable,
+}
+
+/// The outcome of the last reload attempts, for `GET /api/v1/config`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadStatus {
+    /// The configuration file, when the proxy runs from one.
+    pub file: Option<PathBuf>,
+    /// Generation of the snapshot in service.
+    pub generation: u64,
+    /// When the configuration in service was loaded (ms since the Unix epoch).
+    pub loaded_at_unix_ms: u64,
+    /// The last failed reload's error, until a reload succeeds.
+    pub last_error: Option<String>,
+    /// When that failure happened.
+    pub last_error_at_unix_ms: Option<u64>,
+}
+
+enum Command {
+    Reload {
+        source: ReloadSource,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    Act {
+        route: String,
+        action: Action,
+        actor: String,
+        reply: oneshot::Sender<Result<u64, ActionError>>,
+    },
+}
+
+/// Sends commands to the control task.
+#[derive(Clone)]
+pub struct ControlHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl ControlHandle {
+    /// Reloads the configuration file; returns the new generation or the error that kept the
+    /// running configuration in place.
+    pub async fn reload(&self, source: ReloadSource) -> Result<u64, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Reload { source, reply })
+            .await
+            .map_err(|_| "the proxy is shutting down".to_string())?;
+        rx.await
+            .map_err(|_| "the proxy is shutting down".to_string())?
+    }
+
+    /// Applies an operator action; returns the new generation.
+    pub async fn act(&self, route: &str, action: Action, actor: &str) -> Result<u64, ActionError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Act {
+                route: route.to_string(),
+                action,
+                actor: actor.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| ActionError::Unavailable)?;
+        rx.await.map_err(|_| ActionError::Unavailable)?
+    }
+}
+
+/// The state the control task owns.
+pub struct Control {
+    file: Option<PathBuf>,
+    loaded_text: Option<String>,
+    config: Arc<Config>,
+    overrides: Overrides,
+    generation: u64,
+    shared: Arc<Shared>,
+    status: Arc<ArcSwap<ReloadStatus>>,
+    clients: Arc<Clients>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Control {
+    /// Builds the first snapshot from `config` and the state file (if any), and returns the
+    /// control state, the shared data-path state and the reload status.
+    pub fn new(
+        config: Config,
+        file: Option<PathBuf>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> (Control, Arc<Shared>, Arc<ArcSwap<ReloadStatus>>) {
+        let loaded_text = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok());
+        let overrides = match &config.state_file {
+            None => Overrides::default(),
+            Some(path) => {
+                match state_file::load(path) {
+                    state_file::Loaded::Missing => Overrides::default(),
+                    state_file::Loaded::Found(mut o) => {
+                        for route in o.prune(&config.routes) {
+                            tracing::warn!(route, "saved override dropped: the route or its versions changed in the file");
+                        }
+                        o
+                    }
+                    state_file::Loaded::Unreadable { error, set_aside } => {
+                        tracing::error!(
+                            %error,
+                            set_aside = ?set_aside,
+                            "state file unreadable: starting from the configuration file with every canary held at 0 until resumed"
+                        );
+                        Overrides::hold_all_canaries(
+                            &config.routes,
+                            &format!("state file unreadable at start: {error}"),
+                            now_unix_ms(),
+                        )
+                    }
+                }
+            }
+        };
+        let config = Arc::new(config);
+        let clients = Arc::new(Clients::default());
+        let snapshot = Snapshot::build(config.clone(), overrides.clone(), 1, &clients, &metrics);
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+        });
+        let status = Arc::new(ArcSwap::from_pointee(ReloadStatus {
+            file: file.clone(),
+            generation: 1,
+            loaded_at_unix_ms: now_unix_ms(),
+            last_error: None,
+            last_error_at_unix_ms: None,
+        }));
+        let control = Control {
+            file,
+            loaded_text,
+            config,
+            overrides,
+            generation: 1,
+            shared: shared.clone(),
+            status: status.clone(),
+            clients,
+        };
+        (control, shared, status)
+    }
+
+    /// Runs the task until every handle is dropped.
+    pub fn spawn(mut self) -> ControlHandle {
+        let (tx, mut rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(command) = rx.recv().await {
+                match command {
+                    Command::Reload { source, reply } => {
+                        let _ = reply.send(self.reload(source));
+                    }
+                    Command::Act {
+                        route,
+                        action,
+                        actor,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.act(&route, action, &actor));
+                    }
+                }
+            }
+        });
+        ControlHandle { tx }
+    }
+
+    fn install(&mut self) {
+        self.generation += 1;
+        let snapshot = Snapshot::build(
+            self.config.clone(),
+            self.overrides.clone(),
+            self.generation,
+            &self.clients,
+            &self.shared.metrics,
+        );
+        self.shared.snapshot.store(Arc::new(snapshot));
+    }
+
+    fn reload(&mut self, source: ReloadSource) -> Result<u64, String> {
+        let Some(file) = self.file.clone() else {
+            return Err("this proxy was not started from a configuration file".into());
+        };
+        let text = std::fs::read_to_string(&file);
+        if source == ReloadSource::FileWatch {
+            if let (Ok(t), Some(loaded)) = (&text, &self.loaded_text) {
+                if t == loaded {
+                    return Ok(self.generation);
+                }
+            }
+        }
+        let parsed = text
+            .map_err(|source| config::ConfigError::Read {
+                file: file.clone(),
+                source,
+            })
+            .and_then(|t| config::parse(&file, &t).map(|c| (c, t)));
+        let (config, text) = match parsed {
+            Ok(ok) => ok,
+            Err(error) => {
+                let error = error.to_string();
+                tracing::error!(source = source.as_str(), %error, "reload rejected: the running configuration stays");
+                self.shared
+                    .metrics
+                    .config_reloads
+                    .with_label_values(&["error"])
+                    .inc();
+                let mut status = ReloadStatus::clone(&self.status.load());
+                status.last_error = Some(error.clone());
+                status.last_error_at_unix_ms = Some(now_unix_ms());
+                self.status.store(Arc::new(status));
+                return Err(error);
+            }
+        };
+        if config.listeners != self.config.listeners || config.admin != self.config.admin {
+            tracing::warn!("listener and admin changes take effect at the next restart");
+        }
+        for route in self.overrides.prune(&config.routes) {
+            tracing::warn!(
+                route,
+                "override dropped: the route or its versions changed in the file"
+            );
+        }
+        self.config = Arc::new(config);
+        self.persist();
+        self.loaded_text = Some(text);
+        self.install();
+        self.shared
+            .metrics
+            .config_reloads
+            .with_label_values(&["ok"])
+            .inc();
+        self.status.store(Arc::new(ReloadStatus {
+            file: Some(file),
+            generation: self.generation,
+            loaded_at_unix_ms: now_unix_ms(),
+            last_error: None,
+            last_error_at_unix_ms: None,
+        }));
+        tracing::info!(
+            source = source.as_str(),
+            generation = self.generation,
+            "configuration reloaded"
+        );
+        Ok(self.generation)
+    }
+
+    /// Saves the overrides when a state file is configured; failures are logged.
+    fn persist(&self) -> Option<String> {
+        let path = self.config.state_file.as_ref()?;
+        state_file::save(path, &self.overrides).err().map(|e| {
+            let e = format!("{}: {e}", path.display());
+            tracing::error!(error = %e, "cannot save the state file");
+            e
+        })
+    }
+
+    fn act(&mut self, route_name: &str, action: Action, actor: &str) -> Result<u64, ActionError> {
+        let route = self
+            .config
+            .routes
+            .iter()
+            .find(|r| r.name == route_name)
+            .ok_or_else(|| ActionError::NoRoute(route_name.to_string()))?;
+        let names = version_names(route);
+        let before = self
+            .shared
+            .snapshot
+            .load()
+            .route_index(route_name)
+            .map(|i| {
+                self.shared.snapshot.load().routes[i]
+                    .versions
+                    .iter()
+                    .map(|v| (v.name.clone(), v.weight))
+                    .collect::<Vec<_>>()
+            });
+        let current = self
+            .overrides
+            .routes
+            .get(route_name)
+            .filter(|o| o.applies_to(route))
+            .cloned()
+            .unwrap_or_else(|| RouteOverride {
+                versions: names.clone(),
+                weights: None,
+                aborted: None,
+            });
+        let aborted = current.aborted.is_some();
+        let mut next = current.clone();
+        match &action {
+            Action::SetWeights(weights) => {
+                if aborted {
+                    return Err(ActionError::Conflict(format!(
+                        "route {route_name} is aborted: resume it before setting weights"
+                    )));
+                }
+                next.weights = Some(weights_in_order(&names, weights)?);
+            }
+            Action::Promote => {
+                if names.len() < 2 {
+                    return Err(ActionError::Conflict(format!(
+                        "route {route_name} has one version: nothing to promote"
+                    )));
+                }
+                if aborted {
+                    return Err(ActionError::Conflict(format!(
+                        "route {route_name} is aborted: resume it before promoting"
+                    )));
+                }
+                let mut w = vec![0; names.len()];
+                w[names.len() - 1] = 100;
+                next.weights = Some(w);
+            }
+            Action::Abort { reason } => {
+                if names.len() < 2 {
+                    return Err(ActionError::Conflict(format!(
+                        "route {route_name} has one version: nothing to abort"
+                    )));
+                }
+                if !aborted {
+                    next.aborted = Some(Abort {
+                        reason: reason.clone(),
+                        by: actor.to_string(),
+                        at_unix_ms: now_unix_ms(),
+                    });
+                }
+            }
+            Action::Resume => {
+                if !aborted {
+                    return Err(ActionError::Conflict(format!(
+                        "route {route_name} is not aborted"
+                    )));
+                }
+                next.aborted = None;
+            }
+            Action::Reset => {
+                next.weights = None;
+                next.aborted = None;
+            }
+        }
+
+        let previous = self.overrides.clone();
+        if next.weights.is_none() && next.aborted.is_none() {
+            self.overrides.routes.remove(route_name);
+        } else {
+            self.overrides.routes.insert(route_name.to_string(), next);
+        }
+        if let Some(error) = self.persist() {
+            if !matches!(action, Action::Abort { .. }) {
+                self.overrides = previous;
+                return Err(ActionError::Persist(error));
+            }
+            // The kill switch applies even when the disk fails: stopping traffic comes first.
+        }
+        self.install();
+        let after = self
+            .shared
+            .snapshot
+            .load()
+            .route_index(route_name)
+            .map(|i| {
+                self.shared.snapshot.load().routes[i]
+                    .versions
+                    .iter()
+                    .map(|v| (v.name.clone(), v.weight))
+                    .collect::<Vec<_>>()
+            });
+        tracing::info!(
+            target: "switchyard::audit",
+            actor,
+            action = action.as_str(),
+            route = route_name,
+            before = ?before,
+            after = ?after,
+            generation = self.generation,
+            "operator action applied"
+        );
+        Ok(self.generation)
+    }
+}
+
+/// Orders an API weight map by the route's versions, refusing missing, unknown or all-zero sets.
+fn weights_in_order(
+    names: &[String],
+    weights: &BTreeMap<String, u32>,
+) -> Result<Vec<u32>, ActionError> {
+    let unknown: Vec<&str> = weights
+        .keys()
+        .filter(|k| !names.contains(k))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ActionError::Invalid(format!(
+            "unknown version(s) {} (this route has: {})",
+            unknown.join(", "),
+            names.join(", ")
+        )));
+    }
+    let missing: Vec<&str> = names
+        .iter()
+        .filter(|n| !weights.contains_key(*n))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(ActionError::Invalid(format!(
+            "every version needs a weight; missing: {}",
+            missing.join(", ")
+        )));
+    }
+    let ordered: Vec<u32> = names.iter().map(|n| weights[n]).collect();
+    if ordered.iter().all(|w| *w == 0) {
+        return Err(ActionError::Invalid(
+            "all weights are 0: at least one version needs a positive weight".into(),
+        ));
+    }
+    Ok(ordered)
+}

@@ -1,0 +1,215 @@
+//! Prometheus metrics: one registry and its families, created once for the life of the process.
+//! Per-version handles are resolved when a snapshot is built ([`Metrics::version`]), so a request
+//! only indexes an array and increments: no label hashing, formatting or allocation per request.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::upstream::FailureKind;
+
+/// Latency buckets for services: 1 ms to 10 s.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const FAILURE_KINDS: [FailureKind; 4] = [
+    FailureKind::Connect,
+    FailureKind::Timeout,
+    FailureKind::Reset,
+    FailureKind::Protocol,
+];
+
+/// The registry and every metric family.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    in_flight: IntGaugeVec,
+    weight: IntGaugeVec,
+    /// `switchyard_config_generation`.
+    pub config_generation: IntGauge,
+    /// `switchyard_config_reloads_total{result}`.
+    pub config_reloads: IntCounterVec,
+    /// `switchyard_no_route_total`: requests that matched no route.
+    pub no_route: IntCounter,
+    /// Label sets (route, version) that have series, so removed versions can be pruned.
+    labelled: Mutex<HashSet<(String, String)>>,
+}
+
+/// The handles of one (route, version), resolved once per snapshot.
+#[derive(Clone)]
+pub struct VersionMetrics {
+    requests: [IntCounter; 5],
+    /// Request duration, from the request head to the last byte of the response.
+    pub duration: Histogram,
+    upstream_errors: [IntCounter; 4],
+    /// Requests being served.
+    pub in_flight: IntGauge,
+}
+
+impl VersionMetrics {
+    /// Counts one finished request under its status class.
+    pub fn count_status(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[class].inc();
+    }
+
+    /// Counts one upstream failure.
+    pub fn count_failure(&self, kind: FailureKind) {
+        let i = FAILURE_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+        self.upstream_errors[i].inc();
+    }
+}
+
+impl Metrics {
+    /// Creates a registry with every family registered.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "switchyard_requests_total",
+                "Requests finished, by route, version and status class.",
+            ),
+            &["route", "version", "status_class"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_request_duration_seconds",
+                "Time from the request head to the last byte of the response.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route", "version"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "switchyard_upstream_errors_total",
+                "Upstream failures before a complete response head, by kind.",
+            ),
+            &["route", "version", "kind"],
+        )?;
+        let in_flight = IntGaugeVec::new(
+            Opts::new("switchyard_requests_in_flight", "Requests being served."),
+            &["route", "version"],
+        )?;
+        let weight = IntGaugeVec::new(
+            Opts::new(
+                "switchyard_route_weight",
+                "Effective weight of each version in the current snapshot.",
+            ),
+            &["route", "version"],
+        )?;
+        let config_generation = IntGauge::new(
+            "switchyard_config_generation",
+            "Generation of the routing snapshot in service.",
+        )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "switchyard_config_reloads_total",
+                "Configuration reloads, by result (ok, error).",
+            ),
+            &["result"],
+        )?;
+        let no_route = IntCounter::new(
+            "switchyard_no_route_total",
+            "Requests that matched no route (answered 404).",
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "switchyard_build_info",
+                "Always 1; labelled with the version.",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(weight.clone()),
+            Box::new(config_generation.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(no_route.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(c)?;
+        }
+        for result in ["ok", "error"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            in_flight,
+            weight,
+            config_generation,
+            config_reloads,
+            no_route,
+            labelled: Mutex::default(),
+        })
+    }
+
+    /// Resolves the handles of one version and publishes its weight. Called at snapshot build.
+    pub fn version(&self, route: &str, version: &str, weight: u32) -> VersionMetrics {
+        self.weight
+            .with_label_values(&[route, version])
+            .set(i64::from(weight));
+        self.labelled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((route.to_string(), version.to_string()));
+        VersionMetrics {
+            requests: STATUS_CLASSES
+                .map(|class| self.requests.with_label_values(&[route, version, class])),
+            duration: self.duration.with_label_values(&[route, version]),
+            upstream_errors: FAILURE_KINDS.map(|k| {
+                self.upstream_errors
+                    .with_label_values(&[route, version, k.as_str()])
+            }),
+            in_flight: self.in_flight.with_label_values(&[route, version]),
+        }
+    }
+
+    /// Drops the series of (route, version) pairs no longer in `keep`, so removed versions do not
+    /// linger in /metrics.
+    pub fn retain(&self, keep: &HashSet<(String, String)>) {
+        let mut labelled = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
+        labelled.retain(|(route, version)| {
+            if keep.contains(&(route.clone(), version.clone())) {
+                return true;
+            }
+            let rv = [route.as_str(), version.as_str()];
+            let _ = self.weight.remove_label_values(&rv);
+            let _ = self.duration.remove_label_values(&rv);
+            let _ = self.in_flight.remove_label_values(&rv);
+            for class in STATUS_CLASSES {
+                let _ = self.requests.remove_label_values(&[route, version, class]);
+            }
+            for kind in FAILURE_KINDS {
+                let _ = self
+                    .upstream_errors
+                    .remove_label_values(&[route, version, kind.as_str()]);
+            }
+            false
+        });
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec only fails on invalid metric families, which registration rules out.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
