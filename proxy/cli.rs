@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use switchyard::{app, config, demo};
+use switchyard::{app, config, ctl, demo};
 
 /// Switchyard: a traffic-splitting reverse proxy for safe releases.
 #[derive(Debug, Parser)]
@@ -35,6 +35,8 @@ enum Command {
     Run,
     /// Validate a configuration file and exit: 0 when valid, 2 when not.
     Check,
+    /// Drive a running proxy through its admin API.
+    Ctl(CtlArgs),
     /// Start built-in upstreams and the proxy in front of them, send some traffic, explain it.
     Demo {
         /// Where the demo proxy listens (any free port when this one is taken).
@@ -46,12 +48,72 @@ enum Command {
     },
 }
 
+#[derive(Debug, clap::Args)]
+struct CtlArgs {
+    /// Admin API base URL.
+    #[arg(
+        long,
+        env = "SWITCHYARD_ADMIN",
+        default_value = "http://127.0.0.1:9901"
+    )]
+    admin: String,
+    /// Bearer token for changes.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlSub,
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlSub {
+    /// Routes, versions, weights and where each weight comes from.
+    Status,
+    /// Set every version's weight: `weights ROUTE stable=90 canary=10`.
+    Weights {
+        /// Route name.
+        route: String,
+        /// VERSION=WEIGHT for every version of the route.
+        #[arg(required = true)]
+        weights: Vec<String>,
+    },
+    /// The canary (last version) takes 100%.
+    Promote {
+        /// Route name.
+        route: String,
+    },
+    /// Kill switch: every version but the first to 0 at once, until resumed.
+    Abort {
+        /// Route name.
+        route: String,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift an abort.
+    Resume {
+        /// Route name.
+        route: String,
+    },
+    /// Drop the route's API overrides: back to the file.
+    Reset {
+        /// Route name.
+        route: String,
+    },
+    /// Reload the configuration file.
+    Reload,
+}
+
 /// Logs go to stderr; `RUST_LOG` filters them (default `info`).
 pub fn init_tracing(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),
@@ -69,6 +131,38 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Demo { listen, once }) => {
             runtime.block_on(demo::run(demo::DemoOptions { listen, once }))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Ctl(args)) => {
+            let command = match args.command {
+                CtlSub::Status => ctl::CtlCommand::Status,
+                CtlSub::Weights { route, weights } => match ctl::parse_weights(&weights) {
+                    Ok(w) => ctl::CtlCommand::Weights(route, w),
+                    Err(e) => {
+                        eprintln!("switchyard ctl: {e}");
+                        return Ok(ExitCode::from(e.exit_code()));
+                    }
+                },
+                CtlSub::Promote { route } => ctl::CtlCommand::Promote(route),
+                CtlSub::Abort { route, reason } => ctl::CtlCommand::Abort(route, reason),
+                CtlSub::Resume { route } => ctl::CtlCommand::Resume(route),
+                CtlSub::Reset { route } => ctl::CtlCommand::Reset(route),
+                CtlSub::Reload => ctl::CtlCommand::Reload,
+            };
+            let target = ctl::Target {
+                admin: args.admin,
+                token: args.token,
+                json: args.json,
+            };
+            match runtime.block_on(ctl::run(&target, &command)) {
+                Ok(out) => {
+                    print!("{out}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("switchyard ctl: {e}");
+                    Ok(ExitCode::from(e.exit_code()))
+                }
+            }
         }
         Some(Command::Check) => {
             let file = need_config(cli.config)?;

@@ -139,6 +139,11 @@ impl ControlHandle {
             .map_err(|_| "the proxy is shutting down".to_string())?
     }
 
+    /// True once the control task has stopped (the process is shutting down).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Applies an operator action; returns the new generation.
     pub async fn act(&self, route: &str, action: Action, actor: &str) -> Result<u64, ActionError> {
         let (reply, rx) = oneshot::channel();
@@ -280,6 +285,14 @@ impl Control {
         if source == ReloadSource::FileWatch {
             if let (Ok(t), Some(loaded)) = (&text, &self.loaded_text) {
                 if t == loaded {
+                    // Back to the text in service (say, a bad edit undone): nothing to build.
+                    let status = self.status.load();
+                    if status.last_error.is_some() {
+                        let mut cleared = ReloadStatus::clone(&status);
+                        cleared.last_error = None;
+                        cleared.last_error_at_unix_ms = None;
+                        self.status.store(Arc::new(cleared));
+                    }
                     return Ok(self.generation);
                 }
             }

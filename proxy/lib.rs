@@ -10,6 +10,7 @@ pub mod app;
 pub mod body;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod demo;
 pub mod error;
 pub mod handler;

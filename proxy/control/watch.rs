@@ -35,8 +35,9 @@ pub fn spawn(file: &Path, control: ControlHandle) -> notify::Result<notify::Reco
         while rx.recv().await.is_some() {
             tokio::time::sleep(DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
-            if control.reload(ReloadSource::FileWatch).await.is_err() {
-                // The control task is gone: the process is shutting down.
+            // A rejected file is logged and reported by the control task; watching goes on.
+            let _ = control.reload(ReloadSource::FileWatch).await;
+            if control.is_closed() {
                 break;
             }
         }

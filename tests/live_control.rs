@@ -1,0 +1,480 @@
+//! Live control: weight changes through the admin API and file rewrites under continuous load
+//! drop no request; decisions survive a restart; the admin API refuses the unauthorised; a
+//! Kubernetes ConfigMap symlink swap is picked up.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the assertion
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+const TOKEN: &str = "test-token-0123456789";
+const LIMIT: Duration = Duration::from_secs(10);
+
+struct Setup {
+    dir: tempfile::TempDir,
+    stable: Upstream,
+    canary: Upstream,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+        Setup {
+            dir,
+            stable: Upstream::start("stable").await,
+            canary: Upstream::start("canary").await,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config(&self, stable: u32, canary: u32) -> String {
+        format!(
+            r#"
+listeners: [{{ name: public, addr: "127.0.0.1:0" }}]
+admin: {{ addr: "127.0.0.1:0", token_file: "{token}" }}
+state_file: "{state}"
+access_log: {{ enabled: false }}
+routes:
+  - name: shop
+    versions:
+      - {{ name: stable, endpoints: ["{s}"], weight: {stable} }}
+      - {{ name: canary, endpoints: ["{c}"], weight: {canary} }}
+"#,
+            token = self.path("token").display(),
+            state = self.path("state.json").display(),
+            s = self.stable.addr,
+            c = self.canary.addr,
+        )
+    }
+}
+
+/// Writes a file the way editors do: a temporary file renamed over the old one.
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn generation(admin: &str) -> u64 {
+    let reply = get(&client(), &format!("{admin}/api/v1/config"), &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    v["generation"].as_u64().unwrap()
+}
+
+async fn wait_for_generation_above(admin: &str, previous: u64) -> u64 {
+    for _ in 0..(LIMIT.as_millis() / 20) {
+        let g = generation(admin).await;
+        if g > previous {
+            return g;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("generation stayed at {previous} for {LIMIT:?}");
+}
+
+/// Sends `n` requests and returns how many the canary served.
+async fn canary_share(url: &str, n: usize) -> usize {
+    let client = client();
+    let mut on_canary = 0;
+    for _ in 0..n {
+        let reply = get(&client, url, &[]).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        on_canary += usize::from(reply.served_by() == "canary");
+    }
+    on_canary
+}
+
+fn bearer() -> (&'static str, String) {
+    ("authorization", format!("Bearer {TOKEN}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weight_changes_and_file_rewrites_under_load_drop_no_request() {
+    let s = Setup::new().await;
+    let file = s.path("switchyard.yaml");
+    std::fs::write(&file, s.config(100, 0)).unwrap();
+    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
+    let url = format!("http://{}/", proxy.addr("public").unwrap());
+    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+
+    // Continuous load: 6 clients, until told to stop (and never longer than two minutes).
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let mut load = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let (stop, sent, failed, url) = (stop.clone(), sent.clone(), failed.clone(), url.clone());
+        load.spawn(async move {
+            let client = client();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+                let request = http::Request::get(&url)
+                    .body(http_body_util::Empty::new())
+                    .unwrap();
+                match client.request(request).await {
+                    Ok(r) if r.status() == 200 => {
+                        let _ = http_body_util::BodyExt::collect(r.into_body()).await;
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+
+    // 20 rewrites of the file, the 10th invalid; the split follows each valid one.
+    let mut g = generation(&admin).await;
+    let mut valid = 0;
+    for i in 0..20 {
+        if i == 9 {
+            write_atomically(&file, &s.config(100, 0).replace("weight: 0", "weight: -1"));
+            let mut error = None;
+            for _ in 0..(LIMIT.as_millis() / 20) {
+                let reply = get(&client(), &format!("{admin}/api/v1/config"), &[]).await;
+                let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+                if let Some(e) = v["last_error"].as_str() {
+                    error = Some(e.to_string());
+                    assert_eq!(
+                        v["generation"].as_u64().unwrap(),
+                        g,
+                        "the running config stays"
+                    );
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let error = error.expect("the invalid file was reported");
+            assert!(
+                error.contains("switchyard.yaml:") && error.contains("weight -1 is negative"),
+                "{error}"
+            );
+            let metrics = get(&client(), &format!("{admin}/metrics"), &[]).await.body;
+            assert_eq!(
+                metric(
+                    &metrics,
+                    "switchyard_config_reloads_total{result=\"error\"}"
+                ),
+                Some(1.0)
+            );
+            continue;
+        }
+        let canary = if valid % 2 == 0 { 100 } else { 0 };
+        valid += 1;
+        write_atomically(&file, &s.config(100 - canary, canary));
+        g = wait_for_generation_above(&admin, g).await;
+        assert_eq!(
+            canary_share(&url, 10).await,
+            canary as usize / 10,
+            "after rewrite {i}"
+        );
+    }
+
+    let config = get(&client(), &format!("{admin}/api/v1/config"), &[])
+        .await
+        .body;
+    assert!(
+        config.contains("\"last_error\": null"),
+        "a good reload clears the error: {config}"
+    );
+
+    // 100 weight changes through the API; the split follows each.
+    for i in 0..100 {
+        let canary = if i % 2 == 0 { 100 } else { 0 };
+        let body = format!(r#"{{"stable": {}, "canary": {canary}}}"#, 100 - canary);
+        let reply = send(
+            "PUT",
+            &format!("{admin}/api/v1/routes/shop/weights"),
+            &[(bearer().0, &bearer().1)],
+            &body,
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(
+            canary_share(&url, 4).await,
+            canary as usize / 25,
+            "after API change {i}"
+        );
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    while load.join_next().await.is_some() {}
+    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(sent > 500, "the load ran throughout: {sent} requests");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests failed during changes"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_api_weights_and_an_abort() {
+    let s = Setup::new().await;
+    let file = s.path("switchyard.yaml");
+    std::fs::write(&file, s.config(95, 5)).unwrap();
+    let auth = bearer();
+
+    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
+    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let reply = send(
+        "PUT",
+        &format!("{admin}/api/v1/routes/shop/weights"),
+        &[(auth.0, &auth.1)],
+        r#"{"stable": 70, "canary": 30}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    proxy.shutdown().await;
+
+    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
+    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let view = get(&client(), &format!("{admin}/api/v1/routes/shop"), &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&view.body).unwrap();
+    assert_eq!(v["versions"][1]["weight"], 30, "{}", view.body);
+    assert_eq!(v["versions"][1]["source"], "api");
+    assert_eq!(v["versions"][1]["file_weight"], 5);
+
+    let reply = send(
+        "POST",
+        &format!("{admin}/api/v1/routes/shop/abort"),
+        &[(auth.0, &auth.1)],
+        r#"{"reason": "error rate"}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    proxy.shutdown().await;
+
+    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
+    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let url = format!("http://{}/", proxy.addr("public").unwrap());
+    let view = get(&client(), &format!("{admin}/api/v1/routes/shop"), &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&view.body).unwrap();
+    assert_eq!(v["state"], "aborted", "{}", view.body);
+    assert_eq!(v["aborted"]["reason"], "error rate");
+    assert_eq!(
+        canary_share(&url, 50).await,
+        0,
+        "an aborted canary gets no traffic after a restart"
+    );
+
+    // Resume brings back the weights from before the abort.
+    let reply = send(
+        "POST",
+        &format!("{admin}/api/v1/routes/shop/resume"),
+        &[(auth.0, &auth.1)],
+        "",
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(v["versions"][1]["weight"], 30, "{}", reply.body);
+    // Reset goes back to the file.
+    let reply = send(
+        "POST",
+        &format!("{admin}/api/v1/routes/shop/reset"),
+        &[(auth.0, &auth.1)],
+        "",
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(v["versions"][1]["weight"], 5, "{}", reply.body);
+    assert_eq!(v["versions"][1]["source"], "file");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_state_file_is_set_aside_and_canaries_are_held() {
+    let s = Setup::new().await;
+    let file = s.path("switchyard.yaml");
+    std::fs::write(&file, s.config(50, 50)).unwrap();
+    std::fs::write(s.path("state.json"), "{ truncated").unwrap();
+
+    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
+    let url = format!("http://{}/", proxy.addr("public").unwrap());
+    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    assert_eq!(
+        canary_share(&url, 50).await,
+        0,
+        "the canary is held until resumed"
+    );
+    let view = get(&client(), &format!("{admin}/api/v1/routes/shop"), &[]).await;
+    assert!(view.body.contains("state file unreadable"), "{}", view.body);
+    let set_aside = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("state.json.corrupt-")
+        });
+    assert!(set_aside, "the corrupt file was renamed, not deleted");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_admin_api_refuses_unauthorised_and_malformed_changes() {
+    let s = Setup::new().await;
+    let file = s.path("switchyard.yaml");
+    std::fs::write(&file, s.config(95, 5)).unwrap();
+    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
+    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let weights = format!("{admin}/api/v1/routes/shop/weights");
+    let body = r#"{"stable": 0, "canary": 100}"#;
+
+    let reply = send("PUT", &weights, &[], body).await;
+    assert_eq!(reply.status, 401);
+    assert!(reply.body.contains("bearer token"), "{}", reply.body);
+    let reply = send(
+        "PUT",
+        &weights,
+        &[("authorization", "Bearer wrong-token-0123456789")],
+        body,
+    )
+    .await;
+    assert_eq!(reply.status, 401);
+    let reply = send(
+        "POST",
+        &format!("{admin}/api/v1/routes/shop/abort"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        proxy.snapshot().routes[0].versions[1].weight,
+        5,
+        "nothing changed"
+    );
+
+    let auth = bearer();
+    let h = [(auth.0, auth.1.as_str())];
+    for (method, url, body, status, says) in [
+        ("PUT", weights.clone(), "not json", 400, "invalid JSON"),
+        (
+            "PUT",
+            weights.clone(),
+            r#"{"stable": 1}"#,
+            422,
+            "missing: canary",
+        ),
+        (
+            "PUT",
+            weights.clone(),
+            r#"{"stable": 0, "canary": 0}"#,
+            422,
+            "all weights are 0",
+        ),
+        (
+            "PUT",
+            weights.clone(),
+            r#"{"stable": -1, "canary": 0}"#,
+            400,
+            "invalid JSON",
+        ),
+        (
+            "PUT",
+            format!("{admin}/api/v1/routes/nope/weights"),
+            body,
+            404,
+            "no route named",
+        ),
+        (
+            "POST",
+            format!("{admin}/api/v1/routes/shop/resume"),
+            "",
+            409,
+            "not aborted",
+        ),
+        ("DELETE", weights.clone(), "", 405, "use PUT"),
+        (
+            "GET",
+            format!("{admin}/api/v1/nothing"),
+            "",
+            404,
+            "no API path",
+        ),
+    ] {
+        let reply = send(method, &url, &h, body).await;
+        assert_eq!(
+            reply.status, status,
+            "{method} {url} {body}: {}",
+            reply.body
+        );
+        let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{method} {url}: {message}");
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_non_loopback_admin_without_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("exposed.yaml");
+    std::fs::write(
+        &file,
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+admin: { addr: "0.0.0.0:0" }
+routes:
+  - name: shop
+    versions: [{ name: stable, endpoints: ["127.0.0.1:9"], weight: 1 }]
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("admin.addr 0.0.0.0:0 is not loopback and no token is configured"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_configmap_symlink_swap_is_picked_up() {
+    // The Kubernetes layout: config.yaml -> ..data/config.yaml, ..data -> ..<timestamp>/,
+    // and an update swaps ..data atomically.
+    let s = Setup::new().await;
+    let root = s.dir.path();
+    std::fs::create_dir(root.join("..2026_11_25_a")).unwrap();
+    std::fs::write(root.join("..2026_11_25_a/config.yaml"), s.config(100, 0)).unwrap();
+    std::os::unix::fs::symlink("..2026_11_25_a", root.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/config.yaml", root.join("config.yaml")).unwrap();
+
+    let proxy = switchyard::app::start_from_file(&root.join("config.yaml"))
+        .await
+        .unwrap();
+    let url = format!("http://{}/", proxy.addr("public").unwrap());
+    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    assert_eq!(canary_share(&url, 10).await, 0);
+    let g = generation(&admin).await;
+
+    std::fs::create_dir(root.join("..2026_11_25_b")).unwrap();
+    std::fs::write(root.join("..2026_11_25_b/config.yaml"), s.config(0, 100)).unwrap();
+    std::os::unix::fs::symlink("..2026_11_25_b", root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+
+    wait_for_generation_above(&admin, g).await;
+    assert_eq!(
+        canary_share(&url, 10).await,
+        10,
+        "the swapped config is in service"
+    );
+    proxy.shutdown().await;
+}
