@@ -1,0 +1,64 @@
+//! The OpenAPI document in docs/ and the admin API agree: every documented operation answers with
+//! a status the document lists for it.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the assertion
+
+mod common;
+
+use common::*;
+
+#[tokio::test]
+async fn every_documented_path_answers_with_a_documented_status() {
+    let doc: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let stable = Upstream::start("stable").await;
+    let canary = Upstream::start("canary").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("switchyard.yaml");
+    std::fs::write(
+        &file,
+        two_versions(&stable, &canary, (90, 10), "")
+            .replace("listeners:", "admin: { addr: \"127.0.0.1:0\" }\nlisteners:"),
+    )
+    .unwrap();
+    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
+    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+
+    let paths = doc["paths"].as_mapping().unwrap();
+    let mut answered = 0;
+    for (path, operations) in paths {
+        let path = path.as_str().unwrap();
+        for (method, operation) in operations.as_mapping().unwrap() {
+            let method = method.as_str().unwrap();
+            if method == "parameters" {
+                continue;
+            }
+            let body = if method == "put" {
+                r#"{"stable": 80, "canary": 20}"#
+            } else {
+                ""
+            };
+            let url = format!("{admin}{}", path.replace("{route}", "shop"));
+            let reply = send(&method.to_uppercase(), &url, &[], body).await;
+            let listed = operation["responses"]
+                .as_mapping()
+                .unwrap()
+                .keys()
+                .any(|k| k.as_str() == Some(reply.status.as_str()));
+            assert!(
+                listed,
+                "{method} {path} answered {} (not documented): {}",
+                reply.status, reply.body
+            );
+            answered += 1;
+        }
+    }
+    assert!(
+        answered >= 12,
+        "only {answered} operations found in the document"
+    );
+    proxy.shutdown().await;
+}
