@@ -1,4 +1,5 @@
-//! Criterion benches of the routing decision (weight, rule and cohort paths) and the cohort hash.
+//! Criterion benches of the routing decision (weight, rule and cohort paths), the cohort hash and
+//! the per-request metrics recording.
 //! Run: `cargo bench --bench routing`.
 
 #![allow(clippy::unwrap_used)] // bench set-up may unwrap
@@ -91,5 +92,19 @@ fn bench_decide(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_decide);
+/// What every routed request records: the same calls `record::Record` makes on start and finish.
+fn bench_record(c: &mut Criterion) {
+    let metrics = switchyard::metrics::Metrics::new().unwrap();
+    let version = metrics.version("shop", "stable", 90);
+    c.bench_function("metrics/record_one_request", |b| {
+        b.iter(|| {
+            version.in_flight.inc();
+            version.count_status(black_box(200));
+            version.duration.observe(black_box(0.0123));
+            version.in_flight.dec();
+        })
+    });
+}
+
+criterion_group!(benches, bench_decide, bench_record);
 criterion_main!(benches);

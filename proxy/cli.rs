@@ -42,6 +42,9 @@ enum Command {
         /// Where the demo proxy listens (any free port when this one is taken).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Where the demo's admin API listens (any free port when this one is taken).
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
         /// Print the account and exit instead of serving until Ctrl-C.
         #[arg(long)]
         once: bool,
@@ -128,8 +131,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
-        Some(Command::Demo { listen, once }) => {
-            runtime.block_on(demo::run(demo::DemoOptions { listen, once }))?;
+        Some(Command::Demo {
+            listen,
+            admin,
+            once,
+        }) => {
+            runtime.block_on(demo::run(demo::DemoOptions {
+                listen,
+                admin,
+                once,
+            }))?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Ctl(args)) => {

@@ -40,6 +40,8 @@ pub enum DemoError {
 pub struct DemoOptions {
     /// Where the proxy listens; when taken, any free loopback port is used instead.
     pub listen: SocketAddr,
+    /// Where the admin API listens; when taken, any free loopback port is used instead.
+    pub admin: SocketAddr,
     /// Print the account and exit instead of serving until Ctrl-C.
     pub once: bool,
 }
@@ -47,12 +49,19 @@ pub struct DemoOptions {
 const SALT: &str = "demo-2026";
 const CANARY_WEIGHT: u32 = 10;
 
-fn demo_config(listen: SocketAddr, stable: SocketAddr, canary: SocketAddr) -> String {
+fn demo_config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    stable: SocketAddr,
+    canary: SocketAddr,
+) -> String {
     format!(
         r#"
 listeners:
   - name: public
     addr: "{listen}"
+admin:
+  addr: "{admin}"
 drain_timeout: "5s"
 access_log: {{ enabled: false }}
 routes:
@@ -108,19 +117,28 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let stable = spawn_upstream("stable").await?;
     let canary = spawn_upstream("canary").await?;
 
-    let listen = match std::net::TcpListener::bind(options.listen) {
+    let free_or_any = |wanted: SocketAddr| match std::net::TcpListener::bind(wanted) {
         Ok(probe) => {
             drop(probe);
-            options.listen
+            wanted
         }
-        Err(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+        Err(_) => SocketAddr::new(wanted.ip(), 0),
     };
-    let config = crate::config::parse(Path::new("<demo>"), &demo_config(listen, stable, canary))?;
+    let listen = free_or_any(options.listen);
+    let admin = free_or_any(options.admin);
+    let config = crate::config::parse(
+        Path::new("<demo>"),
+        &demo_config(listen, admin, stable, canary),
+    )?;
     let running = app::start(config).await?;
     let proxy = running
         .addr("public")
         .ok_or_else(|| DemoError::Request("no listener".into()))?;
     let base = format!("http://{proxy}");
+    let admin = running
+        .admin_addr()
+        .ok_or_else(|| DemoError::Request("no admin listener".into()))?;
+    let admin_url = format!("http://{admin}");
 
     println!("Switchyard demo");
     println!("  stable upstream   {stable}");
@@ -129,6 +147,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         "  proxy             {base}   route \"shop\": stable {}, canary {CANARY_WEIGHT}",
         100 - CANARY_WEIGHT
     );
+    println!("  admin API         {admin_url}");
     println!();
 
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
@@ -159,21 +178,25 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         }
     };
 
-    let total = 1_000;
-    let mut on_canary = 0;
-    for _ in 0..total {
-        if get(&[]).await? == "canary" {
-            on_canary += 1;
+    let split = || async {
+        let total = 1_000u32;
+        let mut on_canary = 0u32;
+        for _ in 0..total {
+            if get(&[]).await? == "canary" {
+                on_canary += 1;
+            }
         }
-    }
-    println!("1. {total} requests, split by weight:");
-    println!(
-        "     stable {:>4} ({:.1}%)   canary {:>4} ({:.1}%)",
-        total - on_canary,
-        f64::from(total - on_canary) / 10.0,
-        on_canary,
-        f64::from(on_canary) / 10.0
-    );
+        println!(
+            "     stable {:>4} ({:.1}%)   canary {:>4} ({:.1}%)",
+            total - on_canary,
+            f64::from(total - on_canary) / 10.0,
+            on_canary,
+            f64::from(on_canary) / 10.0
+        );
+        Ok::<_, DemoError>(())
+    };
+    println!("1. 1000 requests, split by weight:");
+    split().await?;
 
     let mut pinned = Vec::new();
     for _ in 0..5 {
@@ -194,6 +217,34 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         alice.join(" "),
         BUCKETS - 1
     );
+
+    println!("4. A weight change through the admin API, as a release pipeline would make it:");
+    println!("     $ switchyard ctl --admin {admin_url} weights shop stable=50 canary=50");
+    let target = crate::ctl::Target {
+        admin: admin_url.clone(),
+        token: None,
+        json: false,
+    };
+    let command = crate::ctl::CtlCommand::Weights(
+        "shop".into(),
+        vec![("stable".into(), 50), ("canary".into(), 50)],
+    );
+    let table = crate::ctl::run(&target, &command)
+        .await
+        .map_err(|e| DemoError::Request(e.to_string()))?;
+    for line in table.lines() {
+        println!("     {line}");
+    }
+    println!("   1000 more requests:");
+    split().await?;
+    let mut alice = Vec::new();
+    for _ in 0..3 {
+        alice.push(get(&[("x-user-id", "alice")]).await?);
+    }
+    println!(
+        "   alice (bucket {bucket}) stays where she was: {}   (the canary now owns 5000..9999)",
+        alice.join(" ")
+    );
     println!();
 
     if options.once {
@@ -204,6 +255,9 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     println!("  curl -si {base}/");
     println!("  curl -si -H 'x-canary: always' {base}/");
     println!("  curl -si -H 'x-user-id: alice' {base}/");
+    println!("  curl -s {admin_url}/metrics | grep switchyard_requests_total");
+    println!("  cargo run --release -- ctl --admin {admin_url} status");
+    println!("  cargo run --release -- ctl --admin {admin_url} abort shop --reason 'demo'");
     println!("Serving until Ctrl-C.");
     let signal = app::shutdown_signal().await;
     println!("{signal}: draining and exiting.");

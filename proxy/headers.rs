@@ -13,6 +13,8 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `x-forwarded-host`.
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `traceparent` (W3C Trace Context).
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// `x-switchyard-version`: names the version that served, when a route exposes it.
 pub static X_SWITCHYARD_VERSION: HeaderName = HeaderName::from_static("x-switchyard-version");
 
@@ -69,6 +71,10 @@ pub fn forward_request(
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
 
+    if !headers.contains_key(&TRACEPARENT) {
+        headers.insert(TRACEPARENT.clone(), new_traceparent());
+    }
+
     match headers.get(&X_REQUEST_ID) {
         Some(id) if !id.is_empty() => id.clone(),
         _ => {
@@ -77,6 +83,19 @@ pub fn forward_request(
             id
         }
     }
+}
+
+/// A fresh W3C `traceparent` for a request that arrived without one: random trace and parent
+/// ids, flags `00` (not sampled), so services with parent-based samplers do not all start
+/// tracing because the proxy made up a context.
+pub fn new_traceparent() -> HeaderValue {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    // Both ids must not be all zero (W3C Trace Context §3.2.2.3); setting one bit guarantees it.
+    let trace: u128 = rng.random::<u128>() | 1;
+    let parent: u64 = rng.random::<u64>() | 1;
+    let text = format!("00-{trace:032x}-{parent:016x}-00");
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// A fresh random request id (UUID v4).
@@ -134,5 +153,21 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_eq!(h["x-request-id"], id);
         assert_eq!(h["x-forwarded-for"], "::1");
+        let tp = h["traceparent"].to_str().unwrap();
+        assert_eq!(tp.len(), 55, "{tp}");
+        assert!(tp.starts_with("00-") && tp.ends_with("-00"), "{tp}");
+    }
+
+    #[test]
+    fn an_incoming_traceparent_is_kept() {
+        let mut h = map(&[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )]);
+        forward_request(&mut h, None, "::1".parse().unwrap(), "http");
+        assert_eq!(
+            h["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
     }
 }
