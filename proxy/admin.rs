@@ -32,6 +32,8 @@ pub struct Admin {
     pub token: Option<String>,
     /// Set once every listener is bound.
     pub listening: AtomicBool,
+    /// The analysis's last look at each rolling route.
+    pub looks: crate::analysis::Looks,
 }
 
 impl Admin {

@@ -149,6 +149,7 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
     if file.is_some() {
         spawn_sighup(control.clone(), shutdown.subscribe());
     }
+    let looks = crate::analysis::spawn(shared.clone(), control.clone(), shutdown.subscribe());
 
     let mut listeners = Vec::with_capacity(bound.len());
     let mut servers = Vec::with_capacity(bound.len() + 1);
@@ -181,6 +182,7 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
         status,
         token,
         listening: Default::default(),
+        looks,
     });
     let admin_addr = admin_bound.map(|(listener, addr)| {
         tracing::info!(%addr, "admin listening");

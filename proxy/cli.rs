@@ -107,6 +107,19 @@ enum CtlSub {
     },
     /// Reload the configuration file.
     Reload,
+    /// Drive a route's rollout: start, pause, resume, promote or abort.
+    Rollout {
+        /// start, pause, resume, promote or abort.
+        #[arg(value_parser = ["start", "pause", "resume", "promote", "abort"])]
+        verb: String,
+        /// Route name.
+        route: String,
+    },
+    /// Blue/green: move all traffic to the standby if it is healthy.
+    Switch {
+        /// Route name.
+        route: String,
+    },
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default `info`).
@@ -158,6 +171,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 CtlSub::Resume { route } => ctl::CtlCommand::Resume(route),
                 CtlSub::Reset { route } => ctl::CtlCommand::Reset(route),
                 CtlSub::Reload => ctl::CtlCommand::Reload,
+                CtlSub::Rollout { verb, route } => ctl::CtlCommand::Rollout(verb, route),
+                CtlSub::Switch { route } => ctl::CtlCommand::Switch(route),
             };
             let target = ctl::Target {
                 admin: args.admin,

@@ -15,11 +15,15 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::analysis::stats::{Evidence, FailReason};
+use crate::config::Strategy;
 use crate::config::{self, Config};
 use crate::handler::Shared;
 use crate::snapshot::Snapshot;
 use crate::upstream::Clients;
-use overrides::{version_names, Abort, Overrides, RouteOverride};
+use overrides::{
+    version_names, Abort, Overrides, Phase, RolloutProgress, RolloutState, RouteOverride,
+};
 
 /// What asked for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +60,28 @@ pub enum Action {
     },
     /// Lift an abort: the weights from before it return.
     Resume,
-    /// Drop every override of the route: back to the file.
+    /// Drop every override of the route (weights, abort, rollout): back to the file.
     Reset,
+    /// Start the configured rollout at its first step.
+    RolloutStart,
+    /// Hold the rollout at its step.
+    RolloutPause,
+    /// Continue a paused rollout.
+    RolloutResume,
+    /// The analysis passed a full step: move to the next (from the analysis task).
+    Advance {
+        /// The step the analysis judged; a stale advance is ignored.
+        from_step: usize,
+    },
+    /// The analysis found a regression (from the analysis task).
+    AutoAbort {
+        /// Which test failed.
+        cause: FailReason,
+        /// Both sides' figures.
+        evidence: Evidence,
+    },
+    /// Blue/green: the standby takes all traffic, the active becomes standby.
+    Switch,
 }
 
 impl Action {
@@ -68,6 +92,12 @@ impl Action {
             Action::Abort { .. } => "abort",
             Action::Resume => "resume",
             Action::Reset => "reset",
+            Action::RolloutStart => "rollout-start",
+            Action::RolloutPause => "rollout-pause",
+            Action::RolloutResume => "rollout-resume",
+            Action::Advance { .. } => "rollout-advance",
+            Action::AutoAbort { .. } => "auto-abort",
+            Action::Switch => "switch",
         }
     }
 }
@@ -170,6 +200,8 @@ pub struct Control {
     shared: Arc<Shared>,
     status: Arc<ArcSwap<ReloadStatus>>,
     clients: Arc<Clients>,
+    health: Arc<crate::health::Health>,
+    health_changes: Option<mpsc::Receiver<()>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -217,7 +249,16 @@ impl Control {
         };
         let config = Arc::new(config);
         let clients = Arc::new(Clients::default());
-        let snapshot = Snapshot::build(config.clone(), overrides.clone(), 1, &clients, &metrics);
+        let (health_tx, health_rx) = mpsc::channel(1);
+        let health = Arc::new(crate::health::Health::new(health_tx));
+        let snapshot = Snapshot::build(
+            config.clone(),
+            overrides.clone(),
+            1,
+            &clients,
+            &metrics,
+            &health,
+        );
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -238,6 +279,8 @@ impl Control {
             shared: shared.clone(),
             status: status.clone(),
             clients,
+            health,
+            health_changes: Some(health_rx),
         };
         (control, shared, status)
     }
@@ -245,8 +288,25 @@ impl Control {
     /// Runs the task until every handle is dropped.
     pub fn spawn(mut self) -> ControlHandle {
         let (tx, mut rx) = mpsc::channel(64);
+        let mut health_changes = self.health_changes.take();
+        self.health.track(&self.config);
         tokio::spawn(async move {
-            while let Some(command) = rx.recv().await {
+            loop {
+                let command = tokio::select! {
+                    c = rx.recv() => c,
+                    Some(()) = async {
+                        match health_changes.as_mut() {
+                            Some(h) => h.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        // An endpoint changed state: rebuild so a version with no healthy
+                        // endpoint loses its share.
+                        self.install();
+                        continue;
+                    }
+                };
+                let Some(command) = command else { break };
                 match command {
                     Command::Reload { source, reply } => {
                         let _ = reply.send(self.reload(source));
@@ -273,8 +333,56 @@ impl Control {
             self.generation,
             &self.clients,
             &self.shared.metrics,
+            &self.health,
         );
+        for route in &self.config.routes {
+            if let Some(plan) = &route.rollout {
+                let o = self
+                    .overrides
+                    .routes
+                    .get(&route.name)
+                    .filter(|o| o.applies_to(route));
+                let state = RolloutState::of(o);
+                let m = &self.shared.metrics;
+                m.rollout_state
+                    .with_label_values(&[&route.name])
+                    .set(state.code());
+                let weight = snapshot
+                    .route_index(&route.name)
+                    .map_or(0, |i| snapshot.routes[i].versions[plan.canary].weight);
+                m.rollout_canary_weight
+                    .with_label_values(&[&route.name])
+                    .set(i64::from(weight));
+            }
+        }
         self.shared.snapshot.store(Arc::new(snapshot));
+        self.health.track(&self.config);
+    }
+
+    /// Sends the rollout's webhook an event for aborts and promotions, off the control task.
+    fn notify(&self, route_name: &str, action: &Action, before: Option<&RouteOverride>) {
+        let Some(route) = self.config.routes.iter().find(|r| r.name == route_name) else {
+            return;
+        };
+        let Some(url) = route.rollout.as_ref().and_then(|r| r.webhook.clone()) else {
+            return;
+        };
+        let after = self.overrides.routes.get(route_name);
+        let (was, now) = (RolloutState::of(before), RolloutState::of(after));
+        let event = match (was, now) {
+            (w, RolloutState::Aborted) if w != RolloutState::Aborted => "rollout_aborted",
+            (w, RolloutState::Promoted) if w != RolloutState::Promoted => "rollout_promoted",
+            _ => return,
+        };
+        let body = serde_json::json!({
+            "event": event,
+            "route": route_name,
+            "action": action.as_str(),
+            "at_unix_ms": now_unix_ms(),
+            "abort": after.and_then(|o| o.aborted.as_ref()),
+            "rollout": after.and_then(|o| o.rollout.as_ref()),
+        });
+        crate::webhook::spawn_post(url, body);
     }
 
     fn reload(&mut self, source: ReloadSource) -> Result<u64, String> {
@@ -393,46 +501,157 @@ impl Control {
                 versions: names.clone(),
                 weights: None,
                 aborted: None,
+                rollout: None,
             });
         let aborted = current.aborted.is_some();
+        let state = RolloutState::of(Some(&current));
+        let rolling = matches!(state, RolloutState::Progressing | RolloutState::Paused);
+        let conflict =
+            |what: &str| Err(ActionError::Conflict(format!("route {route_name} {what}")));
         let mut next = current.clone();
+        let mut aborted_by: Option<&'static str> = None;
         match &action {
             Action::SetWeights(weights) => {
                 if aborted {
-                    return Err(ActionError::Conflict(format!(
-                        "route {route_name} is aborted: resume it before setting weights"
-                    )));
+                    return conflict("is aborted: resume it before setting weights");
+                }
+                if rolling {
+                    return conflict("has a rollout in progress: pause, promote or abort it first");
                 }
                 next.weights = Some(weights_in_order(&names, weights)?);
             }
             Action::Promote => {
                 if names.len() < 2 {
-                    return Err(ActionError::Conflict(format!(
-                        "route {route_name} has one version: nothing to promote"
-                    )));
+                    return conflict("has one version: nothing to promote");
                 }
                 if aborted {
-                    return Err(ActionError::Conflict(format!(
-                        "route {route_name} is aborted: resume it before promoting"
-                    )));
+                    return conflict("is aborted: resume it before promoting");
                 }
-                let mut w = vec![0; names.len()];
-                w[names.len() - 1] = 100;
-                next.weights = Some(w);
+                if let Some(progress) = next.rollout.as_mut() {
+                    progress.phase = Phase::Promoted;
+                    progress.step_started_unix_ms = now_unix_ms();
+                } else {
+                    let mut w = vec![0; names.len()];
+                    w[names.len() - 1] = 100;
+                    next.weights = Some(w);
+                }
             }
             Action::Abort { reason } => {
                 if names.len() < 2 {
-                    return Err(ActionError::Conflict(format!(
-                        "route {route_name} has one version: nothing to abort"
-                    )));
+                    return conflict("has one version: nothing to abort");
                 }
                 if !aborted {
                     next.aborted = Some(Abort {
                         reason: reason.clone(),
                         by: actor.to_string(),
                         at_unix_ms: now_unix_ms(),
+                        cause: Some(FailReason::Manual),
+                        evidence: None,
                     });
+                    aborted_by = rolling.then_some("manual");
                 }
+            }
+            Action::AutoAbort { cause, evidence } => {
+                if aborted || !rolling {
+                    // Stale: the rollout ended or was aborted while the analysis looked.
+                    return Ok(self.generation);
+                }
+                next.aborted = Some(Abort {
+                    reason: format!(
+                        "analysis: {}",
+                        evidence
+                            .test
+                            .clone()
+                            .unwrap_or_else(|| cause.as_str().into())
+                    ),
+                    by: "analysis".into(),
+                    at_unix_ms: now_unix_ms(),
+                    cause: Some(*cause),
+                    evidence: Some(evidence.clone()),
+                });
+                aborted_by = Some(cause.as_str());
+            }
+            Action::RolloutStart => {
+                let Some(plan) = &route.rollout else {
+                    return conflict("has no rollout configured");
+                };
+                if aborted {
+                    return conflict("is aborted: resume or reset it before a new rollout");
+                }
+                if rolling {
+                    return conflict("already has a rollout in progress");
+                }
+                next.weights = None;
+                next.rollout = Some(RolloutProgress {
+                    phase: if plan.steps.len() == 1 {
+                        Phase::Promoted
+                    } else {
+                        Phase::Progressing
+                    },
+                    step: 0,
+                    step_started_unix_ms: now_unix_ms(),
+                });
+            }
+            Action::RolloutPause => {
+                if aborted || state != RolloutState::Progressing {
+                    return conflict("has no progressing rollout to pause");
+                }
+                if let Some(p) = next.rollout.as_mut() {
+                    p.phase = Phase::Paused;
+                }
+            }
+            Action::RolloutResume => {
+                if aborted || state != RolloutState::Paused {
+                    return conflict("has no paused rollout to resume");
+                }
+                if let Some(p) = next.rollout.as_mut() {
+                    p.phase = Phase::Progressing;
+                    p.step_started_unix_ms = now_unix_ms();
+                }
+            }
+            Action::Advance { from_step } => {
+                let (Some(plan), Some(p)) = (&route.rollout, next.rollout.as_mut()) else {
+                    return Ok(self.generation);
+                };
+                if aborted || p.phase != Phase::Progressing || p.step != *from_step {
+                    return Ok(self.generation);
+                }
+                p.step += 1;
+                p.step_started_unix_ms = now_unix_ms();
+                if p.step + 1 >= plan.steps.len() {
+                    p.step = plan.steps.len() - 1;
+                    p.phase = Phase::Promoted;
+                }
+            }
+            Action::Switch => {
+                if route.strategy != Strategy::BlueGreen {
+                    return conflict("is not a blue_green route");
+                }
+                if aborted {
+                    return conflict("is aborted: resume or reset it before switching");
+                }
+                let snapshot = self.shared.snapshot.load();
+                let index = snapshot.route_index(route_name).unwrap_or(0);
+                let weights: Vec<u32> = snapshot.routes[index]
+                    .versions
+                    .iter()
+                    .map(|v| v.weight)
+                    .collect();
+                let active = weights.iter().position(|w| *w > 0).unwrap_or(0);
+                let standby = 1 - active.min(1);
+                let standby_state = &snapshot.routes[index].versions[standby];
+                if !self
+                    .health
+                    .any_healthy(&standby_state.endpoints, route.health_check.as_ref())
+                {
+                    return conflict(&format!(
+                        "cannot switch: standby {} has no healthy endpoint",
+                        standby_state.name
+                    ));
+                }
+                let mut w = vec![0; 2];
+                w[standby] = 100;
+                next.weights = Some(w);
             }
             Action::Resume => {
                 if !aborted {
@@ -445,23 +664,35 @@ impl Control {
             Action::Reset => {
                 next.weights = None;
                 next.aborted = None;
+                next.rollout = None;
             }
+        }
+        if next == current && !matches!(action, Action::Reset) {
+            return Ok(self.generation);
         }
 
         let previous = self.overrides.clone();
-        if next.weights.is_none() && next.aborted.is_none() {
+        if next.weights.is_none() && next.aborted.is_none() && next.rollout.is_none() {
             self.overrides.routes.remove(route_name);
         } else {
             self.overrides.routes.insert(route_name.to_string(), next);
         }
         if let Some(error) = self.persist() {
-            if !matches!(action, Action::Abort { .. }) {
+            if !matches!(action, Action::Abort { .. } | Action::AutoAbort { .. }) {
                 self.overrides = previous;
                 return Err(ActionError::Persist(error));
             }
             // The kill switch applies even when the disk fails: stopping traffic comes first.
         }
         self.install();
+        if let Some(reason) = aborted_by {
+            self.shared
+                .metrics
+                .rollout_aborts
+                .with_label_values(&[route_name, reason])
+                .inc();
+        }
+        self.notify(route_name, &action, previous.routes.get(route_name));
         let after = self
             .shared
             .snapshot

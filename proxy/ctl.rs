@@ -40,6 +40,10 @@ pub enum CtlCommand {
     Reset(String),
     /// Reload the configuration file.
     Reload,
+    /// A rollout verb (`start`, `pause`, `resume`, `promote`, `abort`) on a route.
+    Rollout(String, String),
+    /// Blue/green switch.
+    Switch(String),
 }
 
 /// Why a ctl command failed; each maps to an exit code.
@@ -120,6 +124,12 @@ pub async fn run(target: &Target, command: &CtlCommand) -> Result<String, CtlErr
         CtlCommand::Resume(route) => (Method::POST, format!("/api/v1/routes/{route}/resume"), None),
         CtlCommand::Reset(route) => (Method::POST, format!("/api/v1/routes/{route}/reset"), None),
         CtlCommand::Reload => (Method::POST, "/api/v1/reload".to_string(), None),
+        CtlCommand::Rollout(verb, route) => (
+            Method::POST,
+            format!("/api/v1/routes/{route}/rollout/{verb}"),
+            None,
+        ),
+        CtlCommand::Switch(route) => (Method::POST, format!("/api/v1/routes/{route}/switch"), None),
     };
     let text = call(target, method, &path, body).await?;
     if target.json {
@@ -239,6 +249,42 @@ pub fn table(routes: &[RouteView]) -> String {
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
     for r in routes {
+        if let Some(ro) = &r.rollout {
+            let step = ro.step.map_or("-".to_string(), |s| {
+                format!("{} of {}", s + 1, ro.steps.len())
+            });
+            let _ = writeln!(
+                out,
+                "{}: rollout {} -> {} {} (step {step}, canary at {}%, steps {:?})",
+                r.name, ro.baseline, ro.canary, ro.state, ro.canary_weight, ro.steps
+            );
+            if let Some(a) = &ro.analysis {
+                let verdict = a["verdict"].as_str().unwrap_or("?");
+                let side = |s: &serde_json::Value| {
+                    format!(
+                        "{} req, {:.2}% errors, p50 {} ms, p99 {} ms",
+                        s["requests"],
+                        s["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                        s["p50_ms"]
+                            .as_f64()
+                            .map_or("-".into(), |v| format!("{v:.1}")),
+                        s["p99_ms"]
+                            .as_f64()
+                            .map_or("-".into(), |v| format!("{v:.1}")),
+                    )
+                };
+                let _ = writeln!(
+                    out,
+                    "  analysis: {verdict}{}\n  baseline: {}\n  canary:   {}",
+                    a["why"]
+                        .as_str()
+                        .map(|w| format!(" ({w})"))
+                        .unwrap_or_default(),
+                    side(&a["evidence"]["baseline"]),
+                    side(&a["evidence"]["canary"]),
+                );
+            }
+        }
         if let Some(a) = &r.aborted {
             let _ = writeln!(out, "{}: aborted by {}: {}", r.name, a.by, a.reason);
         }

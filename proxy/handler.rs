@@ -105,11 +105,12 @@ async fn forward(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let route = &snapshot.routes[decision.route];
     let version = &route.versions[decision.version];
-    let endpoint = version
+    let (endpoint, health) = version
         .next_endpoint()
         .ok_or_else(|| ProxyError::NoVersion {
             route: route.name.clone(),
         })?;
+    record.endpoint = Some(health.clone());
 
     // Headers. HTTP/2 clients send :authority instead of Host; the upstream gets it as Host.
     let host = match parts.headers.get(header::HOST) {

@@ -6,6 +6,7 @@
 //! once; `config` is how it is described and validated.
 
 pub mod admin;
+pub mod analysis;
 pub mod app;
 pub mod body;
 pub mod config;
@@ -15,9 +16,11 @@ pub mod demo;
 pub mod error;
 pub mod handler;
 pub mod headers;
+pub mod health;
 pub mod metrics;
 pub mod record;
 pub mod route;
 pub mod server;
 pub mod snapshot;
 pub mod upstream;
+pub mod webhook;

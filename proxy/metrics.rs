@@ -2,14 +2,15 @@
 //! Per-version handles are resolved when a snapshot is built ([`Metrics::version`]), so a request
 //! only indexes an array and increments: no label hashing, formatting or allocation per request.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::analysis::stats::VersionStats;
 use crate::upstream::FailureKind;
 
 /// Latency buckets for services: 1 ms to 10 s.
@@ -39,8 +40,16 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `switchyard_no_route_total`: requests that matched no route.
     pub no_route: IntCounter,
+    /// `switchyard_rollout_state{route}`: 0 idle, 1 progressing, 2 paused, 3 promoted, 4 aborted.
+    pub rollout_state: IntGaugeVec,
+    /// `switchyard_rollout_canary_weight{route}`: the canary's share in percent during a rollout.
+    pub rollout_canary_weight: IntGaugeVec,
+    /// `switchyard_rollout_aborts_total{route,reason}`.
+    pub rollout_aborts: IntCounterVec,
     /// Label sets (route, version) that have series, so removed versions can be pruned.
     labelled: Mutex<HashSet<(String, String)>>,
+    /// Analysis counts per (route, version), kept across snapshots like the series.
+    stats: Mutex<HashMap<(String, String), Arc<VersionStats>>>,
 }
 
 /// The handles of one (route, version), resolved once per snapshot.
@@ -52,6 +61,8 @@ pub struct VersionMetrics {
     upstream_errors: [IntCounter; 4],
     /// Requests being served.
     pub in_flight: IntGauge,
+    /// Counts read by the canary analysis: the same measurement, a second consumer.
+    pub stats: Arc<VersionStats>,
 }
 
 impl VersionMetrics {
@@ -120,6 +131,27 @@ impl Metrics {
             "switchyard_no_route_total",
             "Requests that matched no route (answered 404).",
         )?;
+        let rollout_state = IntGaugeVec::new(
+            Opts::new(
+                "switchyard_rollout_state",
+                "Rollout state: 0 idle, 1 progressing, 2 paused, 3 promoted, 4 aborted.",
+            ),
+            &["route"],
+        )?;
+        let rollout_canary_weight = IntGaugeVec::new(
+            Opts::new(
+                "switchyard_rollout_canary_weight",
+                "The canary's share of traffic in percent, by rollout step.",
+            ),
+            &["route"],
+        )?;
+        let rollout_aborts = IntCounterVec::new(
+            Opts::new(
+                "switchyard_rollout_aborts_total",
+                "Rollouts aborted, by reason.",
+            ),
+            &["route", "reason"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "switchyard_build_info",
@@ -139,6 +171,9 @@ impl Metrics {
             Box::new(config_generation.clone()),
             Box::new(config_reloads.clone()),
             Box::new(no_route.clone()),
+            Box::new(rollout_state.clone()),
+            Box::new(rollout_canary_weight.clone()),
+            Box::new(rollout_aborts.clone()),
             Box::new(build_info),
         ] {
             registry.register(c)?;
@@ -156,7 +191,11 @@ impl Metrics {
             config_generation,
             config_reloads,
             no_route,
+            rollout_state,
+            rollout_canary_weight,
+            rollout_aborts,
             labelled: Mutex::default(),
+            stats: Mutex::default(),
         })
     }
 
@@ -178,12 +217,23 @@ impl Metrics {
                     .with_label_values(&[route, version, k.as_str()])
             }),
             in_flight: self.in_flight.with_label_values(&[route, version]),
+            stats: self
+                .stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry((route.to_string(), version.to_string()))
+                .or_default()
+                .clone(),
         }
     }
 
     /// Drops the series of (route, version) pairs no longer in `keep`, so removed versions do not
     /// linger in /metrics.
     pub fn retain(&self, keep: &HashSet<(String, String)>) {
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| keep.contains(k));
         let mut labelled = self.labelled.lock().unwrap_or_else(|e| e.into_inner());
         labelled.retain(|(route, version)| {
             if keep.contains(&(route.clone(), version.clone())) {

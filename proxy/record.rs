@@ -1,5 +1,5 @@
 //! The per-request record: one measurement taken when a response ends (or is abandoned), read by
-//! every consumer: the version's Prometheus handles and the access log.
+//! every consumer: the version's Prometheus handles, the canary analysis counts and the access log.
 //!
 //! A [`Record`] is created as soon as a request has a version. It travels with the response body
 //! and is finished exactly once, on drop: at the end of the body, when the client goes away
@@ -49,6 +49,8 @@ pub struct Record {
     pub complete: bool,
     /// Present when the access log samples this request.
     pub access: Option<Box<AccessEntry>>,
+    /// The endpoint's health, fed by the outcome (passive ejection).
+    pub endpoint: Option<Arc<crate::health::EndpointHealth>>,
 }
 
 impl Record {
@@ -67,6 +69,7 @@ impl Record {
             bytes_out: 0,
             complete: false,
             access: None,
+            endpoint: None,
         }
     }
 }
@@ -79,6 +82,12 @@ impl Drop for Record {
         version.metrics.in_flight.dec();
         version.metrics.count_status(self.status);
         version.metrics.duration.observe(elapsed.as_secs_f64());
+        if self.status != CLIENT_CLOSED {
+            version.metrics.stats.record(self.status >= 500, elapsed);
+            if let Some(endpoint) = &self.endpoint {
+                endpoint.observe(self.status >= 500);
+            }
+        }
         if let Some(a) = &self.access {
             tracing::info!(
                 target: "switchyard::access",

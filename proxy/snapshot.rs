@@ -14,6 +14,7 @@ use http::HeaderValue;
 
 use crate::config::{Config, Endpoint, Timeouts};
 use crate::control::overrides::{effective, Overrides, WeightSource};
+use crate::health::{EndpointHealth, Health};
 use crate::metrics::{Metrics, VersionMetrics};
 use crate::route::RouteTable;
 use crate::upstream::{ClientKey, Clients, UpstreamClient};
@@ -58,6 +59,8 @@ pub struct VersionState {
     pub source: WeightSource,
     /// Endpoints, balanced round robin.
     pub endpoints: Vec<Endpoint>,
+    /// Each endpoint's health, same order as `endpoints`.
+    pub health: Vec<Arc<EndpointHealth>>,
     /// The pooled client for this route's connection settings.
     pub client: UpstreamClient,
     /// Metric handles, resolved for this (route, version).
@@ -66,13 +69,20 @@ pub struct VersionState {
 }
 
 impl VersionState {
-    /// The next endpoint in round-robin order, or `None` when the version has none.
-    pub fn next_endpoint(&self) -> Option<&Endpoint> {
-        if self.endpoints.is_empty() {
+    /// The next usable endpoint in round-robin order, skipping endpoints that are down or
+    /// ejected; when all are, the next one anyway (failing open beats refusing every request).
+    /// `None` only when the version has no endpoint.
+    pub fn next_endpoint(&self) -> Option<(&Endpoint, &Arc<EndpointHealth>)> {
+        let len = self.endpoints.len();
+        if len == 0 {
             return None;
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        self.endpoints.get(n % self.endpoints.len())
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let pick = (0..len)
+            .map(|k| (start + k) % len)
+            .find(|i| self.health[*i].usable())
+            .unwrap_or(start % len);
+        Some((&self.endpoints[pick], &self.health[pick]))
     }
 }
 
@@ -85,12 +95,31 @@ impl Snapshot {
         generation: u64,
         clients: &Clients,
         metrics: &Metrics,
+        health: &Health,
     ) -> Snapshot {
         let mut tables = Vec::with_capacity(config.routes.len());
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut labelled = HashSet::new();
         for route in &config.routes {
-            let e = effective(route, overrides.routes.get(&route.name));
+            let mut e = effective(route, overrides.routes.get(&route.name));
+            if route.health_check.is_some() {
+                // A version whose endpoints are all down loses its share to the others, unless
+                // every version with traffic is down (then nothing would be served at all).
+                let down: Vec<bool> = route
+                    .versions
+                    .iter()
+                    .map(|v| !v.endpoints.iter().any(|ep| health.of(ep).usable()))
+                    .collect();
+                let any_up = e.weights.iter().zip(&down).any(|(w, d)| *w > 0 && !d);
+                if any_up {
+                    for (i, d) in down.iter().enumerate() {
+                        if *d && e.weights[i] > 0 {
+                            e.weights[i] = 0;
+                            e.sources[i] = WeightSource::Unhealthy;
+                        }
+                    }
+                }
+            }
             tables.push(RouteTable::with_stopped(route, &e.weights, &e.stopped));
             let client = clients.get(ClientKey {
                 connect_timeout: route.timeouts.connect,
@@ -110,6 +139,7 @@ impl Snapshot {
                         weight: e.weights[i],
                         source: e.sources[i],
                         endpoints: v.endpoints.clone(),
+                        health: v.endpoints.iter().map(|ep| health.of(ep)).collect(),
                         client: client.clone(),
                         metrics: metrics.version(&route.name, &v.name, e.weights[i]),
                         next: AtomicUsize::new(0),

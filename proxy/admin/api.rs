@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Admin;
 use crate::body::ResponseBody;
-use crate::control::overrides::{Abort, WeightSource};
+use crate::control::overrides::{Abort, RolloutState, WeightSource};
 use crate::control::{Action, ActionError, ReloadSource};
 use crate::snapshot::Snapshot;
 
@@ -33,6 +33,28 @@ pub struct RouteView {
     pub aborted: Option<AbortView>,
     /// Versions in declared order.
     pub versions: Vec<VersionView>,
+    /// The rollout, when the route has one configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutView>,
+}
+
+/// A rollout as the API shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RolloutView {
+    /// idle, progressing, paused, promoted or aborted.
+    pub state: String,
+    /// Baseline version.
+    pub baseline: String,
+    /// Canary version.
+    pub canary: String,
+    /// Canary percentages.
+    pub steps: Vec<u32>,
+    /// Current step index, once started.
+    pub step: Option<usize>,
+    /// The canary's current weight.
+    pub canary_weight: u32,
+    /// The analysis's last look: verdict and both sides' figures.
+    pub analysis: Option<serde_json::Value>,
 }
 
 /// An abort as the API shows it.
@@ -44,6 +66,9 @@ pub struct AbortView {
     pub by: String,
     /// When (ms since the Unix epoch).
     pub at_unix_ms: u64,
+    /// The analysis's figures, for an automatic abort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<serde_json::Value>,
 }
 
 /// One version as the API shows it.
@@ -70,15 +95,34 @@ pub struct RoutesView {
     pub routes: Vec<RouteView>,
 }
 
-fn route_view(snapshot: &Snapshot, index: usize) -> RouteView {
+fn route_view(admin: &Admin, snapshot: &Snapshot, index: usize) -> RouteView {
     let route = &snapshot.routes[index];
     let file = &snapshot.config.routes[index];
-    let aborted: Option<&Abort> = snapshot
+    let o = snapshot
         .overrides
         .routes
         .get(&route.name)
-        .filter(|o| o.applies_to(file))
-        .and_then(|o| o.aborted.as_ref());
+        .filter(|o| o.applies_to(file));
+    let aborted: Option<&Abort> = o.and_then(|o| o.aborted.as_ref());
+    let rollout = file.rollout.as_ref().map(|plan| {
+        let state = RolloutState::of(o);
+        RolloutView {
+            state: serde_json::to_value(state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            baseline: file.versions[plan.baseline].name.clone(),
+            canary: file.versions[plan.canary].name.clone(),
+            steps: plan.steps.clone(),
+            step: o.and_then(|o| o.rollout.as_ref()).map(|r| r.step),
+            canary_weight: route.versions[plan.canary].weight,
+            analysis: admin
+                .looks
+                .load()
+                .get(&route.name)
+                .and_then(|l| serde_json::to_value(l).ok()),
+        }
+    });
     RouteView {
         name: route.name.clone(),
         generation: snapshot.generation,
@@ -92,7 +136,12 @@ fn route_view(snapshot: &Snapshot, index: usize) -> RouteView {
             reason: a.reason.clone(),
             by: a.by.clone(),
             at_unix_ms: a.at_unix_ms,
+            evidence: a
+                .evidence
+                .as_ref()
+                .and_then(|e| serde_json::to_value(e).ok()),
         }),
+        rollout,
         versions: route
             .versions
             .iter()
@@ -105,6 +154,8 @@ fn route_view(snapshot: &Snapshot, index: usize) -> RouteView {
                     WeightSource::File => "file",
                     WeightSource::Api => "api",
                     WeightSource::Abort => "abort",
+                    WeightSource::Rollout => "rollout",
+                    WeightSource::Unhealthy => "unhealthy",
                 }
                 .into(),
                 endpoints: v.endpoints.iter().map(|e| e.to_string()).collect(),
@@ -144,7 +195,7 @@ pub async fn dispatch(
                     &RoutesView {
                         generation: snapshot.generation,
                         routes: (0..snapshot.routes.len())
-                            .map(|i| route_view(&snapshot, i))
+                            .map(|i| route_view(admin, &snapshot, i))
                             .collect(),
                     },
                 )
@@ -164,6 +215,33 @@ pub async fn dispatch(
                 act(admin, name, Action::SetWeights(weights), &actor).await
             }
             _ => method_not_allowed("PUT"),
+        },
+        ["routes", name, "rollout", verb @ ("start" | "pause" | "resume" | "promote" | "abort")] => {
+            if method != Method::POST {
+                return method_not_allowed("POST");
+            }
+            let action = match *verb {
+                "start" => Action::RolloutStart,
+                "pause" => Action::RolloutPause,
+                "resume" => Action::RolloutResume,
+                "promote" => Action::Promote,
+                _ => {
+                    let body: AbortBody = match read_json_or_empty(request).await {
+                        Ok(b) => b,
+                        Err(r) => return r,
+                    };
+                    Action::Abort {
+                        reason: body
+                            .reason
+                            .unwrap_or_else(|| "rollout aborted by an operator".into()),
+                    }
+                }
+            };
+            act(admin, name, action, &actor).await
+        }
+        ["routes", name, "switch"] => match method {
+            Method::POST => act(admin, name, Action::Switch, &actor).await,
+            _ => method_not_allowed("POST"),
         },
         ["routes", name, verb @ ("promote" | "abort" | "resume" | "reset")] => {
             if method != Method::POST {
@@ -208,7 +286,7 @@ pub async fn dispatch(
 fn show_route(admin: &Admin, name: &str) -> Response<ResponseBody> {
     let snapshot = admin.shared.snapshot.load();
     match snapshot.route_index(name) {
-        Some(i) => json(StatusCode::OK, &route_view(&snapshot, i)),
+        Some(i) => json(StatusCode::OK, &route_view(admin, &snapshot, i)),
         None => error(StatusCode::NOT_FOUND, &format!("no route named {name:?}")),
     }
 }

@@ -89,6 +89,64 @@ pub struct Route {
     pub timeouts: Timeouts,
     /// Whether responses carry `x-switchyard-version`.
     pub expose_version_header: bool,
+    /// Canary (default) or blue/green.
+    pub strategy: Strategy,
+    /// The progressive rollout, when configured.
+    pub rollout: Option<Rollout>,
+    /// Active health checks, when configured.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// How a route's versions take turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Weights, rules and cohorts; rollouts.
+    Canary,
+    /// Two versions, one active (the one with weight in the file); `switch` swaps them.
+    BlueGreen,
+}
+
+/// A progressive rollout of `canary` against `baseline`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    /// Index of the baseline version.
+    pub baseline: usize,
+    /// Index of the canary version.
+    pub canary: usize,
+    /// Canary weights in percent, increasing, ending at 100.
+    pub steps: Vec<u32>,
+    /// The least time at each step.
+    pub step_interval: Duration,
+    /// Analysis parameters.
+    pub analysis: Analysis,
+    /// URL that receives JSON events on abort and promotion.
+    pub webhook: Option<http::Uri>,
+}
+
+/// Canary analysis parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Analysis {
+    /// How often the analysis looks.
+    pub interval: Duration,
+    /// The sliding window compared.
+    pub window: Duration,
+    /// Test thresholds.
+    pub thresholds: crate::analysis::stats::Thresholds,
+}
+
+/// Active health checks of a route's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    /// Path probed with GET.
+    pub path: String,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Probe timeout.
+    pub timeout: Duration,
+    /// Consecutive successes to become healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failures to become unhealthy.
+    pub unhealthy_threshold: u32,
 }
 
 /// A host pattern, lowercased.

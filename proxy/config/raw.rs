@@ -89,6 +89,87 @@ pub struct RawRoute {
     /// Add `x-switchyard-version` to responses (debugging aid).
     #[serde(default)]
     pub expose_version_header: bool,
+    /// `canary` (default) or `blue_green`.
+    #[serde(default)]
+    pub strategy: Option<String>,
+    /// A progressive rollout of a canary with automatic analysis.
+    #[serde(default)]
+    pub rollout: Option<RawRollout>,
+    /// Active health checks of every endpoint of the route.
+    #[serde(default)]
+    pub health_check: Option<RawHealthCheck>,
+}
+
+/// A progressive rollout.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    /// The version compared against (keeps the rest of the traffic).
+    pub baseline: String,
+    /// The version being rolled out.
+    pub canary: String,
+    /// Canary weights in percent, increasing, ending at 100.
+    pub steps: Vec<u32>,
+    /// The least time at each step.
+    #[serde(default)]
+    pub step_interval: Option<String>,
+    /// Analysis parameters.
+    #[serde(default)]
+    pub analysis: Option<RawAnalysis>,
+    /// URL that receives a JSON event on abort and promotion.
+    #[serde(default)]
+    pub webhook: Option<String>,
+}
+
+/// Canary analysis parameters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnalysis {
+    /// How often the analysis looks.
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// The sliding window compared.
+    #[serde(default)]
+    pub window: Option<String>,
+    /// Requests each side needs in the window before a verdict.
+    #[serde(default)]
+    pub min_requests: Option<u64>,
+    /// Tolerated error-rate excess over the baseline, as a fraction (0.01 = one point).
+    #[serde(default)]
+    pub max_error_rate_increase: Option<f64>,
+    /// Tolerated canary error rate, as a fraction.
+    #[serde(default)]
+    pub max_error_rate: Option<f64>,
+    /// Tolerated latency ratio to the baseline (p50 and p99).
+    #[serde(default)]
+    pub max_latency_ratio: Option<f64>,
+    /// Tolerated latency increase on top of the ratio.
+    #[serde(default)]
+    pub max_latency_increase: Option<String>,
+    /// Significance level of each test at each look.
+    #[serde(default)]
+    pub alpha: Option<f64>,
+}
+
+/// Active health checks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// HTTP path probed with GET; a 2xx answer is healthy.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Time between probes.
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// Probe timeout.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Consecutive successes that mark an endpoint healthy.
+    #[serde(default)]
+    pub healthy_threshold: Option<u32>,
+    /// Consecutive failures that mark an endpoint unhealthy.
+    #[serde(default)]
+    pub unhealthy_threshold: Option<u32>,
 }
 
 /// Host and path match of a route.

@@ -239,6 +239,105 @@ fn route(p: &mut Problems, path: &str, r: &RawRoute) -> Option<Route> {
 
     let timeouts = timeouts(p, &format!("{path}.timeouts"), &r.timeouts);
 
+    let strategy = match r.strategy.as_deref() {
+        None | Some("canary") => Strategy::Canary,
+        Some("blue_green") => {
+            let positive = r.versions.iter().filter(|v| v.weight > 0).count();
+            if r.versions.len() != 2 || positive != 1 {
+                p.add(
+                    format!("{path}.strategy"),
+                    "blue_green needs exactly two versions, the active one with a positive weight and the standby with 0",
+                );
+            }
+            if r.rollout.is_some() {
+                p.add(
+                    format!("{path}.rollout"),
+                    "a blue_green route switches; it has no rollout",
+                );
+            }
+            Strategy::BlueGreen
+        }
+        Some(other) => {
+            p.add(
+                format!("{path}.strategy"),
+                format!("{other:?} is not a strategy: use canary or blue_green"),
+            );
+            Strategy::Canary
+        }
+    };
+
+    let rollout = r.rollout.as_ref().and_then(|ro| {
+        let rpath = format!("{path}.rollout");
+        let baseline = version_index(p, format!("{rpath}.baseline"), &ro.baseline);
+        let canary = version_index(p, format!("{rpath}.canary"), &ro.canary);
+        if baseline.is_some() && baseline == canary {
+            p.add(format!("{rpath}.canary"), "must differ from the baseline");
+        }
+        if ro.steps.is_empty()
+            || ro.steps.windows(2).any(|w| w[0] >= w[1])
+            || ro.steps.last() != Some(&100)
+            || ro.steps[0] == 0
+        {
+            p.add(
+                format!("{rpath}.steps"),
+                format!("{:?} must be increasing canary percentages from 1, ending at 100, e.g. [1, 5, 25, 50, 100]", ro.steps),
+            );
+        }
+        let step_interval = opt_duration(p, &format!("{rpath}.step_interval"), &ro.step_interval, Duration::from_secs(60));
+        let analysis = analysis(p, &format!("{rpath}.analysis"), ro.analysis.as_ref());
+        let webhook = ro.webhook.as_ref().and_then(|w| match w.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => Some(u),
+            _ => {
+                p.add(format!("{rpath}.webhook"), format!("{w:?} is not an http:// URL"));
+                None
+            }
+        });
+        Some(Rollout {
+            baseline: baseline?,
+            canary: canary?,
+            steps: ro.steps.clone(),
+            step_interval,
+            analysis,
+            webhook,
+        })
+    });
+
+    let health_check = r.health_check.as_ref().map(|h| {
+        let hpath = format!("{path}.health_check");
+        let check_path = h.path.clone().unwrap_or_else(|| "/healthz".into());
+        if !check_path.starts_with('/') {
+            p.add(
+                format!("{hpath}.path"),
+                format!("{check_path:?} must start with '/'"),
+            );
+        }
+        let positive = |p: &mut Problems, field: &str, v: Option<u32>, default: u32| match v {
+            Some(0) => {
+                p.add(format!("{hpath}.{field}"), "must be at least 1");
+                default
+            }
+            Some(v) => v,
+            None => default,
+        };
+        HealthCheck {
+            path: check_path,
+            interval: opt_duration(
+                p,
+                &format!("{hpath}.interval"),
+                &h.interval,
+                Duration::from_secs(5),
+            ),
+            timeout: opt_duration(
+                p,
+                &format!("{hpath}.timeout"),
+                &h.timeout,
+                Duration::from_secs(1),
+            ),
+            healthy_threshold: positive(p, "healthy_threshold", h.healthy_threshold, 2),
+            unhealthy_threshold: positive(p, "unhealthy_threshold", h.unhealthy_threshold, 3),
+        }
+    });
+
     (p.0.len() == before).then(|| Route {
         name: r.name.clone(),
         hosts,
@@ -248,7 +347,101 @@ fn route(p: &mut Problems, path: &str, r: &RawRoute) -> Option<Route> {
         cohort,
         timeouts,
         expose_version_header: r.expose_version_header,
+        strategy,
+        rollout,
+        health_check,
     })
+}
+
+fn opt_duration(
+    p: &mut Problems,
+    path: &str,
+    text: &Option<String>,
+    default: Duration,
+) -> Duration {
+    match text {
+        Some(s) => duration(p, path, s).unwrap_or(default),
+        None => default,
+    }
+}
+
+fn analysis(p: &mut Problems, path: &str, a: Option<&RawAnalysis>) -> Analysis {
+    let defaults = crate::analysis::stats::Thresholds::default();
+    let empty = RawAnalysis::default();
+    let a = a.unwrap_or(&empty);
+    let mut fraction = |field: &str, v: Option<f64>, default: f64| match v {
+        Some(v) if (0.0..=1.0).contains(&v) => v,
+        Some(v) => {
+            p.add(
+                format!("{path}.{field}"),
+                format!("{v} is not a fraction from 0 to 1 (0.01 is one percentage point)"),
+            );
+            default
+        }
+        None => default,
+    };
+    let max_error_rate_increase = fraction(
+        "max_error_rate_increase",
+        a.max_error_rate_increase,
+        defaults.max_error_rate_increase,
+    );
+    let max_error_rate = fraction("max_error_rate", a.max_error_rate, defaults.max_error_rate);
+    let alpha = match a.alpha {
+        Some(v) if v > 0.0 && v < 0.5 => v,
+        Some(v) => {
+            p.add(
+                format!("{path}.alpha"),
+                format!("{v} must be above 0 and below 0.5"),
+            );
+            defaults.alpha
+        }
+        None => defaults.alpha,
+    };
+    let max_latency_ratio = match a.max_latency_ratio {
+        Some(v) if v >= 1.0 => v,
+        Some(v) => {
+            p.add(
+                format!("{path}.max_latency_ratio"),
+                format!("{v} must be at least 1.0"),
+            );
+            defaults.max_latency_ratio
+        }
+        None => defaults.max_latency_ratio,
+    };
+    let max_latency_increase_ms = match &a.max_latency_increase {
+        Some(s) => duration(p, &format!("{path}.max_latency_increase"), s)
+            .map_or(defaults.max_latency_increase_ms, |d| {
+                d.as_secs_f64() * 1000.0
+            }),
+        None => defaults.max_latency_increase_ms,
+    };
+    let interval = opt_duration(
+        p,
+        &format!("{path}.interval"),
+        &a.interval,
+        Duration::from_secs(1),
+    );
+    let window = opt_duration(
+        p,
+        &format!("{path}.window"),
+        &a.window,
+        Duration::from_secs(10),
+    );
+    if window < interval {
+        p.add(format!("{path}.window"), "must be at least the interval");
+    }
+    Analysis {
+        interval,
+        window,
+        thresholds: crate::analysis::stats::Thresholds {
+            min_requests: a.min_requests.unwrap_or(defaults.min_requests).max(1),
+            max_error_rate_increase,
+            max_error_rate,
+            max_latency_ratio,
+            max_latency_increase_ms,
+            alpha,
+        },
+    }
 }
 
 fn host_pattern(p: &mut Problems, path: &str, host: &str) -> Option<HostPattern> {

@@ -31,10 +31,82 @@ pub struct RouteOverride {
     /// Set by an abort; cleared by resume or reset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted: Option<Abort>,
+    /// Progress of the route's rollout, once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutProgress>,
+}
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutProgress {
+    /// Progressing, paused or promoted.
+    pub phase: Phase,
+    /// Index into the rollout's steps.
+    pub step: usize,
+    /// When the current step began (ms since the Unix epoch).
+    pub step_started_unix_ms: u64,
+}
+
+/// A rollout's phase; an aborted rollout is a progress with an abort on the route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Stepping up as the analysis passes.
+    Progressing,
+    /// Held at its step by an operator; the analysis still aborts on a regression.
+    Paused,
+    /// The canary has all the traffic.
+    Promoted,
+}
+
+/// The rollout state shown by the API and `switchyard_rollout_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    /// Not started (or reset).
+    Idle,
+    /// Stepping up.
+    Progressing,
+    /// Held by an operator.
+    Paused,
+    /// The canary took all traffic.
+    Promoted,
+    /// Stopped: canary at 0 until resumed.
+    Aborted,
+}
+
+impl RolloutState {
+    /// The value of `switchyard_rollout_state`.
+    pub fn code(self) -> i64 {
+        match self {
+            RolloutState::Idle => 0,
+            RolloutState::Progressing => 1,
+            RolloutState::Paused => 2,
+            RolloutState::Promoted => 3,
+            RolloutState::Aborted => 4,
+        }
+    }
+
+    /// The state of a route with this override.
+    pub fn of(o: Option<&RouteOverride>) -> RolloutState {
+        match o {
+            Some(RouteOverride {
+                aborted: Some(_), ..
+            }) => RolloutState::Aborted,
+            Some(RouteOverride {
+                rollout: Some(r), ..
+            }) => match r.phase {
+                Phase::Progressing => RolloutState::Progressing,
+                Phase::Paused => RolloutState::Paused,
+                Phase::Promoted => RolloutState::Promoted,
+            },
+            _ => RolloutState::Idle,
+        }
+    }
 }
 
 /// Why and when a route's canaries were stopped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Abort {
     /// What caused it.
     pub reason: String,
@@ -42,6 +114,12 @@ pub struct Abort {
     pub by: String,
     /// Milliseconds since the Unix epoch.
     pub at_unix_ms: u64,
+    /// The test that failed, for an automatic abort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<crate::analysis::stats::FailReason>,
+    /// Both sides' figures when the analysis aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<crate::analysis::stats::Evidence>,
 }
 
 /// Where a version's effective weight comes from.
@@ -50,8 +128,12 @@ pub struct Abort {
 pub enum WeightSource {
     /// The configuration file.
     File,
-    /// A weight set through the API (or a promotion).
+    /// A weight set through the API (or a promotion or blue/green switch).
     Api,
+    /// The rollout's current step.
+    Rollout,
+    /// Held at 0: every endpoint of the version is down.
+    Unhealthy,
     /// An abort holds it.
     Abort,
 }
@@ -84,31 +166,66 @@ impl RouteOverride {
     }
 }
 
-/// Combines the file's weights with an override.
+/// The version that keeps the traffic on an abort: the rollout's baseline, else the first.
+pub fn baseline_of(route: &Route) -> usize {
+    route.rollout.as_ref().map_or(0, |r| r.baseline)
+}
+
+/// Combines the file's weights with an override, in order of precedence: an abort, a rollout,
+/// API weights, the file.
 ///
-/// An abort gives the baseline (the first declared version) all traffic and stops every other
-/// version; a route with one version cannot be aborted (the API refuses it).
+/// An abort gives the baseline all traffic and stops every other version; a route with one version
+/// cannot be aborted (the API refuses it). A rollout at step `s` gives the canary `steps[s]`
+/// percent and the baseline the rest; other versions get nothing.
 pub fn effective(route: &Route, o: Option<&RouteOverride>) -> Effective {
     let n = route.versions.len();
     let file: Vec<u32> = route.versions.iter().map(|v| v.weight).collect();
     let o = o.filter(|o| o.applies_to(route));
-    match o {
-        Some(RouteOverride {
-            aborted: Some(_), ..
-        }) if n > 1 => {
-            let mut weights = vec![0; n];
-            weights[0] = 100;
-            let mut stopped = vec![true; n];
-            stopped[0] = false;
-            Effective {
-                weights,
-                sources: vec![WeightSource::Abort; n],
-                stopped,
-            }
+    let only = |weights: &[(usize, u32)], source| {
+        let mut w = vec![0; n];
+        for (i, v) in weights {
+            w[*i] = *v;
         }
-        Some(RouteOverride {
-            weights: Some(w), ..
-        }) if w.len() == n => Effective {
+        Effective {
+            weights: w,
+            sources: vec![source; n],
+            stopped: vec![false; n],
+        }
+    };
+    match (o, &route.rollout) {
+        (
+            Some(RouteOverride {
+                aborted: Some(_), ..
+            }),
+            _,
+        ) if n > 1 => {
+            let b = baseline_of(route);
+            let mut e = only(&[(b, 100)], WeightSource::Abort);
+            e.stopped = (0..n).map(|i| i != b).collect();
+            e
+        }
+        (
+            Some(RouteOverride {
+                rollout: Some(progress),
+                ..
+            }),
+            Some(plan),
+        ) => {
+            let canary = match progress.phase {
+                Phase::Promoted => 100,
+                _ => plan.steps.get(progress.step).copied().unwrap_or(100),
+            };
+            only(
+                &[(plan.baseline, 100 - canary), (plan.canary, canary)],
+                WeightSource::Rollout,
+            )
+        }
+        (
+            Some(RouteOverride {
+                weights: Some(w), ..
+            }),
+            _,
+        ) if w.len() == n => Effective {
             weights: w.clone(),
             sources: vec![WeightSource::Api; n],
             stopped: vec![false; n],
@@ -152,7 +269,10 @@ impl Overrides {
                             reason: reason.to_string(),
                             by: "state-file".into(),
                             at_unix_ms,
+                            cause: None,
+                            evidence: None,
                         }),
+                        rollout: None,
                     },
                 );
             }
@@ -186,6 +306,8 @@ routes:
             reason: "r".into(),
             by: "t".into(),
             at_unix_ms: 1,
+            cause: None,
+            evidence: None,
         }
     }
 
@@ -202,6 +324,7 @@ routes:
             versions: vec!["stable".into(), "canary".into()],
             weights: Some(vec![50, 50]),
             aborted: None,
+            rollout: None,
         };
         assert_eq!(effective(&route(), Some(&o)).weights, [50, 50]);
     }
@@ -212,6 +335,7 @@ routes:
             versions: vec!["stable".into(), "canary".into()],
             weights: Some(vec![50, 50]),
             aborted: Some(abort()),
+            rollout: None,
         };
         let e = effective(&route(), Some(&o));
         assert_eq!(e.weights, [100, 0]);
@@ -224,6 +348,7 @@ routes:
             versions: vec!["stable".into(), "canary-v2".into()],
             weights: Some(vec![0, 100]),
             aborted: None,
+            rollout: None,
         };
         assert_eq!(effective(&route(), Some(&o)).weights, [95, 5]);
         let mut all = Overrides::default();

@@ -109,6 +109,7 @@ mod tests {
                 versions: vec!["a".into(), "b".into()],
                 weights: Some(vec![1, 2]),
                 aborted: None,
+                rollout: None,
             },
         );
         save(&path, &o).unwrap();

@@ -1,0 +1,217 @@
+//! Endpoint health: active checks (an HTTP GET per endpoint at an interval, with healthy and
+//! unhealthy thresholds) and passive ejection (consecutive 5xx or connect failures eject an
+//! endpoint for a time that doubles with each ejection, in the manner of Envoy's outlier
+//! detection).
+//!
+//! State is kept per endpoint for the life of the process, so it survives reloads. The data path
+//! reads it through `Arc<EndpointHealth>` handles resolved at snapshot build; the checker tasks
+//! are started and stopped by the control task as the configuration changes, and report state
+//! changes back to it (a version whose endpoints are all down gets no traffic).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Endpoint, HealthCheck};
+
+const UNKNOWN: u8 = 0;
+const HEALTHY: u8 = 1;
+const UNHEALTHY: u8 = 2;
+
+/// Consecutive failures (5xx or connect) that eject an endpoint.
+pub const EJECT_AFTER_FAILURES: u32 = 5;
+/// First ejection time; doubles with each ejection up to [`MAX_EJECTION`].
+pub const BASE_EJECTION: Duration = Duration::from_secs(10);
+/// Longest ejection.
+pub const MAX_EJECTION: Duration = Duration::from_secs(300);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The health of one endpoint.
+#[derive(Default)]
+pub struct EndpointHealth {
+    active: AtomicU8,
+    successes: AtomicU32,
+    failures: AtomicU32,
+    consecutive_errors: AtomicU32,
+    ejections: AtomicU32,
+    ejected_until_ms: AtomicU64,
+}
+
+impl EndpointHealth {
+    /// False when an active check marked it unhealthy or passive ejection holds it out.
+    pub fn usable(&self) -> bool {
+        self.active.load(Ordering::Relaxed) != UNHEALTHY
+            && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms()
+    }
+
+    /// True when an active check has passed its healthy threshold.
+    pub fn checked_healthy(&self) -> bool {
+        self.active.load(Ordering::Relaxed) == HEALTHY
+    }
+
+    /// Passive: a request to this endpoint ended. Connect failures and 5xx count against it.
+    pub fn observe(&self, failed: bool) {
+        if !failed {
+            if self.consecutive_errors.load(Ordering::Relaxed) != 0 {
+                self.consecutive_errors.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let n = self.consecutive_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= EJECT_AFTER_FAILURES {
+            self.consecutive_errors.store(0, Ordering::Relaxed);
+            let k = self.ejections.fetch_add(1, Ordering::Relaxed).min(5);
+            let time = (BASE_EJECTION * 2u32.pow(k)).min(MAX_EJECTION);
+            self.ejected_until_ms
+                .store(now_ms() + time.as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Active: one probe result; returns true when the state changed.
+    fn probe(&self, ok: bool, check: &HealthCheck) -> bool {
+        let state = self.active.load(Ordering::Relaxed);
+        if ok {
+            self.failures.store(0, Ordering::Relaxed);
+            let n = self.successes.fetch_add(1, Ordering::Relaxed) + 1;
+            // An endpoint never checked becomes healthy at its first success.
+            if state != HEALTHY && (state == UNKNOWN || n >= check.healthy_threshold) {
+                self.active.store(HEALTHY, Ordering::Relaxed);
+                self.ejections.store(0, Ordering::Relaxed);
+                return true;
+            }
+        } else {
+            self.successes.store(0, Ordering::Relaxed);
+            let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if state != UNHEALTHY && n >= check.unhealthy_threshold {
+                self.active.store(UNHEALTHY, Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Every endpoint's health and the checker tasks.
+pub struct Health {
+    endpoints: Mutex<HashMap<Endpoint, Arc<EndpointHealth>>>,
+    checkers: Mutex<HashMap<(Endpoint, HealthCheck), JoinHandle<()>>>,
+    changed: mpsc::Sender<()>,
+}
+
+impl Health {
+    /// Creates the registry; `changed` receives a message whenever an active check flips an
+    /// endpoint's state.
+    pub fn new(changed: mpsc::Sender<()>) -> Health {
+        Health {
+            endpoints: Mutex::default(),
+            checkers: Mutex::default(),
+            changed,
+        }
+    }
+
+    /// The health handle of an endpoint, created on first use.
+    pub fn of(&self, endpoint: &Endpoint) -> Arc<EndpointHealth> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(endpoint.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// True when at least one endpoint may take traffic; with a check configured, it must also
+    /// have passed it.
+    pub fn any_healthy(&self, endpoints: &[Endpoint], check: Option<&HealthCheck>) -> bool {
+        endpoints.iter().any(|e| {
+            let h = self.of(e);
+            h.usable() && (check.is_none() || h.checked_healthy())
+        })
+    }
+
+    /// Starts checkers for every (endpoint, check) of `config` and stops the others.
+    pub fn track(self: &Arc<Self>, config: &Config) {
+        let mut wanted = HashMap::new();
+        for route in &config.routes {
+            if let Some(check) = &route.health_check {
+                for v in &route.versions {
+                    for e in &v.endpoints {
+                        wanted.insert((e.clone(), check.clone()), ());
+                    }
+                }
+            }
+        }
+        let mut checkers = self.checkers.lock().unwrap_or_else(|e| e.into_inner());
+        checkers.retain(|key, task| {
+            let keep = wanted.contains_key(key);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for key in wanted.into_keys() {
+            if !checkers.contains_key(&key) {
+                let task = tokio::spawn(check_loop(
+                    key.0.clone(),
+                    key.1.clone(),
+                    self.of(&key.0),
+                    self.changed.clone(),
+                ));
+                checkers.insert(key, task);
+            }
+        }
+    }
+}
+
+impl Drop for Health {
+    fn drop(&mut self) {
+        for task in self
+            .checkers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            task.abort();
+        }
+    }
+}
+
+async fn check_loop(
+    endpoint: Endpoint,
+    check: HealthCheck,
+    health: Arc<EndpointHealth>,
+    changed: mpsc::Sender<()>,
+) {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let url = format!("http://{endpoint}{}", check.path);
+    let mut ticker = tokio::time::interval(check.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let ok = match http::Request::get(&url).body(Empty::new()) {
+            Ok(request) => matches!(
+                tokio::time::timeout(check.timeout, client.request(request)).await,
+                Ok(Ok(r)) if r.status().is_success()
+            ),
+            Err(_) => false,
+        };
+        if health.probe(ok, &check) {
+            tracing::info!(%endpoint, healthy = ok, "endpoint health changed");
+            // A full channel already holds a wake-up for the control task.
+            let _ = changed.try_send(());
+        }
+    }
+}
