@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,13 +26,29 @@ pub struct Seen {
     pub headers: HeaderMap,
 }
 
+/// Faults an upstream injects, changeable while it runs.
+#[derive(Default)]
+pub struct Faults {
+    /// Every Nth request answers 500 (0: never).
+    pub error_every: AtomicU64,
+    /// Added delay for every request, in ms.
+    pub delay_ms: AtomicU64,
+    /// Random extra delay from 0 to this many ms, for latency noise.
+    pub jitter_ms: AtomicU64,
+    /// Status of `GET /healthz` (0 means 200).
+    pub health_status: AtomicU64,
+    served: AtomicU64,
+}
+
 /// A real HTTP/1.1 server that answers with its name and records what it received.
 ///
 /// Behaviour by query: `delay_ms=N` waits N ms before answering; `status=N` answers with N.
+/// Behaviour by [`Faults`]: errors, delay and health status set while it runs.
 pub struct Upstream {
     pub name: &'static str,
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub faults: Arc<Faults>,
 }
 
 impl Upstream {
@@ -39,16 +56,20 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let faults = Arc::new(Faults::default());
         let record = seen.clone();
+        let injected = faults.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let record = record.clone();
+                let injected = injected.clone();
                 let service = service_fn(move |req: Request<Incoming>| {
                     let record = record.clone();
-                    async move { Ok::<_, Infallible>(answer(name, record, req).await) }
+                    let injected = injected.clone();
+                    async move { Ok::<_, Infallible>(answer(name, record, injected, req).await) }
                 });
                 tokio::spawn(
                     hyper::server::conn::http1::Builder::new()
@@ -56,7 +77,12 @@ impl Upstream {
                 );
             }
         });
-        Upstream { name, addr, seen }
+        Upstream {
+            name,
+            addr,
+            seen,
+            faults,
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -82,19 +108,42 @@ fn query_param(query: Option<&str>, name: &str) -> Option<u64> {
 async fn answer(
     name: &'static str,
     record: Arc<Mutex<Vec<Seen>>>,
+    faults: Arc<Faults>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/healthz" {
+        let code = faults.health_status.load(Ordering::Relaxed);
+        let mut r = Response::new(Full::new(Bytes::from_static(b"health\n")));
+        *r.status_mut() = StatusCode::from_u16(if code == 0 { 200 } else { code as u16 })
+            .unwrap_or(StatusCode::OK);
+        return r;
+    }
     record.lock().unwrap().push(Seen {
         path: req.uri().path().to_string(),
         headers: req.headers().clone(),
     });
+    let n = faults.served.fetch_add(1, Ordering::Relaxed) + 1;
     let query = req.uri().query();
-    if let Some(ms) = query_param(query, "delay_ms") {
-        tokio::time::sleep(Duration::from_millis(ms.min(30_000))).await;
+    let jitter = faults.jitter_ms.load(Ordering::Relaxed);
+    let noise = if jitter > 0 {
+        rand::random_range(0..jitter)
+    } else {
+        0
+    };
+    let delay = query_param(query, "delay_ms").unwrap_or(0)
+        + faults.delay_ms.load(Ordering::Relaxed)
+        + noise;
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay.min(30_000))).await;
     }
+    let every = faults.error_every.load(Ordering::Relaxed);
     let status = query_param(query, "status")
         .and_then(|s| StatusCode::from_u16(s as u16).ok())
-        .unwrap_or(StatusCode::OK);
+        .unwrap_or(if every > 0 && n % every == 0 {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::OK
+        });
     let body = req.into_body().collect().await.map(|b| b.to_bytes());
     let mut text = format!("{name}\n").into_bytes();
     if let Ok(b) = body {
