@@ -163,14 +163,15 @@ impl Health {
             keep
         });
         for key in wanted.into_keys() {
-            if !checkers.contains_key(&key) {
-                let task = tokio::spawn(check_loop(
-                    key.0.clone(),
-                    key.1.clone(),
-                    self.of(&key.0),
+            if let std::collections::hash_map::Entry::Vacant(slot) = checkers.entry(key) {
+                let (endpoint, check) = slot.key().clone();
+                let health = self.of(&endpoint);
+                slot.insert(tokio::spawn(check_loop(
+                    endpoint,
+                    check,
+                    health,
                     self.changed.clone(),
-                ));
-                checkers.insert(key, task);
+                )));
             }
         }
     }

@@ -9,9 +9,9 @@
 //! canary and a real regression is caught as soon as the evidence is strong:
 //! - error rate: the canary's errors against `p0 = upper(baseline rate) + max_error_rate_increase`,
 //!   where `upper` is the baseline's Wilson upper bound, and against `max_error_rate` (absolute);
-//! - latency: the number of canary requests slower than `T = baseline quantile × max_latency_ratio
-//!   + max_latency_increase`, against the share a healthy canary may have above it (1% for p99,
-//!   50% for p50).
+//! - latency: the number of canary requests slower than
+//!   `T = baseline quantile × max_latency_ratio + max_latency_increase`, against the share a
+//!   healthy canary may have above it (1% for p99, 50% for p50).
 //!
 //! Each test fails only when its p-value is below `alpha` (default 1e-4 per look, so that checking
 //! every second for hours stays well under one false abort per rollout).
