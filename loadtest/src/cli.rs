@@ -46,7 +46,8 @@ pub struct Args {
     /// How many requests the measured phase sends (the first of this and --duration ends it).
     #[arg(long, value_name = "N")]
     pub requests: Option<u64>,
-    /// Connections per target [default: the concurrency, or 32 in open loop].
+    /// Connections per target address; URLs on one address share them [default: the
+    /// concurrency, or 32 in open loop].
     #[arg(long, value_name = "N")]
     pub connections: Option<usize>,
     /// Speak HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.

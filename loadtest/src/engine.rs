@@ -34,8 +34,10 @@ const OUTCOME_QUEUE: usize = 4096;
 /// A checked plan with its connections, shared by every request task.
 struct Engine {
     plan: Prepared,
-    /// One pool per target, in the plan's order.
+    /// One pool per distinct target address: URLs on the same server share its connections.
     pools: Vec<Pool>,
+    /// For each target, the index of its pool.
+    pool_of: Vec<usize>,
     /// One request URI per target: origin form for HTTP/1.1, absolute for HTTP/2.
     uris: Vec<Uri>,
 }
@@ -73,10 +75,21 @@ pub(crate) async fn run(plan: Prepared, live: Arc<Live>) -> Result<Report, LoadE
 
 impl Engine {
     fn new(plan: Prepared) -> Engine {
-        let pools = plan
+        let mut addrs = Vec::new();
+        let pool_of = plan
             .targets
             .iter()
-            .map(|t| Pool::new(t.addr, plan.protocol, plan.connections))
+            .map(|t| match addrs.iter().position(|a| *a == t.addr) {
+                Some(i) => i,
+                None => {
+                    addrs.push(t.addr);
+                    addrs.len() - 1
+                }
+            })
+            .collect();
+        let pools = addrs
+            .into_iter()
+            .map(|addr| Pool::new(addr, plan.protocol, plan.connections))
             .collect();
         let uris = plan
             .targets
@@ -98,7 +111,12 @@ impl Engine {
                 Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
             })
             .collect();
-        Engine { plan, pools, uris }
+        Engine {
+            plan,
+            pools,
+            pool_of,
+            uris,
+        }
     }
 
     fn opened(&self) -> u64 {
@@ -136,7 +154,7 @@ impl Engine {
     /// Sends request `i`; in open loop `scheduled` is when it was due, else when it was sent.
     async fn attempt(&self, i: u64, scheduled: Instant) -> Outcome {
         let (t, request) = self.request(i);
-        let Some(pool) = self.pools.get(t) else {
+        let Some(pool) = self.pool_of.get(t).and_then(|&p| self.pools.get(p)) else {
             return Outcome::Failed(Failure::Other(format!("no connections for target {t}")));
         };
         let send = pool.send(request, self.plan.count_header.as_ref());

@@ -93,7 +93,7 @@ pub struct Report {
     pub protocol: Protocol,
     /// Pacing.
     pub mode: Mode,
-    /// Connections allowed per target.
+    /// Connections allowed per target address (URLs on one address share them).
     pub connections: usize,
     /// Connections actually opened over the measured phase, reconnects included.
     pub connections_opened: u64,
@@ -250,7 +250,7 @@ impl fmt::Display for Report {
             Mode::OpenLoop { rate_per_sec } => {
                 format!("open loop, {rate_per_sec} req/s scheduled (latency from scheduled send)")
             }
-            Mode::ClosedLoop { concurrency } => format!("closed loop, {concurrency} workers"),
+            Mode::ClosedLoop { concurrency } => format!("closed loop, concurrency {concurrency}"),
         };
         writeln!(f, "{:W$}{mode}", "mode")?;
         let protocol = match self.protocol {
@@ -259,7 +259,7 @@ impl fmt::Display for Report {
         };
         writeln!(
             f,
-            "{:W$}{protocol}, {} connections per target ({} opened)",
+            "{:W$}{protocol}, connections {} per address ({} opened)",
             "protocol", self.connections, self.connections_opened
         )?;
         let e = &self.errors;
@@ -291,10 +291,13 @@ impl fmt::Display for Report {
             "{:W$}p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
             "latency ms", l.p50, l.p90, l.p99, l.p999, l.max, l.mean
         )?;
+        // One width for status codes and header values, so both lists line up.
+        let values = self.header_counts.iter().flat_map(|c| c.counts.keys());
+        let v = values.map(String::len).max().unwrap_or(0).max(16);
         let mut label = "status";
         for (status, n) in &self.statuses {
             let pct = share(*n, self.completed);
-            writeln!(f, "{label:W$}{status:<16} {n:>10} {pct:>6.1}%")?;
+            writeln!(f, "{label:W$}{status:<v$} {n:>10} {pct:>6.1}%")?;
             label = "";
         }
         if let Some(counts) = &self.header_counts {
@@ -307,10 +310,13 @@ impl fmt::Display for Report {
             }
             for (value, n) in &counts.counts {
                 let pct = share(*n, total);
-                writeln!(f, "{label:W$}{value:<16} {n:>10} {pct:>6.1}%")?;
+                writeln!(f, "{label:W$}{value:<v$} {n:>10} {pct:>6.1}%")?;
                 label = "";
             }
         }
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

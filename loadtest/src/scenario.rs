@@ -61,7 +61,7 @@ pub struct Scenario {
     pub duration: Option<Duration>,
     /// Measured request count.
     pub requests: Option<u64>,
-    /// Connections per target.
+    /// Connections per target address.
     pub connections: Option<usize>,
     /// Per-request timeout, like `2s`.
     #[serde(default, deserialize_with = "duration")]

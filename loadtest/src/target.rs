@@ -30,7 +30,7 @@ pub enum TargetError {
         url: String,
     },
     /// The URL has no host, or port 0.
-    #[error("target {url:?}: a host and a non-zero port are required")]
+    #[error("target {url:?}: a host and a port from 1 to 65535 are required")]
     NoHost {
         /// The URL as given.
         url: String,
@@ -79,7 +79,17 @@ impl Target {
         let (Some(authority), Some(host)) = (uri.authority(), uri.host()) else {
             return Err(no_host());
         };
-        let port = uri.port_u16().unwrap_or(80);
+        // `Uri::port` is `None` both without a port and with one that is not a u16 (":99999").
+        let written_port = authority
+            .as_str()
+            .rsplit_once(':')
+            .filter(|(_, p)| !p.contains(']'))
+            .is_some();
+        let port = match uri.port_u16() {
+            Some(port) => port,
+            None if written_port => return Err(no_host()),
+            None => 80,
+        };
         if port == 0 || host.is_empty() {
             return Err(no_host());
         }
@@ -172,10 +182,13 @@ mod tests {
             Target::parse("http://127.0.0.1:0/"),
             Err(TargetError::NoHost { .. })
         ));
-        assert!(matches!(
-            Target::parse("http://127.0.0.1:99999/"),
-            Err(TargetError::Invalid { .. })
-        ));
+        for url in [
+            "http://127.0.0.1:99999/",
+            "http://127.0.0.1:/",
+            "http://[::1]:x/",
+        ] {
+            assert!(Target::parse(url).is_err(), "{url}");
+        }
         assert!(matches!(
             Target::parse("not a url"),
             Err(TargetError::Invalid { .. })

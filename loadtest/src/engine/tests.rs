@@ -56,7 +56,7 @@ async fn serve(mut stream: TcpStream, seen: Arc<Seen>, status: fn(u64) -> Option
             tokio::time::sleep(Duration::from_secs(30)).await;
             return;
         };
-        let who = if n % 2 == 0 { "a" } else { "b" };
+        let who = if n.is_multiple_of(2) { "a" } else { "b" };
         let response =
             format!("HTTP/1.1 {code} X\r\ncontent-length: 2\r\nx-served-by: {who}\r\n\r\nok");
         if stream.write_all(response.as_bytes()).await.is_err() {
@@ -66,7 +66,7 @@ async fn serve(mut stream: TcpStream, seen: Arc<Seen>, status: fn(u64) -> Option
 }
 
 fn every_third_fails(n: u64) -> Option<u16> {
-    Some(if n % 3 == 0 { 503 } else { 200 })
+    Some(if n.is_multiple_of(3) { 503 } else { 200 })
 }
 
 fn counted(url: &str, requests: u64, concurrency: usize) -> Plan {

@@ -38,7 +38,11 @@ fn sample() -> Report {
             91..=95 => 302,
             _ => 500,
         };
-        let served_by = if ms % 4 == 0 { Some("canary") } else { Some("stable") };
+        let served_by = if ms % 4 == 0 {
+            Some("canary")
+        } else {
+            Some("stable")
+        };
         let error = tally.record(response(status, ms, if ms == 7 { None } else { served_by }));
         assert_eq!(error, status == 500);
     }
@@ -55,7 +59,10 @@ fn every_outcome_lands_in_exactly_one_count() {
     assert_eq!(r.completed, 100);
     assert_eq!(r.statuses, BTreeMap::from([(200, 90), (302, 5), (500, 5)]));
     assert_eq!(r.errors.status, BTreeMap::from([(500, 5)]));
-    assert_eq!((r.errors.connect, r.errors.timeout, r.errors.other), (1, 1, 1));
+    assert_eq!(
+        (r.errors.connect, r.errors.timeout, r.errors.other),
+        (1, 1, 1)
+    );
     assert_eq!(r.errors.total(), 8);
     assert_eq!(r.errors.first.as_deref(), Some("connect: refused"));
     // sent = completed + failures that got no response
