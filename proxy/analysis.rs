@@ -41,6 +41,8 @@ pub struct Look {
 pub type Looks = Arc<ArcSwap<HashMap<String, Look>>>;
 
 struct RouteHistory {
+    /// The rollout these samples belong to (its start time).
+    rollout: u64,
     samples: VecDeque<(Instant, Counts, Counts)>,
     last_look: Option<Instant>,
 }
@@ -105,9 +107,18 @@ fn look_at_all(
         let h = history
             .entry(route.name.clone())
             .or_insert_with(|| RouteHistory {
+                rollout: progress.started_unix_ms,
                 samples: VecDeque::new(),
                 last_look: None,
             });
+        if h.rollout != progress.started_unix_ms {
+            // A new rollout since the last look: its window starts empty.
+            *h = RouteHistory {
+                rollout: progress.started_unix_ms,
+                samples: VecDeque::new(),
+                last_look: None,
+            };
+        }
         if h.last_look
             .is_some_and(|t| now.duration_since(t) < plan.analysis.interval)
         {

@@ -582,6 +582,7 @@ impl Control {
                     return conflict("already has a rollout in progress");
                 }
                 next.weights = None;
+                let now = now_unix_ms();
                 next.rollout = Some(RolloutProgress {
                     phase: if plan.steps.len() == 1 {
                         Phase::Promoted
@@ -589,7 +590,8 @@ impl Control {
                         Phase::Progressing
                     },
                     step: 0,
-                    step_started_unix_ms: now_unix_ms(),
+                    step_started_unix_ms: now,
+                    started_unix_ms: now,
                 });
             }
             Action::RolloutPause => {

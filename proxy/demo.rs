@@ -5,6 +5,9 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -80,6 +83,12 @@ routes:
     cohort:
       key: {{ header: "x-user-id" }}
       salt: "{SALT}"
+    rollout:
+      baseline: stable
+      canary: canary
+      steps: [10, 50, 100]
+      step_interval: "2s"
+      analysis: {{ interval: "500ms", window: "4s", min_requests: 20 }}
 "#,
         stable_weight = 100 - CANARY_WEIGHT
     )
@@ -87,6 +96,15 @@ routes:
 
 /// Starts a built-in upstream that answers every request with `hello from NAME`.
 pub async fn spawn_upstream(name: &'static str) -> Result<SocketAddr, std::io::Error> {
+    spawn_faulty_upstream(name, Arc::default()).await
+}
+
+/// Like [`spawn_upstream`], answering 500 to one request in `fail_every` (0: never).
+pub async fn spawn_faulty_upstream(
+    name: &'static str,
+    fail_every: Arc<AtomicU64>,
+) -> Result<SocketAddr, std::io::Error> {
+    let served = Arc::new(AtomicU64::new(0));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -97,13 +115,21 @@ pub async fn spawn_upstream(name: &'static str) -> Result<SocketAddr, std::io::E
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             };
-            let service = service_fn(move |_req: Request<hyper::body::Incoming>| async move {
-                let mut response =
-                    Response::new(Full::new(Bytes::from(format!("hello from {name}\n"))));
-                response
-                    .headers_mut()
-                    .insert("x-served-by", http::HeaderValue::from_static(name));
-                Ok::<_, Infallible>(response)
+            let (fail_every, served) = (fail_every.clone(), served.clone());
+            let service = service_fn(move |_req: Request<hyper::body::Incoming>| {
+                let n = served.fetch_add(1, Ordering::Relaxed) + 1;
+                let every = fail_every.load(Ordering::Relaxed);
+                async move {
+                    let mut response =
+                        Response::new(Full::new(Bytes::from(format!("hello from {name}\n"))));
+                    if every > 0 && n % every == 0 {
+                        *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    response
+                        .headers_mut()
+                        .insert("x-served-by", http::HeaderValue::from_static(name));
+                    Ok::<_, Infallible>(response)
+                }
             });
             let connection = http.serve_connection(TokioIo::new(stream), service);
             tokio::spawn(connection);
@@ -115,7 +141,8 @@ pub async fn spawn_upstream(name: &'static str) -> Result<SocketAddr, std::io::E
 /// Runs the demo.
 pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let stable = spawn_upstream("stable").await?;
-    let canary = spawn_upstream("canary").await?;
+    let canary_faults = Arc::new(AtomicU64::new(0));
+    let canary = spawn_faulty_upstream("canary", canary_faults.clone()).await?;
 
     let free_or_any = |wanted: SocketAddr| match std::net::TcpListener::bind(wanted) {
         Ok(probe) => {
@@ -247,6 +274,8 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     );
     println!();
 
+    rollouts(&admin_url, &base, &canary_faults).await?;
+
     if options.once {
         running.shutdown().await;
         return Ok(());
@@ -258,9 +287,120 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     println!("  curl -s {admin_url}/metrics | grep switchyard_requests_total");
     println!("  cargo run --release -- ctl --admin {admin_url} status");
     println!("  cargo run --release -- ctl --admin {admin_url} abort shop --reason 'demo'");
+    println!("  cargo run --release -- ctl --admin {admin_url} rollout start shop");
     println!("Serving until Ctrl-C.");
     let signal = app::shutdown_signal().await;
     println!("{signal}: draining and exiting.");
     running.shutdown().await;
     Ok(())
+}
+
+/// Part 5 and 6 of the tour: a rollout that steps up to promotion on a healthy canary, then one
+/// that the analysis aborts on its own when the canary fails one request in five.
+async fn rollouts(
+    admin_url: &str,
+    base: &str,
+    canary_faults: &Arc<AtomicU64>,
+) -> Result<(), DemoError> {
+    let target = crate::ctl::Target {
+        admin: admin_url.to_string(),
+        token: None,
+        json: false,
+    };
+    let ctl = |command: crate::ctl::CtlCommand| {
+        let target = target.clone();
+        async move {
+            crate::ctl::run(&target, &command)
+                .await
+                .map_err(|e| DemoError::Request(e.to_string()))
+        }
+    };
+    let route = || async {
+        let text = ctl(crate::ctl::CtlCommand::Status).await?;
+        Ok::<_, DemoError>(text)
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for _ in 0..4 {
+        let (stop, url) = (stop.clone(), format!("{base}/"));
+        tokio::spawn(async move {
+            let client: Client<_, Empty<Bytes>> =
+                Client::builder(TokioExecutor::new()).build_http();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if let Ok(request) = Request::get(url.as_str()).body(Empty::new()) {
+                    if let Ok(r) = client.request(request).await {
+                        let _ = r.into_body().collect().await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+    }
+
+    println!(
+        "5. A rollout, steps [10, 50, 100], 2 s at least per step, the analysis judging each step:"
+    );
+    println!("     $ switchyard ctl --admin {admin_url} rollout start shop");
+    ctl(crate::ctl::CtlCommand::Reset("shop".into())).await?;
+    ctl(crate::ctl::CtlCommand::Rollout(
+        "start".into(),
+        "shop".into(),
+    ))
+    .await?;
+    let outcome = follow(&route, &["promoted", "aborted"]).await?;
+    println!("     -> {outcome}");
+
+    println!(
+        "6. The next canary answers 500 to one request in five; the proxy aborts it by itself:"
+    );
+    ctl(crate::ctl::CtlCommand::Reset("shop".into())).await?;
+    canary_faults.store(5, Ordering::Relaxed);
+    let started = Instant::now();
+    ctl(crate::ctl::CtlCommand::Rollout(
+        "start".into(),
+        "shop".into(),
+    ))
+    .await?;
+    let _ = follow(&route, &["aborted", "promoted"]).await?;
+    println!(
+        "     aborted {:.1} s after the start:",
+        started.elapsed().as_secs_f64()
+    );
+    for line in route()
+        .await?
+        .lines()
+        .filter(|l| !l.starts_with("generation"))
+    {
+        println!("     {line}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    canary_faults.store(0, Ordering::Relaxed);
+    ctl(crate::ctl::CtlCommand::Reset("shop".into())).await?;
+    println!();
+    Ok(())
+}
+
+/// Prints each new rollout line of `ctl status` until the state is one of `until` (30 s at most).
+async fn follow<F, Fut>(route: &F, until: &[&str]) -> Result<String, DemoError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<String, DemoError>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let status = route().await?;
+        if let Some(line) = status.lines().find(|l| l.contains(": rollout ")) {
+            let state = line.split_whitespace().nth(5).unwrap_or("").to_string();
+            if line != last {
+                println!("     {}", line.trim_start_matches("shop: "));
+                last = line.to_string();
+            }
+            if until.contains(&state.as_str()) {
+                return Ok(state);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok("still running after 30 s".into())
 }

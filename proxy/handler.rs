@@ -143,6 +143,7 @@ async fn forward(
         uri.path_and_query = Some(PathAndQuery::from_static("/"));
     }
     parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::NoRoute)?;
+    let downstream_version = parts.version;
     parts.version = http::Version::HTTP_11;
 
     let call = version
@@ -162,6 +163,9 @@ async fn forward(
     };
 
     let (mut parts, body) = response.into_parts();
+    // The downstream connection keeps its own protocol: an HTTP/1.0 upstream answer must not
+    // make hyper close a keep-alive client connection.
+    parts.version = downstream_version;
     headers::remove_hop_by_hop(&mut parts.headers);
     parts.headers.entry(&X_REQUEST_ID).or_insert(request_id);
     if route.expose_version_header {

@@ -367,3 +367,55 @@ routes:
     }
     assert_eq!((a.count(), b.count()), (50, 50), "round robin");
 }
+
+#[tokio::test]
+async fn an_http_1_0_upstream_does_not_close_the_client_keep_alive_connection() {
+    // An upstream that speaks HTTP/1.0 and closes after each answer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..10 {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        }
+    });
+    let proxy = start_proxy(&format!(
+        r#"
+listeners: [{{ name: public, addr: "127.0.0.1:0" }}]
+routes:
+  - name: old
+    versions: [{{ name: stable, endpoints: ["{upstream}"], weight: 1 }}]
+"#
+    ))
+    .await;
+    // One client connection, three requests on it.
+    let stream = tokio::net::TcpStream::connect(proxy.addr("public").unwrap())
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for i in 0..3 {
+        let request = http::Request::get("/")
+            .header("host", "old.example.com")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender
+            .send_request(request)
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), http::Version::HTTP_11);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body, "ok");
+    }
+}

@@ -7,14 +7,16 @@
 //!
 //! The judgement uses one-sided exact binomial tests, so a handful of requests can never abort a
 //! canary and a real regression is caught as soon as the evidence is strong:
-//! - error rate: the canary's errors against `p0 = upper(baseline rate) + max_error_rate_increase`,
-//!   where `upper` is the baseline's Wilson upper bound, and against `max_error_rate` (absolute);
+//! - error rate: the canary's errors against `p0 = baseline rate + one standard error +
+//!   max_error_rate_increase`, and against `max_error_rate` (absolute);
 //! - latency: the number of canary requests slower than
 //!   `T = baseline quantile × max_latency_ratio + max_latency_increase`, against the share a
 //!   healthy canary may have above it (1% for p99, 50% for p50).
 //!
-//! Each test fails only when its p-value is below `alpha` (default 1e-4 per look, so that checking
-//! every second for hours stays well under one false abort per rollout).
+//! Each test fails only when its p-value is below `alpha` (default 1e-3 per look). The margins
+//! (`max_error_rate_increase`, the latency ratio and increase) mean that a canary exactly as good as
+//! its baseline fails far less often than `alpha`: 0 of 5,000 looks in the unit tests, and 0 false
+//! aborts in the scenario runner's healthy rollouts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -182,7 +184,7 @@ impl Default for Thresholds {
             max_error_rate: 0.05,
             max_latency_ratio: 1.5,
             max_latency_increase_ms: 50.0,
-            alpha: 1e-4,
+            alpha: 1e-3,
         }
     }
 }
@@ -313,8 +315,11 @@ pub fn judge(t: &Thresholds, baseline: &Counts, canary: &Counts) -> (Verdict, Ev
         return (Verdict::Hold { why }, evidence);
     }
 
-    let z = normal_quantile_upper(t.alpha);
-    let baseline_upper = wilson_upper(baseline.errors, baseline.requests, z);
+    // The baseline's rate is estimated too: allow it one standard error (and at least one error
+    // in its window's worth of requests, so a clean baseline is not taken as exactly 0).
+    let pb = baseline.error_rate();
+    let nb = baseline.requests as f64;
+    let baseline_upper = pb + (pb.max(1.0 / nb) * (1.0 - pb) / nb).sqrt();
     let p0 = (baseline_upper + t.max_error_rate_increase).min(1.0);
     let p = binomial_upper_tail(n, canary.errors, p0);
     if p < t.alpha {
@@ -392,68 +397,6 @@ pub fn binomial_upper_tail(n: u64, x: u64, p: f64) -> f64 {
         }
     }
     sum.min(1.0)
-}
-
-/// The Wilson score upper bound of a proportion at normal quantile `z`.
-pub fn wilson_upper(successes: u64, n: u64, z: f64) -> f64 {
-    if n == 0 {
-        return 1.0;
-    }
-    let n = n as f64;
-    let p = successes as f64 / n;
-    let z2 = z * z;
-    let centre = p + z2 / (2.0 * n);
-    let spread = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-    ((centre + spread) / (1.0 + z2 / n)).min(1.0)
-}
-
-/// The z with P(Z > z) = alpha (Acklam's rational approximation of the normal quantile).
-pub fn normal_quantile_upper(alpha: f64) -> f64 {
-    let p = (1.0 - alpha).clamp(1e-12, 1.0 - 1e-12);
-    let a = [
-        -3.969_683_028_665_376e1,
-        2.209_460_984_245_205e2,
-        -2.759_285_104_469_687e2,
-        1.383_577_518_672_69e2,
-        -3.066_479_806_614_716e1,
-        2.506_628_277_459_239,
-    ];
-    let b = [
-        -5.447_609_879_822_406e1,
-        1.615_858_368_580_409e2,
-        -1.556_989_798_598_866e2,
-        6.680_131_188_771_972e1,
-        -1.328_068_155_288_572e1,
-    ];
-    let c = [
-        -7.784_894_002_430_293e-3,
-        -3.223_964_580_411_365e-1,
-        -2.400_758_277_161_838,
-        -2.549_732_539_343_734,
-        4.374_664_141_464_968,
-        2.938_163_982_698_783,
-    ];
-    let d = [
-        7.784_695_709_041_462e-3,
-        3.224_671_290_700_398e-1,
-        2.445_134_137_142_996,
-        3.754_408_661_907_416,
-    ];
-    let p_low = 0.02425;
-    if p < p_low {
-        let q = (-2.0 * p.ln()).sqrt();
-        (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5])
-            / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0)
-    } else if p <= 1.0 - p_low {
-        let q = p - 0.5;
-        let r = q * q;
-        (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q
-            / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1.0)
-    } else {
-        let q = (-2.0 * (1.0 - p).ln()).sqrt();
-        -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5])
-            / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0)
-    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,9 @@ pub struct RolloutProgress {
     pub step: usize,
     /// When the current step began (ms since the Unix epoch).
     pub step_started_unix_ms: u64,
+    /// When this rollout started: a new rollout starts a new analysis window.
+    #[serde(default)]
+    pub started_unix_ms: u64,
 }
 
 /// A rollout's phase; an aborted rollout is a progress with an abort on the route.
