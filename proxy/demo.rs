@@ -122,7 +122,7 @@ pub async fn spawn_faulty_upstream(
                 async move {
                     let mut response =
                         Response::new(Full::new(Bytes::from(format!("hello from {name}\n"))));
-                    if every > 0 && n % every == 0 {
+                    if every > 0 && n.is_multiple_of(every) {
                         *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
                     }
                     response

@@ -139,7 +139,7 @@ async fn answer(
     let every = faults.error_every.load(Ordering::Relaxed);
     let status = query_param(query, "status")
         .and_then(|s| StatusCode::from_u16(s as u16).ok())
-        .unwrap_or(if every > 0 && n % every == 0 {
+        .unwrap_or(if every > 0 && n.is_multiple_of(every) {
             StatusCode::INTERNAL_SERVER_ERROR
         } else {
             StatusCode::OK
