@@ -458,3 +458,82 @@ routes:
     assert_eq!(send("POST", &switch, &[], "").await.status, 200);
     assert_eq!(get(&client(), &url, &[]).await.served_by(), "blue");
 }
+
+#[tokio::test]
+async fn an_endpoint_failing_five_times_in_a_row_is_ejected() {
+    let bad = Upstream::start("bad").await;
+    let good = Upstream::start("good").await;
+    bad.faults.error_every.store(1, Ordering::Relaxed);
+    let proxy = start_proxy(&format!(
+        r#"
+listeners: [{{ name: public, addr: "127.0.0.1:0" }}]
+routes:
+  - name: shop
+    versions: [{{ name: stable, endpoints: ["{}", "{}"], weight: 1 }}]
+"#,
+        bad.addr, good.addr
+    ))
+    .await;
+    let url = format!("http://{}/", proxy.addr("public").unwrap());
+    let client = client();
+    for _ in 0..40 {
+        get(&client, &url, &[]).await;
+    }
+    assert_eq!(bad.count(), 5, "ejected after its fifth consecutive 5xx");
+    assert_eq!(good.count(), 35);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_whose_endpoints_fail_health_checks_loses_its_share() {
+    let stable = Upstream::start("stable").await;
+    let canary = Upstream::start("canary").await;
+    canary.faults.health_status.store(503, Ordering::Relaxed);
+    let proxy = start_proxy(&two_versions(
+        &stable,
+        &canary,
+        (50, 50),
+        "    health_check: { path: /healthz, interval: 50ms, timeout: 500ms, unhealthy_threshold: 2 }",
+    )
+    .replace("listeners:", "admin: { addr: \"127.0.0.1:0\" }\nlisteners:"))
+    .await;
+    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let mut source = Value::Null;
+    for _ in 0..200 {
+        let v: Value = serde_json::from_str(
+            &get(&client(), &format!("{admin}/api/v1/routes/shop"), &[])
+                .await
+                .body,
+        )
+        .unwrap();
+        source = v["versions"][1]["source"].clone();
+        if source == "unhealthy" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(source, "unhealthy");
+    let before = canary.count();
+    let url = format!("http://{}/", proxy.addr("public").unwrap());
+    for _ in 0..40 {
+        assert_eq!(get(&client(), &url, &[]).await.served_by(), "stable");
+    }
+    assert_eq!(canary.count(), before);
+    let metrics = get(&client(), &format!("{admin}/metrics"), &[]).await.body;
+    assert_eq!(
+        metric(
+            &metrics,
+            "switchyard_route_weight{route=\"shop\",version=\"canary\"}"
+        ),
+        Some(0.0)
+    );
+
+    // Healthy again: the share comes back.
+    canary.faults.health_status.store(200, Ordering::Relaxed);
+    assert!(
+        eventually(Duration::from_secs(10), || proxy.snapshot().routes[0]
+            .versions[1]
+            .weight
+            == 50)
+        .await
+    );
+}
