@@ -42,6 +42,9 @@ pub enum StartError {
     /// The metrics registry refused a family (a bug).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// A listener's certificate or key does not load.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The configuration file's directory cannot be watched.
     #[error("cannot watch the configuration file: {0}")]
     Watch(#[from] notify::Error),
@@ -129,9 +132,20 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
 
     // Bind everything before serving anything, so a bad address fails the start cleanly.
     let mut bound = Vec::with_capacity(config.listeners.len());
+    let mut stores = Vec::new();
     for l in &config.listeners {
+        let tls = match &l.tls {
+            Some(t) => {
+                let store = crate::tls::CertStore::load(t)?;
+                let acceptor =
+                    tokio_rustls::TlsAcceptor::from(crate::tls::server_config(store.clone())?);
+                stores.push(store);
+                Some(acceptor)
+            }
+            None => None,
+        };
         let (listener, addr) = bind(&l.name, l.addr).await?;
-        bound.push((l.name.clone(), addr, listener));
+        bound.push((l.name.clone(), addr, listener, tls));
     }
     let admin_bound = match &config.admin {
         Some(a) => Some(bind("admin", a.addr).await?),
@@ -150,25 +164,22 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
         spawn_sighup(control.clone(), shutdown.subscribe());
     }
     let looks = crate::analysis::spawn(shared.clone(), control.clone(), shutdown.subscribe());
+    for store in &stores {
+        store.spawn_reloader(shutdown.subscribe());
+    }
 
     let mut listeners = Vec::with_capacity(bound.len());
     let mut servers = Vec::with_capacity(bound.len() + 1);
-    for (name, addr, listener) in bound {
-        tracing::info!(listener = %name, %addr, "listening");
+    for (name, addr, listener, tls) in bound {
+        tracing::info!(listener = %name, %addr, tls = tls.is_some(), "listening");
         let shared = shared.clone();
-        let service = move |peer, request| {
-            handler::handle(
-                shared.clone(),
-                Downstream {
-                    peer,
-                    proto: "http",
-                },
-                request,
-            )
+        let service = move |downstream: Downstream, request| {
+            handler::handle(shared.clone(), downstream, request)
         };
         servers.push(tokio::spawn(server::serve(
             name.clone(),
             listener,
+            tls,
             service,
             shutdown.subscribe(),
             drain,
@@ -187,10 +198,13 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
     let admin_addr = admin_bound.map(|(listener, addr)| {
         tracing::info!(%addr, "admin listening");
         let state = admin_state.clone();
-        let service = move |peer, request| admin::handle(state.clone(), peer, request);
+        let service = move |downstream: Downstream, request| {
+            admin::handle(state.clone(), downstream.peer, request)
+        };
         servers.push(tokio::spawn(server::serve(
             "admin".into(),
             listener,
+            None,
             service,
             shutdown.subscribe(),
             drain,

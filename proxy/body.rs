@@ -80,8 +80,12 @@ impl Body for ResponseBody {
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(record), Some(data)) = (&mut this.record, frame.data_ref()) {
-                    record.bytes_out += data.len() as u64;
+                if let Some(record) = &mut this.record {
+                    if let Some(data) = frame.data_ref() {
+                        record.bytes_out += data.len() as u64;
+                    } else if let Some(trailers) = frame.trailers_ref() {
+                        record.grpc_failure |= crate::headers::grpc_failed(trailers);
+                    }
                 }
                 if this.is_end_stream() {
                     this.finish(true);

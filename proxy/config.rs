@@ -12,13 +12,18 @@ use std::path::Path;
 pub use error::{ConfigError, Location, Problem};
 pub use model::*;
 
-/// Reads, parses and validates a configuration file.
+/// Reads, parses and validates a configuration file, and loads the TLS files it names.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
         file: file.to_path_buf(),
         source,
     })?;
-    parse(file, &text)
+    let config = parse(file, &text)?;
+    crate::tls::check_files(&config).map_err(|e| ConfigError::Files {
+        file: file.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(config)
 }
 
 /// Parses and validates configuration text; `file` names it in errors.
@@ -36,7 +41,8 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
             message,
         }
     })?;
-    validate::validate(raw).map_err(|mut problems| {
+    let base = file.parent().unwrap_or(Path::new("."));
+    validate::validate(raw, base).map_err(|mut problems| {
         for p in &mut problems {
             p.location = Location(locate::locate(text, &p.path));
         }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::request::Parts;
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use rand::Rng;
@@ -48,6 +48,9 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let snapshot = shared.snapshot.load_full();
+    let mut request = request;
+    // An HTTP/1.1 upgrade (WebSocket) is routed like any request, then spliced after the 101.
+    let upgrade = headers::is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
 
     // The thread-local RNG is borrowed only for this synchronous call.
@@ -79,7 +82,17 @@ pub async fn handle(
         }));
     }
 
-    let response = match forward(&snapshot, decision, downstream, parts, body, &mut record).await {
+    let response = match forward(
+        &snapshot,
+        decision,
+        downstream,
+        parts,
+        body,
+        upgrade,
+        &mut record,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(error) => {
             if let ProxyError::Upstream { kind, .. } = &error {
@@ -101,6 +114,7 @@ async fn forward(
     downstream: Downstream,
     mut parts: Parts,
     body: Incoming,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
     record: &mut Record,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let route = &snapshot.routes[decision.route];
@@ -120,6 +134,10 @@ async fn forward(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
+    let te_trailers = headers::wants_trailers(&parts.headers);
+    let upgrade_protocol = upgrade
+        .as_ref()
+        .and_then(|_| parts.headers.get(header::UPGRADE).cloned());
     let request_id = headers::forward_request(
         &mut parts.headers,
         host.as_ref(),
@@ -129,6 +147,18 @@ async fn forward(
     if let Some(host) = &host {
         parts.headers.insert(header::HOST, host.clone());
     }
+    // gRPC needs `te: trailers` end to end; the proxy sends its own to the next hop.
+    if te_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(protocol) = &upgrade_protocol {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol.clone());
+    }
     let bytes_in = record.access.as_mut().map(|a| {
         a.request_id = request_id.clone();
         a.endpoint = Some(endpoint.0.clone());
@@ -137,14 +167,18 @@ async fn forward(
 
     // Target: same path and query on the chosen endpoint.
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
-    uri.scheme = Some(Scheme::HTTP);
+    uri.scheme = Some(version.scheme.clone());
     uri.authority = Some(endpoint.0.clone());
     if uri.path_and_query.is_none() {
         uri.path_and_query = Some(PathAndQuery::from_static("/"));
     }
     parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::NoRoute)?;
     let downstream_version = parts.version;
-    parts.version = http::Version::HTTP_11;
+    parts.version = if upgrade_protocol.is_some() {
+        http::Version::HTTP_11
+    } else {
+        version.http_version
+    };
 
     let call = version
         .client
@@ -162,11 +196,29 @@ async fn forward(
         Ok(Ok(response)) => response,
     };
 
+    let mut response = response;
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(downstream_upgrade) = upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(splice(downstream_upgrade, upstream_upgrade));
+        }
+    }
     let (mut parts, body) = response.into_parts();
     // The downstream connection keeps its own protocol: an HTTP/1.0 upstream answer must not
     // make hyper close a keep-alive client connection.
     parts.version = downstream_version;
+    let switching = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    let upgraded_to = parts.headers.get(header::UPGRADE).cloned();
     headers::remove_hop_by_hop(&mut parts.headers);
+    if let (true, Some(protocol)) = (switching, upgraded_to) {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
+    if headers::grpc_failed(&parts.headers) {
+        record.grpc_failure = true;
+    }
     parts.headers.entry(&X_REQUEST_ID).or_insert(request_id);
     if route.expose_version_header {
         parts
@@ -174,4 +226,20 @@ async fn forward(
             .insert(X_SWITCHYARD_VERSION.clone(), version.name_header.clone());
     }
     Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+}
+
+/// Copies bytes both ways between the client and the upstream after a 101, until either closes.
+async fn splice(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (down, up) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::debug!(%error, "upgrade did not complete");
+            return;
+        }
+    };
+    let mut down = hyper_util::rt::TokioIo::new(down);
+    let mut up = hyper_util::rt::TokioIo::new(up);
+    if let Err(error) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(%error, "upgraded connection ended with an error");
+    }
 }

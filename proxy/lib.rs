@@ -22,5 +22,6 @@ pub mod record;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 pub mod webhook;

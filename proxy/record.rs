@@ -51,6 +51,8 @@ pub struct Record {
     pub access: Option<Box<AccessEntry>>,
     /// The endpoint's health, fed by the outcome (passive ejection).
     pub endpoint: Option<Arc<crate::health::EndpointHealth>>,
+    /// A gRPC failure status in the response headers or trailers: an error for the analysis.
+    pub grpc_failure: bool,
 }
 
 impl Record {
@@ -70,6 +72,7 @@ impl Record {
             complete: false,
             access: None,
             endpoint: None,
+            grpc_failure: false,
         }
     }
 }
@@ -83,7 +86,8 @@ impl Drop for Record {
         version.metrics.count_status(self.status);
         version.metrics.duration.observe(elapsed.as_secs_f64());
         if self.status != CLIENT_CLOSED {
-            version.metrics.stats.record(self.status >= 500, elapsed);
+            let failed = self.status >= 500 || self.grpc_failure;
+            version.metrics.stats.record(failed, elapsed);
             if let Some(endpoint) = &self.endpoint {
                 endpoint.observe(self.status >= 500);
             }

@@ -20,6 +20,7 @@ use rand::Rng;
 use crate::config::{self, Cohort, HostPattern, Rule};
 
 pub use cohort::{bucket_of, BUCKETS};
+pub use host::matches_any as host_matches;
 pub use split::Split;
 
 /// What `decide` reads of a request.

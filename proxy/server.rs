@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -17,30 +16,57 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::ResponseBody;
+use crate::handler::Downstream;
 
 /// How long a client may take to send a request head before the connection is closed.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `listener` until `shutdown` fires, then drains open connections for up to `drain`.
-///
-/// `service` is called once per request with the client's address. Accept errors (such as
-/// running out of file descriptors) are logged and retried with backoff; they never end the loop.
-pub async fn serve<S, F>(
-    name: String,
-    listener: TcpListener,
-    service: S,
-    mut shutdown: watch::Receiver<bool>,
-    drain: Duration,
-) where
-    S: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<ResponseBody>> + Send + 'static,
-{
+/// How long a client may take to finish a TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn builder(version: Option<bool>) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2: bounded concurrency per connection, windows large enough for gRPC's 4 MiB messages,
+    // and pings so dead peers are noticed.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .initial_stream_window_size(1024 * 1024)
+        .initial_connection_window_size(4 * 1024 * 1024)
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20));
+    match version {
+        Some(true) => builder.http2_only(),
+        Some(false) => builder.http1_only(),
+        None => builder,
+    }
+}
+
+/// Serves `listener` until `shutdown` fires, then drains open connections for up to `drain`.
+///
+/// `service` is called once per request with the client's address and protocol. With `tls`, each
+/// connection is a TLS handshake first, and ALPN decides the protocol (`h2` is HTTP/2 and nothing
+/// else); in cleartext HTTP/1.1 and h2c (prior knowledge) share the port. Accept errors (such as
+/// running out of file descriptors) are logged and retried with backoff; they never end the loop.
+pub async fn serve<S, F>(
+    name: String,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    service: S,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) where
+    S: Fn(Downstream, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
+    let sniffing = builder(None);
+    let http1 = std::sync::Arc::new(builder(Some(false)));
+    let http2 = std::sync::Arc::new(builder(Some(true)));
     let graceful = GracefulShutdown::new();
     let mut backoff = Duration::from_millis(5);
 
@@ -51,17 +77,49 @@ pub async fn serve<S, F>(
                     backoff = Duration::from_millis(5);
                     // Each chunk leaves as soon as it arrives (event streams, gRPC streaming).
                     let _ = stream.set_nodelay(true);
+                    let proto = if tls.is_some() { "https" } else { "http" };
+                    let downstream = Downstream { peer, proto };
                     let service = service.clone();
                     let per_request = service_fn(move |request| {
-                        let response = service(peer, request);
+                        let response = service(downstream, request);
                         async move { Ok::<_, Infallible>(response.await) }
                     });
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), per_request)
-                        .into_owned();
-                    let connection = graceful.watch(connection);
+                    let Some(acceptor) = tls.clone() else {
+                        let connection = sniffing
+                            .serve_connection_with_upgrades(TokioIo::new(stream), per_request)
+                            .into_owned();
+                        let connection = graceful.watch(connection);
+                        tokio::spawn(async move {
+                            if let Err(error) = connection.await {
+                                tracing::debug!(%peer, %error, "connection ended with an error");
+                            }
+                        });
+                        continue;
+                    };
+                    let watcher = graceful.watcher();
+                    let (http1, http2) = (http1.clone(), http2.clone());
                     tokio::spawn(async move {
-                        if let Err(error) = connection.await {
+                        let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let io = TokioIo::new(stream);
+                        let result = if h2 {
+                            watcher.watch(http2.serve_connection(io, per_request).into_owned()).await
+                        } else {
+                            watcher
+                                .watch(http1.serve_connection_with_upgrades(io, per_request).into_owned())
+                                .await
+                        };
+                        if let Err(error) = result {
                             tracing::debug!(%peer, %error, "connection ended with an error");
                         }
                     });

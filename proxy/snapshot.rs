@@ -61,8 +61,12 @@ pub struct VersionState {
     pub endpoints: Vec<Endpoint>,
     /// Each endpoint's health, same order as `endpoints`.
     pub health: Vec<Arc<EndpointHealth>>,
-    /// The pooled client for this route's connection settings.
+    /// The pooled client for this version's connection settings.
     pub client: UpstreamClient,
+    /// `http` or `https` towards the endpoints.
+    pub scheme: http::uri::Scheme,
+    /// The HTTP version spoken to the endpoints.
+    pub http_version: http::Version,
     /// Metric handles, resolved for this (route, version).
     pub metrics: VersionMetrics,
     next: AtomicUsize,
@@ -121,10 +125,7 @@ impl Snapshot {
                 }
             }
             tables.push(RouteTable::with_stopped(route, &e.weights, &e.stopped));
-            let client = clients.get(ClientKey {
-                connect_timeout: route.timeouts.connect,
-                idle_timeout: route.timeouts.idle,
-            });
+            let timeouts = route.timeouts;
             let versions = route
                 .versions
                 .iter()
@@ -140,7 +141,21 @@ impl Snapshot {
                         source: e.sources[i],
                         endpoints: v.endpoints.clone(),
                         health: v.endpoints.iter().map(|ep| health.of(ep)).collect(),
-                        client: client.clone(),
+                        client: clients.get(ClientKey {
+                            connect_timeout: timeouts.connect,
+                            idle_timeout: timeouts.idle,
+                            protocol: v.protocol,
+                            tls: v.tls.clone(),
+                        }),
+                        scheme: if v.tls.is_some() {
+                            http::uri::Scheme::HTTPS
+                        } else {
+                            http::uri::Scheme::HTTP
+                        },
+                        http_version: match v.protocol {
+                            crate::config::UpstreamProtocol::Http1 => http::Version::HTTP_11,
+                            crate::config::UpstreamProtocol::H2 => http::Version::HTTP_2,
+                        },
                         metrics: metrics.version(&route.name, &v.name, e.weights[i]),
                         next: AtomicUsize::new(0),
                     }

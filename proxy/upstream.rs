@@ -7,21 +7,30 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::body::RequestBody;
+use hyper_rustls::{
+    ConfigBuilderExt as _, FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder,
+};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-/// A pooled HTTP/1.1 client.
-pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+use crate::body::RequestBody;
+use crate::config::{UpstreamProtocol, UpstreamTls};
+
+/// A pooled client: HTTP/1.1 or HTTP/2, cleartext or TLS.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
 /// The settings that need a client of their own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientKey {
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// How long an idle pooled connection is kept.
     pub idle_timeout: Duration,
+    /// HTTP/1.1 or HTTP/2.
+    pub protocol: UpstreamProtocol,
+    /// TLS settings, when the endpoints are reached over TLS.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// Every client the process has made, by settings. Only snapshot builds touch the lock.
@@ -35,19 +44,53 @@ impl Clients {
     pub fn get(&self, key: ClientKey) -> UpstreamClient {
         // A poisoned lock only means another builder panicked mid-insert; the map is still usable.
         let mut map = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(key).or_insert_with(|| build(key)).clone()
+        if let Some(client) = map.get(&key) {
+            return client.clone();
+        }
+        let client = build(&key);
+        map.insert(key, client.clone());
+        client
     }
 }
 
-fn build(key: ClientKey) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(key.connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
+fn build(key: &ClientKey) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(key.connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    // The files were checked when the configuration was loaded; if one has gone bad since, the
+    // webpki roots stand in (and verification against a private CA fails loudly as a 502).
+    let tls = crate::tls::client_config(key.tls.as_ref()).unwrap_or_else(|error| {
+        tracing::error!(%error, "upstream TLS: using the webpki roots instead");
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_webpki_roots().with_no_client_auth())
+        // The ring provider supports the safe default versions: this cannot fail.
+        .expect("ring supports TLS 1.2 and 1.3")
+    });
+    let mut builder = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    if let Some(name) = key.tls.as_ref().and_then(|t| t.server_name.clone()) {
+        if let Ok(name) = rustls::pki_types::ServerName::try_from(name) {
+            builder = builder.with_server_name_resolver(FixedServerNameResolver::new(name));
+        }
+    }
+    let mut client = Client::builder(TokioExecutor::new());
+    client
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(key.idle_timeout)
-        .build(connector)
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(key.idle_timeout);
+    match key.protocol {
+        UpstreamProtocol::Http1 => client.build(builder.enable_http1().wrap_connector(http)),
+        UpstreamProtocol::H2 => client
+            .http2_only(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(10))
+            .build(builder.enable_http2().wrap_connector(http)),
+    }
 }
 
 /// What went wrong talking to an upstream, as far as the status code cares.

@@ -26,6 +26,14 @@ pub enum ConfigError {
         /// serde_yaml's message, which starts with the field path.
         message: String,
     },
+    /// A file the configuration names (certificate, key, CA bundle) does not load.
+    #[error("{file}: {message}")]
+    Files {
+        /// The configuration file.
+        file: PathBuf,
+        /// What is wrong, naming the file that failed.
+        message: String,
+    },
     /// The YAML parsed but its content is invalid; every problem found is listed.
     #[error("{}", Listing { file, problems })]
     Invalid {

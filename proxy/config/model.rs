@@ -50,6 +50,45 @@ pub struct Listener {
     pub name: String,
     /// Address to bind.
     pub addr: SocketAddr,
+    /// TLS termination, when configured.
+    pub tls: Option<ListenerTls>,
+}
+
+/// The certificates of a TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// In order; the first without server names is the default.
+    pub certificates: Vec<CertificateFiles>,
+}
+
+/// One certificate and the names it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// SNI names, lowercased; empty for the default certificate.
+    pub server_names: Vec<HostPattern>,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// The protocol spoken to a version's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 (prior knowledge in cleartext, ALPN `h2` over TLS).
+    H2,
+}
+
+/// TLS towards a version's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamTls {
+    /// CA bundle; `None` means the webpki roots.
+    pub ca: Option<PathBuf>,
+    /// Name verified and sent as SNI; `None` means the endpoint's host.
+    pub server_name: Option<String>,
 }
 
 /// The admin endpoint.
@@ -167,6 +206,10 @@ pub struct Version {
     pub endpoints: Vec<Endpoint>,
     /// Relative share of traffic.
     pub weight: u32,
+    /// Protocol spoken to the endpoints.
+    pub protocol: UpstreamProtocol,
+    /// TLS towards the endpoints, when configured.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// One upstream `host:port`.

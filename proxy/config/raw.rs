@@ -50,6 +50,37 @@ pub struct RawListener {
     pub name: String,
     /// `host:port` to bind.
     pub addr: String,
+    /// TLS termination.
+    #[serde(default)]
+    pub tls: Option<RawListenerTls>,
+}
+
+/// TLS termination on a listener: one certificate, or several chosen by SNI.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    /// PEM certificate chain (single-certificate form).
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// PEM private key (single-certificate form).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Several certificates chosen by SNI.
+    #[serde(default)]
+    pub certificates: Option<Vec<RawCertificate>>,
+}
+
+/// One certificate of a listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// SNI names it serves (exact or `*.suffix`); absent: the default certificate.
+    #[serde(default)]
+    pub server_names: Option<Vec<String>>,
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
 }
 
 /// The admin endpoint.
@@ -195,6 +226,24 @@ pub struct RawVersion {
     /// Relative share of traffic; a non-negative integer.
     #[serde(deserialize_with = "weight")]
     pub weight: u32,
+    /// `http1` (default) or `h2`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// Reach the endpoints over TLS.
+    #[serde(default)]
+    pub tls: Option<RawUpstreamTls>,
+}
+
+/// TLS towards a version's endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// PEM CA bundle to verify the endpoints; absent: the webpki roots.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// Name to verify and send as SNI; absent: the endpoint's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 /// A rule: when the request matches, the version is pinned.

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use http::header::HeaderName;
@@ -28,8 +28,10 @@ impl Problems {
     }
 }
 
-/// Validates a parsed file into domain types, or returns every problem found.
-pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
+/// Validates a parsed file into domain types, or returns every problem found. Relative file paths
+/// (certificates, keys, CA bundles, the state file) are resolved against `base`, the directory of
+/// the configuration file.
+pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
     let mut p = Problems::default();
 
     if raw.listeners.is_empty() {
@@ -47,15 +49,20 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 format!("duplicate listener name {:?}", l.name),
             );
         }
+        let tls = l
+            .tls
+            .as_ref()
+            .and_then(|t| listener_tls(&mut p, &format!("{path}.tls"), t, base));
         if let Some(addr) = socket_addr(&mut p, &format!("{path}.addr"), &l.addr) {
             listeners.push(Listener {
                 name: l.name.clone(),
                 addr,
+                tls,
             });
         }
     }
 
-    let admin = raw.admin.as_ref().and_then(|a| admin(&mut p, a));
+    let admin = raw.admin.as_ref().and_then(|a| admin(&mut p, a, base));
 
     let drain_timeout = match &raw.drain_timeout {
         Some(s) => duration(&mut p, "drain_timeout", s).unwrap_or(DEFAULT_DRAIN_TIMEOUT),
@@ -76,7 +83,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 format!("duplicate route name {:?}", r.name),
             );
         }
-        if let Some(route) = route(&mut p, &path, r) {
+        if let Some(route) = route(&mut p, &path, r, base) {
             routes.push(route);
         }
     }
@@ -89,7 +96,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             );
             None
         }
-        other => other.map(PathBuf::from),
+        other => other.map(|f| base.join(f)),
     };
 
     let mut access_log = AccessLog::default();
@@ -121,7 +128,48 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     }
 }
 
-fn admin(p: &mut Problems, a: &RawAdmin) -> Option<Admin> {
+fn listener_tls(
+    p: &mut Problems,
+    path: &str,
+    t: &RawListenerTls,
+    base: &Path,
+) -> Option<ListenerTls> {
+    let mut certificates = Vec::new();
+    match (&t.cert, &t.key, &t.certificates) {
+        (Some(cert), Some(key), None) => certificates.push(CertificateFiles {
+            server_names: Vec::new(),
+            cert: base.join(cert),
+            key: base.join(key),
+        }),
+        (None, None, Some(list)) if !list.is_empty() => {
+            for (i, c) in list.iter().enumerate() {
+                let cpath = format!("{path}.certificates[{i}]");
+                let server_names = c
+                    .server_names
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .filter_map(|(j, n)| host_pattern(p, &format!("{cpath}.server_names[{j}]"), n))
+                    .collect();
+                certificates.push(CertificateFiles {
+                    server_names,
+                    cert: base.join(&c.cert),
+                    key: base.join(&c.key),
+                });
+            }
+        }
+        _ => {
+            p.add(
+                path,
+                "set cert and key, or a non-empty certificates list (not both)",
+            );
+            return None;
+        }
+    }
+    Some(ListenerTls { certificates })
+}
+
+fn admin(p: &mut Problems, a: &RawAdmin, base: &Path) -> Option<Admin> {
     let addr = socket_addr(p, "admin.addr", &a.addr)?;
     let token = match (&a.token_env, &a.token_file) {
         (Some(_), Some(_)) => {
@@ -133,13 +181,13 @@ fn admin(p: &mut Problems, a: &RawAdmin) -> Option<Admin> {
             None
         }
         (Some(var), None) => Some(TokenSource::Env(var.clone())),
-        (None, Some(file)) => Some(TokenSource::File(PathBuf::from(file))),
+        (None, Some(file)) => Some(TokenSource::File(base.join(file))),
         (None, None) => None,
     };
     Some(Admin { addr, token })
 }
 
-fn route(p: &mut Problems, path: &str, r: &RawRoute) -> Option<Route> {
+fn route(p: &mut Problems, path: &str, r: &RawRoute, base: &Path) -> Option<Route> {
     let before = p.0.len();
 
     let hosts = match &r.matcher.hosts {
@@ -194,10 +242,39 @@ fn route(p: &mut Problems, path: &str, r: &RawRoute) -> Option<Route> {
             .enumerate()
             .filter_map(|(j, e)| endpoint(p, &format!("{vpath}.endpoints[{j}]"), e))
             .collect();
+        let protocol = match v.protocol.as_deref() {
+            None | Some("http1") => UpstreamProtocol::Http1,
+            Some("h2") => UpstreamProtocol::H2,
+            Some(other) => {
+                p.add(
+                    format!("{vpath}.protocol"),
+                    format!("{other:?} is not a protocol: use http1 or h2"),
+                );
+                UpstreamProtocol::Http1
+            }
+        };
+        let tls = v.tls.as_ref().map(|t| UpstreamTls {
+            ca: t.ca.as_ref().map(|c| base.join(c)),
+            server_name: t.server_name.clone(),
+        });
+        if let Some(UpstreamTls {
+            server_name: Some(name),
+            ..
+        }) = &tls
+        {
+            if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                p.add(
+                    format!("{vpath}.tls.server_name"),
+                    format!("{name:?} is not a DNS name or IP address"),
+                );
+            }
+        }
         versions.push(Version {
             name: v.name.clone(),
             endpoints,
             weight: v.weight,
+            protocol,
+            tls,
         });
     }
     if !r.versions.is_empty() && r.versions.iter().all(|v| v.weight == 0) {
