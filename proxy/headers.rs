@@ -106,6 +106,39 @@ pub fn new_request_id() -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
+/// True for an HTTP/1.1 upgrade request: `Connection` lists `upgrade` and `Upgrade` is present.
+pub fn is_upgrade<B>(request: &http::Request<B>) -> bool {
+    request.version() == http::Version::HTTP_11
+        && request.headers().contains_key(header::UPGRADE)
+        && request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// True when `TE` lists `trailers` (gRPC clients send it).
+pub fn wants_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+}
+
+/// `grpc-status`.
+pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// True when headers or trailers carry a `grpc-status` other than 0 (OK).
+pub fn grpc_failed(headers: &HeaderMap) -> bool {
+    headers
+        .get(&GRPC_STATUS)
+        .is_some_and(|v| v.as_bytes() != b"0")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,37 +203,4 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
     }
-}
-
-/// True for an HTTP/1.1 upgrade request: `Connection` lists `upgrade` and `Upgrade` is present.
-pub fn is_upgrade<B>(request: &http::Request<B>) -> bool {
-    request.version() == http::Version::HTTP_11
-        && request.headers().contains_key(header::UPGRADE)
-        && request
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-/// True when `TE` lists `trailers` (gRPC clients send it).
-pub fn wants_trailers(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-}
-
-/// `grpc-status`.
-pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-
-/// True when headers or trailers carry a `grpc-status` other than 0 (OK).
-pub fn grpc_failed(headers: &HeaderMap) -> bool {
-    headers
-        .get(&GRPC_STATUS)
-        .is_some_and(|v| v.as_bytes() != b"0")
 }
