@@ -471,6 +471,22 @@ impl Control {
         })
     }
 
+    /// `name=weight` of each version of a route in the snapshot in service, for audit events.
+    fn weights_in_service(&self, route_name: &str) -> String {
+        let snapshot = self.shared.snapshot.load();
+        snapshot
+            .route_index(route_name)
+            .map(|i| {
+                snapshot.routes[i]
+                    .versions
+                    .iter()
+                    .map(|v| format!("{}={}", v.name, v.weight))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    }
+
     fn act(&mut self, route_name: &str, action: Action, actor: &str) -> Result<u64, ActionError> {
         let route = self
             .config
@@ -479,18 +495,7 @@ impl Control {
             .find(|r| r.name == route_name)
             .ok_or_else(|| ActionError::NoRoute(route_name.to_string()))?;
         let names = version_names(route);
-        let before = self
-            .shared
-            .snapshot
-            .load()
-            .route_index(route_name)
-            .map(|i| {
-                self.shared.snapshot.load().routes[i]
-                    .versions
-                    .iter()
-                    .map(|v| (v.name.clone(), v.weight))
-                    .collect::<Vec<_>>()
-            });
+        let before = self.weights_in_service(route_name);
         let current = self
             .overrides
             .routes
@@ -695,25 +700,14 @@ impl Control {
                 .inc();
         }
         self.notify(route_name, &action, previous.routes.get(route_name));
-        let after = self
-            .shared
-            .snapshot
-            .load()
-            .route_index(route_name)
-            .map(|i| {
-                self.shared.snapshot.load().routes[i]
-                    .versions
-                    .iter()
-                    .map(|v| (v.name.clone(), v.weight))
-                    .collect::<Vec<_>>()
-            });
+        let after = self.weights_in_service(route_name);
         tracing::info!(
             target: "switchyard::audit",
             actor,
             action = action.as_str(),
             route = route_name,
-            before = ?before,
-            after = ?after,
+            before,
+            after,
             generation = self.generation,
             "operator action applied"
         );

@@ -225,17 +225,10 @@ pub async fn dispatch(
                 "pause" => Action::RolloutPause,
                 "resume" => Action::RolloutResume,
                 "promote" => Action::Promote,
-                _ => {
-                    let body: AbortBody = match read_json_or_empty(request).await {
-                        Ok(b) => b,
-                        Err(r) => return r,
-                    };
-                    Action::Abort {
-                        reason: body
-                            .reason
-                            .unwrap_or_else(|| "rollout aborted by an operator".into()),
-                    }
-                }
+                _ => match abort_action(request, "rollout aborted by an operator").await {
+                    Ok(a) => a,
+                    Err(r) => return r,
+                },
             };
             act(admin, name, action, &actor).await
         }
@@ -251,17 +244,10 @@ pub async fn dispatch(
                 "promote" => Action::Promote,
                 "resume" => Action::Resume,
                 "reset" => Action::Reset,
-                _ => {
-                    let body: AbortBody = match read_json_or_empty(request).await {
-                        Ok(b) => b,
-                        Err(r) => return r,
-                    };
-                    Action::Abort {
-                        reason: body
-                            .reason
-                            .unwrap_or_else(|| "aborted by an operator".into()),
-                    }
-                }
+                _ => match abort_action(request, "aborted by an operator").await {
+                    Ok(a) => a,
+                    Err(r) => return r,
+                },
             };
             act(admin, name, action, &actor).await
         }
@@ -281,6 +267,17 @@ pub async fn dispatch(
         },
         _ => error(StatusCode::NOT_FOUND, &format!("no API path {path}")),
     }
+}
+
+/// An abort with the reason from an optional JSON body `{"reason": "..."}`.
+async fn abort_action(
+    request: Request<Incoming>,
+    default_reason: &str,
+) -> Result<Action, Response<ResponseBody>> {
+    let body: AbortBody = read_json_or_empty(request).await?;
+    Ok(Action::Abort {
+        reason: body.reason.unwrap_or_else(|| default_reason.to_string()),
+    })
 }
 
 fn show_route(admin: &Admin, name: &str) -> Response<ResponseBody> {
