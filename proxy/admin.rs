@@ -34,6 +34,8 @@ pub struct Admin {
     pub listening: AtomicBool,
     /// The analysis's last look at each rolling route.
     pub looks: crate::analysis::Looks,
+    /// Dark-launch reports.
+    pub mirrors: std::sync::Arc<crate::mirror::Mirrors>,
 }
 
 impl Admin {

@@ -154,6 +154,7 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
 
     let drain = config.drain_timeout;
     let (control, shared, status) = Control::new(config, file.clone(), metrics);
+    let mirrors = control.mirrors();
     let control = control.spawn();
     let watcher = match &file {
         Some(f) => Some(control::watch::spawn(f, control.clone())?),
@@ -194,6 +195,7 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
         token,
         listening: Default::default(),
         looks,
+        mirrors,
     });
     let admin_addr = admin_bound.map(|(listener, addr)| {
         tracing::info!(%addr, "admin listening");

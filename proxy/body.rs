@@ -27,6 +27,58 @@ enum Source {
 pub struct ResponseBody {
     source: Source,
     record: Option<Record>,
+    capture: Option<Capture>,
+}
+
+/// A copy of a live answer for the shadow comparison, kept as it streams (up to a cap) and handed
+/// to the mirror job when the body ends.
+pub struct Capture {
+    /// Where the complete answer goes.
+    pub tx: tokio::sync::oneshot::Sender<(crate::compare::Answer, std::time::Duration)>,
+    /// Status and headers of the answer.
+    pub head: (u16, http::HeaderMap),
+    /// Bytes kept at most.
+    pub cap: usize,
+    /// When the request arrived.
+    pub started: std::time::Instant,
+    kept: bytes::BytesMut,
+    truncated: bool,
+}
+
+impl Capture {
+    /// Starts a capture of an answer with this head.
+    pub fn new(
+        tx: tokio::sync::oneshot::Sender<(crate::compare::Answer, std::time::Duration)>,
+        head: (u16, http::HeaderMap),
+        cap: usize,
+        started: std::time::Instant,
+    ) -> Self {
+        Capture {
+            tx,
+            head,
+            cap,
+            started,
+            kept: bytes::BytesMut::new(),
+            truncated: false,
+        }
+    }
+
+    fn keep(&mut self, data: &Bytes) {
+        let room = self.cap.saturating_sub(self.kept.len());
+        self.truncated |= data.len() > room;
+        self.kept.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    fn finish(self) {
+        let answer = crate::compare::Answer {
+            status: self.head.0,
+            headers: self.head.1,
+            body: self.kept.freeze(),
+            truncated: self.truncated,
+        };
+        // The mirror job may have given up waiting; then nobody needs the answer.
+        let _ = self.tx.send((answer, self.started.elapsed()));
+    }
 }
 
 impl ResponseBody {
@@ -35,6 +87,7 @@ impl ResponseBody {
         ResponseBody {
             source: Source::Local(Full::new(text.into())),
             record: None,
+            capture: None,
         }
     }
 
@@ -48,6 +101,7 @@ impl ResponseBody {
         ResponseBody {
             source: Source::Upstream(body),
             record: None,
+            capture: None,
         }
     }
 
@@ -57,9 +111,20 @@ impl ResponseBody {
         self
     }
 
+    /// Keeps a copy of this answer for the shadow comparison.
+    pub fn with_capture(mut self, capture: Capture) -> Self {
+        self.capture = Some(capture);
+        self
+    }
+
     fn finish(&mut self, complete: bool) {
         if let Some(mut record) = self.record.take() {
             record.complete = complete;
+        }
+        if let Some(capture) = self.capture.take() {
+            if complete {
+                capture.finish();
+            }
         }
     }
 }
@@ -80,6 +145,9 @@ impl Body for ResponseBody {
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(capture), Some(data)) = (&mut this.capture, frame.data_ref()) {
+                    capture.keep(data);
+                }
                 if let Some(record) = &mut this.record {
                     if let Some(data) = frame.data_ref() {
                         record.bytes_out += data.len() as u64;
@@ -117,12 +185,62 @@ impl Body for ResponseBody {
 pub struct RequestBody {
     inner: Incoming,
     bytes: Option<Arc<AtomicU64>>,
+    tee: Option<Tee>,
+}
+
+/// References to the chunks of a mirrored request's body, handed to the mirror when it ends.
+struct Tee {
+    draft: crate::mirror::Draft,
+    chunks: Vec<Bytes>,
+    size: u64,
 }
 
 impl RequestBody {
     /// Wraps a request body; `bytes`, when given, counts the bytes read.
     pub fn new(inner: Incoming, bytes: Option<Arc<AtomicU64>>) -> Self {
-        RequestBody { inner, bytes }
+        RequestBody {
+            inner,
+            bytes,
+            tee: None,
+        }
+    }
+
+    /// Tees the body into a shadow copy; an empty body sends the copy at once.
+    pub fn with_mirror(mut self, draft: crate::mirror::Draft) -> Self {
+        if self.inner.is_end_stream() {
+            draft.send(Bytes::new());
+        } else {
+            self.tee = Some(Tee {
+                draft,
+                chunks: Vec::new(),
+                size: 0,
+            });
+        }
+        self
+    }
+
+    fn tee_frame(&mut self, frame: Option<&Frame<Bytes>>) {
+        let Some(tee) = self.tee.as_mut() else { return };
+        if let Some(data) = frame.and_then(|f| f.data_ref()) {
+            tee.size += data.len() as u64;
+            if tee.size > tee.draft.max_body_bytes() {
+                if let Some(t) = self.tee.take() {
+                    t.draft.skip_body_size();
+                }
+                return;
+            }
+            tee.chunks.push(data.clone());
+        }
+        if frame.is_none() || self.inner.is_end_stream() {
+            if let Some(t) = self.tee.take() {
+                let body = if t.chunks.len() == 1 {
+                    t.chunks[0].clone()
+                } else {
+                    Bytes::from(t.chunks.concat())
+                };
+                t.draft.send(body);
+            }
+        }
     }
 }
 
@@ -136,10 +254,17 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(frame))), Some(bytes)) = (&polled, &this.bytes) {
-            if let Some(data) = frame.data_ref() {
-                bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(bytes), Some(data)) = (&this.bytes, frame.data_ref()) {
+                    bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                this.tee_frame(Some(frame));
             }
+            Poll::Ready(None) => this.tee_frame(None),
+            // A broken upload is not copied: the tee is dropped with the body.
+            Poll::Ready(Some(Err(_))) => this.tee = None,
+            Poll::Pending => {}
         }
         polled
     }

@@ -120,6 +120,11 @@ enum CtlSub {
         /// Route name.
         route: String,
     },
+    /// The dark launch's comparison report: latency live vs shadow, identical %, top differences.
+    Report {
+        /// Route name.
+        route: String,
+    },
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default `info`).
@@ -173,6 +178,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 CtlSub::Reload => ctl::CtlCommand::Reload,
                 CtlSub::Rollout { verb, route } => ctl::CtlCommand::Rollout(verb, route),
                 CtlSub::Switch { route } => ctl::CtlCommand::Switch(route),
+                CtlSub::Report { route } => ctl::CtlCommand::Report(route),
             };
             let target = ctl::Target {
                 admin: args.admin,

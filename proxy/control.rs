@@ -202,6 +202,7 @@ pub struct Control {
     clients: Arc<Clients>,
     health: Arc<crate::health::Health>,
     health_changes: Option<mpsc::Receiver<()>>,
+    mirrors: Arc<crate::mirror::Mirrors>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -251,6 +252,7 @@ impl Control {
         let clients = Arc::new(Clients::default());
         let (health_tx, health_rx) = mpsc::channel(1);
         let health = Arc::new(crate::health::Health::new(health_tx));
+        let mirrors = Arc::new(crate::mirror::Mirrors::default());
         let snapshot = Snapshot::build(
             config.clone(),
             overrides.clone(),
@@ -258,6 +260,7 @@ impl Control {
             &clients,
             &metrics,
             &health,
+            &mirrors,
         );
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -281,8 +284,14 @@ impl Control {
             clients,
             health,
             health_changes: Some(health_rx),
+            mirrors,
         };
         (control, shared, status)
+    }
+
+    /// The dark-launch dispatchers and reports.
+    pub fn mirrors(&self) -> Arc<crate::mirror::Mirrors> {
+        self.mirrors.clone()
     }
 
     /// Runs the task until every handle is dropped.
@@ -334,6 +343,7 @@ impl Control {
             &self.clients,
             &self.shared.metrics,
             &self.health,
+            &self.mirrors,
         );
         for route in &self.config.routes {
             if let Some(plan) = &route.rollout {

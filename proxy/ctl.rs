@@ -44,6 +44,8 @@ pub enum CtlCommand {
     Rollout(String, String),
     /// Blue/green switch.
     Switch(String),
+    /// The shadow comparison report of a route.
+    Report(String),
 }
 
 /// Why a ctl command failed; each maps to an exit code.
@@ -130,6 +132,11 @@ pub async fn run(target: &Target, command: &CtlCommand) -> Result<String, CtlErr
             None,
         ),
         CtlCommand::Switch(route) => (Method::POST, format!("/api/v1/routes/{route}/switch"), None),
+        CtlCommand::Report(route) => (
+            Method::GET,
+            format!("/api/v1/routes/{route}/shadow/report"),
+            None,
+        ),
     };
     let text = call(target, method, &path, body).await?;
     if target.json {
@@ -149,6 +156,10 @@ pub async fn run(target: &Target, command: &CtlCommand) -> Result<String, CtlErr
         CtlCommand::Reload => {
             let v: serde_json::Value = serde_json::from_str(&text).map_err(parse_err)?;
             format!("reloaded: generation {}\n", v["generation"])
+        }
+        CtlCommand::Report(_) => {
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(parse_err)?;
+            shadow_report(&v)
         }
         _ => {
             let view: RouteView = serde_json::from_str(&text).map_err(parse_err)?;
@@ -287,6 +298,84 @@ pub fn table(routes: &[RouteView]) -> String {
         }
         if let Some(a) = &r.aborted {
             let _ = writeln!(out, "{}: aborted by {}: {}", r.name, a.by, a.reason);
+        }
+    }
+    out
+}
+
+/// The shadow report as a performance engineer reads it.
+pub fn shadow_report(v: &serde_json::Value) -> String {
+    let t = &v["total"];
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: {} compared, {}% identical ({} identical once noise is set aside), {} status mismatches, {} shadow failures, {} live incomplete",
+        v["route"].as_str().unwrap_or("?"),
+        t["compared"],
+        t["identical_percent"],
+        t["noise_only"],
+        t["status_mismatches"],
+        t["shadow_failures"],
+        t["live_incomplete"],
+    );
+    let ms = |x: &serde_json::Value| x.as_f64().map_or("-".to_string(), |v| format!("{v:.1} ms"));
+    let pct = |x: &serde_json::Value| x.as_f64().map_or("-".to_string(), |v| format!("{v:+.1}%"));
+    let l = &t["latency"];
+    let _ = writeln!(
+        out,
+        "{:<10}{:>12}{:>12}{:>12}",
+        "latency", "p50", "p95", "p99"
+    );
+    for (label, key, f) in [
+        (
+            "live",
+            "live_ms",
+            &ms as &dyn Fn(&serde_json::Value) -> String,
+        ),
+        ("shadow", "shadow_ms", &ms),
+        ("change", "change_percent", &pct),
+    ] {
+        let _ = writeln!(
+            out,
+            "{label:<10}{:>12}{:>12}{:>12}",
+            f(&l[key][0]),
+            f(&l[key][1]),
+            f(&l[key][2])
+        );
+    }
+    let _ = writeln!(
+        out,
+        "errors    live {:.2}%, shadow {:.2}%",
+        l["live_error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+        l["shadow_error_rate"].as_f64().unwrap_or(0.0) * 100.0
+    );
+    if let Some(top) = t["top_differences"].as_array().filter(|a| !a.is_empty()) {
+        let _ = writeln!(
+            out,
+            "top differences (count, field, example live -> shadow):"
+        );
+        for d in top {
+            let _ = writeln!(
+                out,
+                "  {:>6}  {:<28} {} -> {}",
+                d["count"],
+                d["path"].as_str().unwrap_or(""),
+                d["live"].as_str().unwrap_or(""),
+                d["shadow"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if let Some(paths) = v["paths"].as_object() {
+        let _ = writeln!(out, "per path: compared, identical %, shadow p99 change");
+        for (path, p) in paths {
+            let _ = writeln!(
+                out,
+                "  {:<32} {:>7} {:>8}% {:>9}",
+                path,
+                p["compared"],
+                p["identical_percent"],
+                pct(&p["latency"]["change_percent"][2])
+            );
         }
     }
     out

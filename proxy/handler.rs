@@ -109,7 +109,7 @@ pub async fn handle(
 }
 
 async fn forward(
-    snapshot: &Snapshot,
+    snapshot: &Arc<Snapshot>,
     decision: Decision,
     downstream: Downstream,
     mut parts: Parts,
@@ -159,6 +159,11 @@ async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, protocol.clone());
     }
+    // An upgraded connection is not copied: a shadow cannot join a WebSocket.
+    let mirror = match upgrade_protocol {
+        Some(_) => None,
+        None => crate::mirror::offer(snapshot, decision.route, &parts, &request_id),
+    };
     let bytes_in = record.access.as_mut().map(|a| {
         a.request_id = request_id.clone();
         a.endpoint = Some(endpoint.0.clone());
@@ -180,9 +185,15 @@ async fn forward(
         version.http_version
     };
 
-    let call = version
-        .client
-        .request(Request::from_parts(parts, RequestBody::new(body, bytes_in)));
+    let mut body = RequestBody::new(body, bytes_in);
+    let live_capture = match mirror {
+        Some((draft, live)) => {
+            body = body.with_mirror(draft);
+            Some(live)
+        }
+        None => None,
+    };
+    let call = version.client.request(Request::from_parts(parts, body));
     let upstream_error = |kind, source| ProxyError::Upstream {
         route: route.name.clone(),
         version: version.name.clone(),
@@ -225,7 +236,16 @@ async fn forward(
             .headers
             .insert(X_SWITCHYARD_VERSION.clone(), version.name_header.clone());
     }
-    Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+    let mut body = ResponseBody::upstream(body);
+    if let (Some(tx), Some(m)) = (live_capture, &route.mirror) {
+        body = body.with_capture(crate::body::Capture::new(
+            tx,
+            (parts.status.as_u16(), parts.headers.clone()),
+            m.settings.compare_body_bytes,
+            record.started(),
+        ));
+    }
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Copies bytes both ways between the client and the upstream after a 101, until either closes.

@@ -46,6 +46,9 @@ pub struct Metrics {
     pub rollout_canary_weight: IntGaugeVec,
     /// `switchyard_rollout_aborts_total{route,reason}`.
     pub rollout_aborts: IntCounterVec,
+    mirror_requests: IntCounterVec,
+    shadow_comparisons: IntCounterVec,
+    shadow_duration: HistogramVec,
     /// Label sets (route, version) that have series, so removed versions can be pruned.
     labelled: Mutex<HashSet<(String, String)>>,
     /// Analysis counts per (route, version), kept across snapshots like the series.
@@ -152,6 +155,28 @@ impl Metrics {
             ),
             &["route", "reason"],
         )?;
+        let mirror_requests = IntCounterVec::new(
+            Opts::new(
+                "switchyard_mirror_requests_total",
+                "Mirroring decisions: sent, dropped_queue_full, skipped_method, skipped_body_size, failed.",
+            ),
+            &["route", "outcome"],
+        )?;
+        let shadow_comparisons = IntCounterVec::new(
+            Opts::new(
+                "switchyard_shadow_comparisons_total",
+                "Shadow answers compared with live: identical, different, incomplete.",
+            ),
+            &["route", "result"],
+        )?;
+        let shadow_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "switchyard_shadow_duration_seconds",
+                "Duration of shadow requests, to the last byte.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "switchyard_build_info",
@@ -174,6 +199,9 @@ impl Metrics {
             Box::new(rollout_state.clone()),
             Box::new(rollout_canary_weight.clone()),
             Box::new(rollout_aborts.clone()),
+            Box::new(mirror_requests.clone()),
+            Box::new(shadow_comparisons.clone()),
+            Box::new(shadow_duration.clone()),
             Box::new(build_info),
         ] {
             registry.register(c)?;
@@ -194,6 +222,9 @@ impl Metrics {
             rollout_state,
             rollout_canary_weight,
             rollout_aborts,
+            mirror_requests,
+            shadow_comparisons,
+            shadow_duration,
             labelled: Mutex::default(),
             stats: Mutex::default(),
         })
@@ -224,6 +255,25 @@ impl Metrics {
                 .entry((route.to_string(), version.to_string()))
                 .or_default()
                 .clone(),
+        }
+    }
+
+    /// Resolves the mirror handles of a route. Called at snapshot build.
+    pub fn mirror(&self, route: &str) -> crate::mirror::MirrorMetrics {
+        let outcome = |o: &str| self.mirror_requests.with_label_values(&[route, o]);
+        let result = |r: &str| self.shadow_comparisons.with_label_values(&[route, r]);
+        crate::mirror::MirrorMetrics {
+            sent: outcome("sent"),
+            dropped_queue_full: outcome("dropped_queue_full"),
+            skipped_method: outcome("skipped_method"),
+            skipped_body_size: outcome("skipped_body_size"),
+            failed: outcome("failed"),
+            compared: [
+                result("identical"),
+                result("different"),
+                result("incomplete"),
+            ],
+            duration: self.shadow_duration.with_label_values(&[route]),
         }
     }
 

@@ -77,6 +77,13 @@ impl Record {
     }
 }
 
+impl Record {
+    /// When the request arrived.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+}
+
 impl Drop for Record {
     fn drop(&mut self) {
         let route = &self.snapshot.routes[self.route];

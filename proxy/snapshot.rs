@@ -45,6 +45,8 @@ pub struct RouteState {
     pub timeouts: Timeouts,
     /// Whether responses carry `x-switchyard-version`.
     pub expose_version_header: bool,
+    /// Dark launch, when configured.
+    pub mirror: Option<crate::mirror::RouteMirror>,
 }
 
 /// Forwarding state of one version.
@@ -63,6 +65,8 @@ pub struct VersionState {
     pub health: Vec<Arc<EndpointHealth>>,
     /// The pooled client for this version's connection settings.
     pub client: UpstreamClient,
+    /// The same settings, for shadow copies.
+    pub mirror_client: crate::upstream::MirrorClient,
     /// `http` or `https` towards the endpoints.
     pub scheme: http::uri::Scheme,
     /// The HTTP version spoken to the endpoints.
@@ -100,6 +104,7 @@ impl Snapshot {
         clients: &Clients,
         metrics: &Metrics,
         health: &Health,
+        mirrors: &crate::mirror::Mirrors,
     ) -> Snapshot {
         let mut tables = Vec::with_capacity(config.routes.len());
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -147,6 +152,12 @@ impl Snapshot {
                             protocol: v.protocol,
                             tls: v.tls.clone(),
                         }),
+                        mirror_client: clients.get_mirror(ClientKey {
+                            connect_timeout: timeouts.connect,
+                            idle_timeout: timeouts.idle,
+                            protocol: v.protocol,
+                            tls: v.tls.clone(),
+                        }),
                         scheme: if v.tls.is_some() {
                             http::uri::Scheme::HTTPS
                         } else {
@@ -166,6 +177,11 @@ impl Snapshot {
                 versions,
                 timeouts: route.timeouts,
                 expose_version_header: route.expose_version_header,
+                mirror: route.mirror.as_ref().map(|m| crate::mirror::RouteMirror {
+                    settings: m.clone(),
+                    queue: mirrors.queue(&route.name, m),
+                    metrics: metrics.mirror(&route.name),
+                }),
             });
         }
         metrics.retain(&labelled);

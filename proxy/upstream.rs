@@ -20,6 +20,9 @@ use crate::config::{UpstreamProtocol, UpstreamTls};
 /// A pooled client: HTTP/1.1 or HTTP/2, cleartext or TLS.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
+/// The same, for shadow copies, whose bodies are complete buffers.
+pub type MirrorClient = Client<HttpsConnector<HttpConnector>, http_body_util::Full<bytes::Bytes>>;
+
 /// The settings that need a client of their own.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientKey {
@@ -37,23 +40,46 @@ pub struct ClientKey {
 #[derive(Default)]
 pub struct Clients {
     by_key: Mutex<HashMap<ClientKey, UpstreamClient>>,
+    mirror_by_key: Mutex<HashMap<ClientKey, MirrorClient>>,
 }
 
 impl Clients {
     /// The client for these settings, created on first use.
     pub fn get(&self, key: ClientKey) -> UpstreamClient {
-        // A poisoned lock only means another builder panicked mid-insert; the map is still usable.
-        let mut map = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = map.get(&key) {
-            return client.clone();
-        }
-        let client = build(&key);
-        map.insert(key, client.clone());
-        client
+        get_or_build(&self.by_key, key)
+    }
+
+    /// The client for shadow copies with these settings, created on first use.
+    pub fn get_mirror(&self, key: ClientKey) -> MirrorClient {
+        get_or_build(&self.mirror_by_key, key)
     }
 }
 
-fn build(key: &ClientKey) -> UpstreamClient {
+fn get_or_build<B>(
+    map: &Mutex<HashMap<ClientKey, Client<HttpsConnector<HttpConnector>, B>>>,
+    key: ClientKey,
+) -> Client<HttpsConnector<HttpConnector>, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // A poisoned lock only means another builder panicked mid-insert; the map is still usable.
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(client) = map.get(&key) {
+        return client.clone();
+    }
+    let client = build(&key);
+    map.insert(key, client.clone());
+    client
+}
+
+fn build<B>(key: &ClientKey) -> Client<HttpsConnector<HttpConnector>, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(key.connect_timeout));
     http.set_nodelay(true);

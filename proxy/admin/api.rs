@@ -232,6 +232,22 @@ pub async fn dispatch(
             };
             act(admin, name, action, &actor).await
         }
+        ["routes", name, "shadow", "report"] => match method {
+            Method::GET if admin.shared.snapshot.load().route_index(name).is_some() => {
+                json(StatusCode::OK, &admin.mirrors.report(name))
+            }
+            Method::GET => error(StatusCode::NOT_FOUND, &format!("no route named {name:?}")),
+            _ => method_not_allowed("GET"),
+        },
+        ["routes", name, "shadow", "reset"] => match method {
+            Method::POST if admin.shared.snapshot.load().route_index(name).is_some() => {
+                admin.mirrors.reset(name);
+                tracing::info!(target: "switchyard::audit", actor = %actor, action = "shadow-reset", route = *name, "shadow report reset");
+                json(StatusCode::OK, &admin.mirrors.report(name))
+            }
+            Method::POST => error(StatusCode::NOT_FOUND, &format!("no route named {name:?}")),
+            _ => method_not_allowed("POST"),
+        },
         ["routes", name, "switch"] => match method {
             Method::POST => act(admin, name, Action::Switch, &actor).await,
             _ => method_not_allowed("POST"),

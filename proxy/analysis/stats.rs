@@ -46,7 +46,8 @@ pub fn bucket_lower_ms(i: usize) -> f64 {
     }
 }
 
-fn bucket_of(ms: f64) -> usize {
+/// The latency bucket of a duration in milliseconds.
+pub fn bucket_of(ms: f64) -> usize {
     if ms <= FIRST_BOUND_MS {
         return 0;
     }
@@ -114,6 +115,13 @@ impl Default for Counts {
 }
 
 impl Counts {
+    /// Adds one request (used where counts are kept behind a lock, off the data path).
+    pub fn add(&mut self, error: bool, elapsed: Duration) {
+        self.requests += 1;
+        self.errors += u64::from(error);
+        self.latency[bucket_of(elapsed.as_secs_f64() * 1000.0)] += 1;
+    }
+
     /// `self - earlier`, saturating (a counter never goes backwards, but be safe).
     pub fn since(&self, earlier: &Counts) -> Counts {
         Counts {

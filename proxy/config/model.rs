@@ -134,7 +134,54 @@ pub struct Route {
     pub rollout: Option<Rollout>,
     /// Active health checks, when configured.
     pub health_check: Option<HealthCheck>,
+    /// Dark launch, when configured.
+    pub mirror: Option<Mirror>,
 }
+
+/// Dark launch settings of a route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mirror {
+    /// Index of the shadow version.
+    pub version: usize,
+    /// Index of the secondary (a second instance of the live version), when configured.
+    pub secondary: Option<usize>,
+    /// Copied share in hundredths of a percent (0..=10000).
+    pub percent_buckets: u32,
+    /// Methods copied.
+    pub methods: Vec<http::Method>,
+    /// Requests with larger bodies are not copied.
+    pub max_body_bytes: u64,
+    /// Response body bytes kept for comparison.
+    pub compare_body_bytes: usize,
+    /// Shadow queue capacity.
+    pub queue: usize,
+    /// Shadow requests in flight at most.
+    pub concurrency: usize,
+    /// Timeout of each shadow request.
+    pub timeout: Duration,
+    /// Append `-shadow` to the Host header.
+    pub host_suffix: bool,
+    /// Response headers not compared, lowercased.
+    pub ignore_headers: Vec<String>,
+    /// JSON pointers not compared.
+    pub ignore_json_paths: Vec<String>,
+}
+
+/// Response headers never compared: they differ on every answer or between hops.
+pub const DEFAULT_IGNORED_HEADERS: [&str; 12] = [
+    "date",
+    "server",
+    "x-request-id",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "x-served-by",
+];
 
 /// How a route's versions take turns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -129,6 +129,50 @@ pub struct RawRoute {
     /// Active health checks of every endpoint of the route.
     #[serde(default)]
     pub health_check: Option<RawHealthCheck>,
+    /// Copy requests to a shadow version and compare its answers (dark launch).
+    #[serde(default)]
+    pub mirror: Option<RawMirror>,
+}
+
+/// Dark launch: what to copy where, and how to compare.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMirror {
+    /// The shadow version (weight 0).
+    pub version: String,
+    /// A second instance of the live version, also mirrored, to tell noise from regressions.
+    #[serde(default)]
+    pub secondary: Option<String>,
+    /// Share of requests copied, 0 to 100 (deterministic per request id).
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// Methods copied; default GET and HEAD only.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Requests with larger bodies are not copied.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    /// How much of each response body is kept for comparison.
+    #[serde(default)]
+    pub compare_body_bytes: Option<u64>,
+    /// Shadow requests waiting at most; more are dropped and counted.
+    #[serde(default)]
+    pub queue: Option<usize>,
+    /// Shadow requests in flight at most.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Timeout of each shadow request.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Append `-shadow` to the Host of shadow requests.
+    #[serde(default)]
+    pub host_suffix: Option<bool>,
+    /// Response headers left out of the comparison (added to the defaults).
+    #[serde(default)]
+    pub ignore_headers: Option<Vec<String>>,
+    /// JSON fields left out of the comparison, as RFC 6901 pointers (`/meta/took_ms`).
+    #[serde(default)]
+    pub ignore_json_paths: Option<Vec<String>>,
 }
 
 /// A progressive rollout.
