@@ -57,6 +57,7 @@ fn demo_config(
     admin: SocketAddr,
     stable: SocketAddr,
     canary: SocketAddr,
+    catalog: (SocketAddr, SocketAddr),
 ) -> String {
     format!(
         r#"
@@ -68,6 +69,16 @@ admin:
 drain_timeout: "5s"
 access_log: {{ enabled: false }}
 routes:
+  - name: catalog
+    match: {{ path_prefix: "/catalog/" }}
+    versions:
+      - name: stable
+        endpoints: ["{catalog_live}"]
+        weight: 100
+      - name: dark
+        endpoints: ["{catalog_dark}"]
+        weight: 0
+    mirror: {{ version: dark, ignore_json_paths: ["/served_at"] }}
   - name: shop
     expose_version_header: true
     versions:
@@ -90,8 +101,57 @@ routes:
       step_interval: "2s"
       analysis: {{ interval: "500ms", window: "4s", min_requests: 20 }}
 "#,
-        stable_weight = 100 - CANARY_WEIGHT
+        stable_weight = 100 - CANARY_WEIGHT,
+        catalog_live = catalog.0,
+        catalog_dark = catalog.1,
     )
+}
+
+/// A JSON catalogue service. The dark build charges one more for every fourth item, adds a field,
+/// and is a little slower: the differences the dark launch should find.
+pub async fn spawn_catalog(dark: bool) -> Result<SocketAddr, std::io::Error> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| async move {
+                let item: u64 = req
+                    .uri()
+                    .path()
+                    .rsplit('/')
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let mut price = 10 * item;
+                if dark {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    if item % 4 == 0 {
+                        price += 1;
+                    }
+                }
+                let served_at = crate::control::now_unix_ms();
+                let beta = if dark { r#", "beta": true"# } else { "" };
+                let body = format!(
+                    r#"{{"item": {item}, "price": {price}, "currency": "EUR", "served_at": {served_at}{beta}}}"#
+                );
+                let mut response = Response::new(Full::new(Bytes::from(body)));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                Ok::<_, Infallible>(response)
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    Ok(addr)
 }
 
 /// Starts a built-in upstream that answers every request with `hello from NAME`.
@@ -153,9 +213,10 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     };
     let listen = free_or_any(options.listen);
     let admin = free_or_any(options.admin);
+    let catalog = (spawn_catalog(false).await?, spawn_catalog(true).await?);
     let config = crate::config::parse(
         Path::new("<demo>"),
-        &demo_config(listen, admin, stable, canary),
+        &demo_config(listen, admin, stable, canary, catalog),
     )?;
     let running = app::start(config).await?;
     let proxy = running
@@ -275,6 +336,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     println!();
 
     rollouts(&admin_url, &base, &canary_faults).await?;
+    dark_launch(&admin_url, &base).await?;
 
     if options.once {
         running.shutdown().await;
@@ -403,4 +465,47 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok("still running after 30 s".into())
+}
+
+/// Part 7: a dark launch of a new catalogue build, and the comparison report.
+async fn dark_launch(admin_url: &str, base: &str) -> Result<(), DemoError> {
+    println!(
+        "7. A dark launch: /catalog/ is copied to a new build (weight 0) that users never see;"
+    );
+    println!("   200 requests, then the comparison (served_at ignored by configuration):");
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    for i in 0..200 {
+        let request = Request::get(format!("{base}/catalog/items/{i}"))
+            .body(Empty::new())
+            .map_err(|e| DemoError::Request(e.to_string()))?;
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| DemoError::Request(e.to_string()))?;
+        let _ = response.into_body().collect().await;
+    }
+    let target = crate::ctl::Target {
+        admin: admin_url.to_string(),
+        token: None,
+        json: true,
+    };
+    let command = crate::ctl::CtlCommand::Report("catalog".into());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut report = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        let text = crate::ctl::run(&target, &command)
+            .await
+            .map_err(|e| DemoError::Request(e.to_string()))?;
+        report = serde_json::from_str(&text).map_err(|e| DemoError::Request(e.to_string()))?;
+        if report["total"]["compared"].as_u64() >= Some(200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("     $ switchyard ctl --admin {admin_url} report catalog");
+    for line in crate::ctl::shadow_report(&report).lines() {
+        println!("     {line}");
+    }
+    println!();
+    Ok(())
 }
