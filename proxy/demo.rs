@@ -129,7 +129,7 @@ pub async fn spawn_catalog(dark: bool) -> Result<SocketAddr, std::io::Error> {
                 let mut price = 10 * item;
                 if dark {
                     tokio::time::sleep(Duration::from_millis(2)).await;
-                    if item % 4 == 0 {
+                    if item.is_multiple_of(4) {
                         price += 1;
                     }
                 }
