@@ -8,6 +8,9 @@ use crate::upstream::FailureKind;
 /// A request the proxy answers itself.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// The request is malformed or ambiguous.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
     /// No route matched host and path.
     #[error("no route matches this host and path")]
     NoRoute,
@@ -38,6 +41,7 @@ impl ProxyError {
     /// The status this failure is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoVersion { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream { kind, .. } => match kind {
@@ -52,8 +56,15 @@ impl ProxyError {
     /// The plain-text response: status and one line naming the route and the cause.
     pub fn into_response(self) -> Response<ResponseBody> {
         let status = self.status();
+        let close = matches!(self, ProxyError::BadRequest(_));
         let mut response = Response::new(ResponseBody::text(format!("switchyard: {self}\n")));
         *response.status_mut() = status;
+        if close {
+            // After an ambiguous request the rest of the connection cannot be trusted.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -79,6 +90,7 @@ mod tests {
     #[test]
     fn each_failure_has_its_status() {
         assert_eq!(ProxyError::NoRoute.status(), 404);
+        assert_eq!(ProxyError::BadRequest("x").status(), 400);
         assert_eq!(ProxyError::NoVersion { route: "r".into() }.status(), 503);
         assert_eq!(upstream(FailureKind::Connect).status(), 502);
         assert_eq!(upstream(FailureKind::Reset).status(), 502);

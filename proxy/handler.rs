@@ -48,6 +48,9 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let snapshot = shared.snapshot.load_full();
+    if let Some(refusal) = headers::ambiguous_framing(&request) {
+        return ProxyError::BadRequest(refusal).into_response();
+    }
     let mut request = request;
     // An HTTP/1.1 upgrade (WebSocket) is routed like any request, then spliced after the 101.
     let upgrade = headers::is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
@@ -126,13 +129,11 @@ async fn forward(
         })?;
     record.endpoint = Some(health.clone());
 
-    // Headers. HTTP/2 clients send :authority instead of Host; the upstream gets it as Host.
-    let host = match parts.headers.get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    // Headers. The target's authority (HTTP/2 :authority, or an HTTP/1.1 absolute-form target)
+    // wins over Host (RFC 9112 §3.2.2), as it did for routing; the upstream gets it as Host.
+    let host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
     };
     let te_trailers = headers::wants_trailers(&parts.headers);
     let upgrade_protocol = upgrade

@@ -129,6 +129,24 @@ pub fn wants_trailers(headers: &HeaderMap) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
 }
 
+/// Why a request's target is ambiguous, when it is: several Host header lines, or an HTTP/1.1
+/// request with no Host at all (RFC 9112 §3.2). hyper already refuses ambiguous framing
+/// (conflicting lengths, bad encodings, obs-fold) and handles Content-Length with
+/// Transfer-Encoding as RFC 9112 §6.1 says: by the encoding, then closing the connection.
+pub fn ambiguous_framing<B>(request: &http::Request<B>) -> Option<&'static str> {
+    let h = request.headers();
+    if h.get_all(header::HOST).iter().nth(1).is_some() {
+        return Some("more than one Host header");
+    }
+    if request.version() == http::Version::HTTP_11
+        && request.uri().authority().is_none()
+        && !h.contains_key(header::HOST)
+    {
+        return Some("HTTP/1.1 request without Host");
+    }
+    None
+}
+
 /// `grpc-status`.
 pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
