@@ -153,6 +153,10 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
     };
 
     let drain = config.drain_timeout;
+    let limits = config.limits;
+    let global = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_listener: Vec<Option<usize>> =
+        config.listeners.iter().map(|l| l.max_connections).collect();
     let (control, shared, status) = Control::new(config, file.clone(), metrics);
     let mirrors = control.mirrors();
     let control = control.spawn();
@@ -171,7 +175,7 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
 
     let mut listeners = Vec::with_capacity(bound.len());
     let mut servers = Vec::with_capacity(bound.len() + 1);
-    for (name, addr, listener, tls) in bound {
+    for ((name, addr, listener, tls), own) in bound.into_iter().zip(per_listener) {
         tracing::info!(listener = %name, %addr, tls = tls.is_some(), "listening");
         let shared = shared.clone();
         let service = move |downstream: Downstream, request| {
@@ -184,6 +188,11 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
             service,
             shutdown.subscribe(),
             drain,
+            limits,
+            server::ConnectionLimits {
+                global: Some(global.clone()),
+                listener: own.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            },
         )));
         listeners.push((name, addr));
     }
@@ -210,6 +219,8 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
             service,
             shutdown.subscribe(),
             drain,
+            limits,
+            server::ConnectionLimits::default(),
         )));
         addr
     });

@@ -186,7 +186,21 @@ pub struct RequestBody {
     inner: Incoming,
     bytes: Option<Arc<AtomicU64>>,
     tee: Option<Tee>,
+    limit: Option<BodyLimit>,
 }
+
+/// A route's body limit on a body of unknown length: past it, the body fails and the flag tells
+/// the handler to answer 413 rather than 502.
+struct BodyLimit {
+    max: u64,
+    seen: u64,
+    exceeded: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The error of a body cut off at its route's limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the route's limit")]
+pub struct BodyTooLarge;
 
 /// References to the chunks of a mirrored request's body, handed to the mirror when it ends.
 struct Tee {
@@ -202,7 +216,18 @@ impl RequestBody {
             inner,
             bytes,
             tee: None,
+            limit: None,
         }
+    }
+
+    /// Cuts the body off after `max` bytes; `exceeded` is set when that happens.
+    pub fn with_limit(mut self, max: u64, exceeded: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.limit = Some(BodyLimit {
+            max,
+            seen: 0,
+            exceeded,
+        });
+        self
     }
 
     /// Tees the body into a shadow copy; an empty body sends the copy at once.
@@ -246,18 +271,26 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(bytes), Some(data)) = (&this.bytes, frame.data_ref()) {
                     bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                if let (Some(limit), Some(data)) = (&mut this.limit, frame.data_ref()) {
+                    limit.seen += data.len() as u64;
+                    if limit.seen > limit.max {
+                        limit.exceeded.store(true, Ordering::Relaxed);
+                        this.tee = None;
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
                 }
                 this.tee_frame(Some(frame));
             }
@@ -266,7 +299,7 @@ impl Body for RequestBody {
             Poll::Ready(Some(Err(_))) => this.tee = None,
             Poll::Pending => {}
         }
-        polled
+        polled.map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -14,6 +14,14 @@ pub enum ProxyError {
     /// No route matched host and path.
     #[error("no route matches this host and path")]
     NoRoute,
+    /// The request body is larger than the route allows.
+    #[error("route {route}: request body larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// Route name.
+        route: String,
+        /// The route's limit.
+        limit: u64,
+    },
     /// The route matched but no version has a positive weight.
     #[error("route {route}: no version has traffic weight")]
     NoVersion {
@@ -43,6 +51,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoVersion { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream { kind, .. } => match kind {
                 FailureKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -56,7 +65,10 @@ impl ProxyError {
     /// The plain-text response: status and one line naming the route and the cause.
     pub fn into_response(self) -> Response<ResponseBody> {
         let status = self.status();
-        let close = matches!(self, ProxyError::BadRequest(_));
+        let close = matches!(
+            self,
+            ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge { .. }
+        );
         let mut response = Response::new(ResponseBody::text(format!("switchyard: {self}\n")));
         *response.status_mut() = status;
         if close {
@@ -91,6 +103,11 @@ mod tests {
     fn each_failure_has_its_status() {
         assert_eq!(ProxyError::NoRoute.status(), 404);
         assert_eq!(ProxyError::BadRequest("x").status(), 400);
+        let too_large = ProxyError::PayloadTooLarge {
+            route: "r".into(),
+            limit: 1,
+        };
+        assert_eq!(too_large.status(), 413);
         assert_eq!(ProxyError::NoVersion { route: "r".into() }.status(), 503);
         assert_eq!(upstream(FailureKind::Connect).status(), 502);
         assert_eq!(upstream(FailureKind::Reset).status(), 502);

@@ -187,6 +187,28 @@ async fn forward(
     };
 
     let mut body = RequestBody::new(body, bytes_in);
+    let mut too_large = None;
+    if let Some(max) = route.max_body_bytes {
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match declared {
+            Some(n) if n > max => {
+                return Err(ProxyError::PayloadTooLarge {
+                    route: route.name.clone(),
+                    limit: max,
+                })
+            }
+            Some(_) => {}
+            None => {
+                let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                body = body.with_limit(max, flag.clone());
+                too_large = Some(flag);
+            }
+        }
+    }
     let live_capture = match mirror {
         Some((draft, live)) => {
             body = body.with_mirror(draft);
@@ -204,6 +226,12 @@ async fn forward(
     };
     let response = match tokio::time::timeout(route.timeouts.response_header, call).await {
         Err(_elapsed) => return Err(upstream_error(FailureKind::Timeout, None)),
+        Ok(Err(_)) if too_large.is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) => {
+            return Err(ProxyError::PayloadTooLarge {
+                route: route.name.clone(),
+                limit: route.max_body_bytes.unwrap_or(0),
+            })
+        }
         Ok(Err(e)) => return Err(upstream_error(FailureKind::of(&e), Some(e))),
         Ok(Ok(response)) => response,
     };

@@ -16,20 +16,42 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::ResponseBody;
+use crate::config::Limits;
 use crate::handler::Downstream;
-
-/// How long a client may take to send a request head before the connection is closed.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a client may take to finish a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn builder(version: Option<bool>) -> auto::Builder<TokioExecutor> {
+/// Connection limits of one listener: the process-wide one and the listener's own.
+#[derive(Clone, Default)]
+pub struct ConnectionLimits {
+    /// Shared by every proxy listener.
+    pub global: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// This listener's.
+    pub listener: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+}
+
+impl ConnectionLimits {
+    /// Waits for room for one more connection; the permits are held until it closes.
+    async fn admit(&self) -> Vec<tokio::sync::OwnedSemaphorePermit> {
+        let mut permits = Vec::with_capacity(2);
+        for s in [&self.global, &self.listener].into_iter().flatten() {
+            if let Ok(p) = s.clone().acquire_owned().await {
+                permits.push(p);
+            }
+        }
+        permits
+    }
+}
+
+fn builder(version: Option<bool>, limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_request_header_bytes)
+        .max_headers(limits.max_request_headers);
     // HTTP/2: bounded concurrency per connection, windows large enough for gRPC's 4 MiB messages,
     // and pings so dead peers are noticed.
     builder
@@ -39,7 +61,8 @@ fn builder(version: Option<bool>) -> auto::Builder<TokioExecutor> {
         .initial_stream_window_size(1024 * 1024)
         .initial_connection_window_size(4 * 1024 * 1024)
         .keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_header_list_size(limits.max_request_header_bytes as u32);
     match version {
         Some(true) => builder.http2_only(),
         Some(false) => builder.http1_only(),
@@ -60,17 +83,24 @@ pub async fn serve<S, F>(
     service: S,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
+    limits: Limits,
+    connections: ConnectionLimits,
 ) where
     S: Fn(Downstream, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
-    let sniffing = builder(None);
-    let http1 = std::sync::Arc::new(builder(Some(false)));
-    let http2 = std::sync::Arc::new(builder(Some(true)));
+    let sniffing = builder(None, &limits);
+    let http1 = std::sync::Arc::new(builder(Some(false), &limits));
+    let http2 = std::sync::Arc::new(builder(Some(true), &limits));
     let graceful = GracefulShutdown::new();
     let mut backoff = Duration::from_millis(5);
 
     loop {
+        // At the connection limit, stop accepting: new connections wait in the kernel's backlog.
+        let permits = tokio::select! {
+            p = connections.admit() => p,
+            _ = shutdown.changed() => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
@@ -93,6 +123,7 @@ pub async fn serve<S, F>(
                             if let Err(error) = connection.await {
                                 tracing::debug!(%peer, %error, "connection ended with an error");
                             }
+                            drop(permits);
                         });
                         continue;
                     };
@@ -122,6 +153,7 @@ pub async fn serve<S, F>(
                         if let Err(error) = result {
                             tracing::debug!(%peer, %error, "connection ended with an error");
                         }
+                        drop(permits);
                     });
                 }
                 Err(error) => {

@@ -47,6 +47,8 @@ pub struct RouteState {
     pub expose_version_header: bool,
     /// Dark launch, when configured.
     pub mirror: Option<crate::mirror::RouteMirror>,
+    /// Request bodies larger than this are refused with 413.
+    pub max_body_bytes: Option<u64>,
 }
 
 /// Forwarding state of one version.
@@ -177,6 +179,7 @@ impl Snapshot {
                 versions,
                 timeouts: route.timeouts,
                 expose_version_header: route.expose_version_header,
+                max_body_bytes: route.max_body_bytes,
                 mirror: route.mirror.as_ref().map(|m| crate::mirror::RouteMirror {
                     settings: m.clone(),
                     queue: mirrors.queue(&route.name, m),

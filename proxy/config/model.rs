@@ -23,6 +23,32 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// Access log settings.
     pub access_log: AccessLog,
+    /// Downstream resource limits.
+    pub limits: Limits,
+}
+
+/// Downstream resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections across all listeners.
+    pub max_connections: usize,
+    /// Bytes of a request head; more is answered 431.
+    pub max_request_header_bytes: usize,
+    /// Header lines of a request; more is answered 431.
+    pub max_request_headers: usize,
+    /// How long a client may take to send a request head.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_request_header_bytes: 64 * 1024,
+            max_request_headers: 100,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Access log settings.
@@ -52,6 +78,8 @@ pub struct Listener {
     pub addr: SocketAddr,
     /// TLS termination, when configured.
     pub tls: Option<ListenerTls>,
+    /// Open connections on this listener at most.
+    pub max_connections: Option<usize>,
 }
 
 /// The certificates of a TLS listener.
@@ -136,6 +164,8 @@ pub struct Route {
     pub health_check: Option<HealthCheck>,
     /// Dark launch, when configured.
     pub mirror: Option<Mirror>,
+    /// Request bodies larger than this are refused with 413.
+    pub max_body_bytes: Option<u64>,
 }
 
 /// Dark launch settings of a route.

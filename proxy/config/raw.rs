@@ -28,6 +28,27 @@ pub struct RawConfig {
     /// The access log.
     #[serde(default)]
     pub access_log: Option<RawAccessLog>,
+    /// Resource limits of the downstream side.
+    #[serde(default)]
+    pub limits: Option<RawLimits>,
+}
+
+/// Resource limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Open downstream connections across all listeners.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Bytes of a request head (request line and headers); more is answered 431.
+    #[serde(default)]
+    pub max_request_header_bytes: Option<usize>,
+    /// Header lines of a request; more is answered 431.
+    #[serde(default)]
+    pub max_request_headers: Option<usize>,
+    /// How long a client may take to send a request head (slowloris defence).
+    #[serde(default)]
+    pub header_read_timeout: Option<String>,
 }
 
 /// Access log settings.
@@ -53,6 +74,9 @@ pub struct RawListener {
     /// TLS termination.
     #[serde(default)]
     pub tls: Option<RawListenerTls>,
+    /// Open connections on this listener at most.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 /// TLS termination on a listener: one certificate, or several chosen by SNI.
@@ -132,6 +156,9 @@ pub struct RawRoute {
     /// Copy requests to a shadow version and compare its answers (dark launch).
     #[serde(default)]
     pub mirror: Option<RawMirror>,
+    /// Request bodies larger than this are refused with 413.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
 }
 
 /// Dark launch: what to copy where, and how to compare.

@@ -54,10 +54,14 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
             .as_ref()
             .and_then(|t| listener_tls(&mut p, &format!("{path}.tls"), t, base));
         if let Some(addr) = socket_addr(&mut p, &format!("{path}.addr"), &l.addr) {
+            if l.max_connections == Some(0) {
+                p.add(format!("{path}.max_connections"), "must be at least 1");
+            }
             listeners.push(Listener {
                 name: l.name.clone(),
                 addr,
                 tls,
+                max_connections: l.max_connections,
             });
         }
     }
@@ -114,8 +118,38 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
         }
     }
 
+    let mut limits = Limits::default();
+    if let Some(l) = &raw.limits {
+        if let Some(n) = l.max_connections {
+            if n == 0 {
+                p.add("limits.max_connections", "must be at least 1");
+            }
+            limits.max_connections = n.max(1);
+        }
+        if let Some(n) = l.max_request_header_bytes {
+            if n < 8192 {
+                p.add(
+                    "limits.max_request_header_bytes",
+                    format!("{n} is below the least hyper accepts (8192)"),
+                );
+            }
+            limits.max_request_header_bytes = n.max(8192);
+        }
+        if let Some(n) = l.max_request_headers {
+            if n == 0 {
+                p.add("limits.max_request_headers", "must be at least 1");
+            }
+            limits.max_request_headers = n.max(1);
+        }
+        if let Some(t) = &l.header_read_timeout {
+            limits.header_read_timeout = duration(&mut p, "limits.header_read_timeout", t)
+                .unwrap_or(limits.header_read_timeout);
+        }
+    }
+
     if p.0.is_empty() {
         Ok(Config {
+            limits,
             listeners,
             admin,
             routes,
@@ -518,6 +552,7 @@ fn route(p: &mut Problems, path: &str, r: &RawRoute, base: &Path) -> Option<Rout
         rollout,
         health_check,
         mirror,
+        max_body_bytes: r.max_body_bytes,
     })
 }
 

@@ -1,0 +1,180 @@
+//! Request limits: oversized heads (431), too many headers (431), bodies over a route's limit
+//! (413, declared or streamed), a slowloris connection closed within the header-read bound, and a
+//! connection limit that holds extra connections back without refusing accepted ones.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the assertion
+
+mod common;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::channel::Channel;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn config(upstream: &Upstream, extra_top: &str, extra_route: &str) -> String {
+    format!(
+        r#"
+listeners: [{{ name: public, addr: "127.0.0.1:0" }}]
+{extra_top}
+routes:
+  - name: shop
+{extra_route}
+    versions: [{{ name: stable, endpoints: ["{}"], weight: 1 }}]
+"#,
+        upstream.addr
+    )
+}
+
+async fn raw_status(addr: std::net::SocketAddr, bytes: &[u8]) -> u16 {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn oversized_heads_and_too_many_headers_get_431() {
+    let upstream = Upstream::start("stable").await;
+    let proxy = start_proxy(&config(
+        &upstream,
+        "limits: { max_request_header_bytes: 16384, max_request_headers: 20 }",
+        "",
+    ))
+    .await;
+    let addr = proxy.addr("public").unwrap();
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(40_000)
+    );
+    assert_eq!(raw_status(addr, big.as_bytes()).await, 431);
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+    for i in 0..40 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(raw_status(addr, many.as_bytes()).await, 431);
+    assert_eq!(upstream.count(), 0);
+    let ok = get(&client(), &format!("http://{addr}/"), &[("x-small", "1")]).await;
+    assert_eq!(ok.status, 200, "a normal request still passes");
+}
+
+#[tokio::test]
+async fn bodies_over_the_route_limit_get_413_declared_or_streamed() {
+    let upstream = Upstream::start("stable").await;
+    let proxy = start_proxy(&config(&upstream, "", "    max_body_bytes: 1000")).await;
+    let url = format!("http://{}/upload", proxy.addr("public").unwrap());
+
+    let reply = send("POST", &url, &[], &"x".repeat(2000)).await;
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    assert!(
+        reply.body.contains("larger than 1000 bytes"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        upstream.count(),
+        0,
+        "a declared oversize body is refused before the upstream"
+    );
+    assert_eq!(send("POST", &url, &[], &"x".repeat(500)).await.status, 200);
+
+    // Chunked, no length: cut off at the limit.
+    let (mut tx, body) = Channel::<Bytes, Infallible>::new(4);
+    let client: Client<_, Channel<Bytes, Infallible>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let call = tokio::spawn(async move {
+        client
+            .request(http::Request::post(url).body(body).unwrap())
+            .await
+    });
+    for _ in 0..5 {
+        if tx.send_data(Bytes::from(vec![b'y'; 400])).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let response = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap()
+        .unwrap();
+    // The proxy may answer before the client finished sending; either way, never a 2xx.
+    if let Ok(r) = response {
+        assert_eq!(r.status(), 413);
+    }
+}
+
+#[tokio::test]
+async fn a_slowloris_connection_is_closed_within_the_header_read_timeout() {
+    let upstream = Upstream::start("stable").await;
+    let proxy = start_proxy(&config(
+        &upstream,
+        "limits: { header_read_timeout: 500ms }",
+        "",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr("public").unwrap())
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "the connection was closed");
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn a_listener_at_its_connection_limit_holds_new_connections_back() {
+    let upstream = Upstream::start("stable").await;
+    let yaml = config(&upstream, "", "").replace(
+        r#"addr: "127.0.0.1:0" }"#,
+        r#"addr: "127.0.0.1:0", max_connections: 1 }"#,
+    );
+    let proxy = start_proxy(&yaml).await;
+    let addr = proxy.addr("public").unwrap();
+    // The first connection is served and stays open (keep-alive).
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    first
+        .write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    // A second one is accepted by the kernel but not served while the first is open.
+    let second = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    assert!(
+        !eventually(Duration::from_millis(300), || upstream.count() > 1).await,
+        "the second connection waits"
+    );
+    drop(first);
+    let answer = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "served once the first closed: {answer}"
+    );
+    assert_eq!(upstream.count(), 2);
+}
