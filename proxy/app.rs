@@ -181,18 +181,21 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
         let service = move |downstream: Downstream, request| {
             handler::handle(shared.clone(), downstream, request)
         };
-        servers.push(tokio::spawn(server::serve(
-            name.clone(),
+        let serving = server::Serving {
+            name: name.clone(),
             listener,
             tls,
-            service,
-            shutdown.subscribe(),
             drain,
             limits,
-            server::ConnectionLimits {
+            connections: server::ConnectionLimits {
                 global: Some(global.clone()),
                 listener: own.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             },
+        };
+        servers.push(tokio::spawn(server::serve(
+            serving,
+            service,
+            shutdown.subscribe(),
         )));
         listeners.push((name, addr));
     }
@@ -212,15 +215,18 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
         let service = move |downstream: Downstream, request| {
             admin::handle(state.clone(), downstream.peer, request)
         };
-        servers.push(tokio::spawn(server::serve(
-            "admin".into(),
+        let serving = server::Serving {
+            name: "admin".into(),
             listener,
-            None,
-            service,
-            shutdown.subscribe(),
+            tls: None,
             drain,
             limits,
-            server::ConnectionLimits::default(),
+            connections: server::ConnectionLimits::default(),
+        };
+        servers.push(tokio::spawn(server::serve(
+            serving,
+            service,
+            shutdown.subscribe(),
         )));
         addr
     });

@@ -76,19 +76,35 @@ fn builder(version: Option<bool>, limits: &Limits) -> auto::Builder<TokioExecuto
 /// connection is a TLS handshake first, and ALPN decides the protocol (`h2` is HTTP/2 and nothing
 /// else); in cleartext HTTP/1.1 and h2c (prior knowledge) share the port. Accept errors (such as
 /// running out of file descriptors) are logged and retried with backoff; they never end the loop.
-pub async fn serve<S, F>(
-    name: String,
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    service: S,
-    mut shutdown: watch::Receiver<bool>,
-    drain: Duration,
-    limits: Limits,
-    connections: ConnectionLimits,
-) where
+/// Everything a listener's accept loop needs besides its service.
+pub struct Serving {
+    /// Listener name, for logs.
+    pub name: String,
+    /// The bound socket.
+    pub listener: TcpListener,
+    /// TLS termination, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// How long open connections may drain after shutdown.
+    pub drain: Duration,
+    /// Request limits.
+    pub limits: Limits,
+    /// Connection limits.
+    pub connections: ConnectionLimits,
+}
+
+pub async fn serve<S, F>(serving: Serving, service: S, mut shutdown: watch::Receiver<bool>)
+where
     S: Fn(Downstream, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
+    let Serving {
+        name,
+        listener,
+        tls,
+        drain,
+        limits,
+        connections,
+    } = serving;
     let sniffing = builder(None, &limits);
     let http1 = std::sync::Arc::new(builder(Some(false), &limits));
     let http2 = std::sync::Arc::new(builder(Some(true), &limits));
