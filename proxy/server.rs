@@ -70,12 +70,6 @@ fn builder(version: Option<bool>, limits: &Limits) -> auto::Builder<TokioExecuto
     }
 }
 
-/// Serves `listener` until `shutdown` fires, then drains open connections for up to `drain`.
-///
-/// `service` is called once per request with the client's address and protocol. With `tls`, each
-/// connection is a TLS handshake first, and ALPN decides the protocol (`h2` is HTTP/2 and nothing
-/// else); in cleartext HTTP/1.1 and h2c (prior knowledge) share the port. Accept errors (such as
-/// running out of file descriptors) are logged and retried with backoff; they never end the loop.
 /// Everything a listener's accept loop needs besides its service.
 pub struct Serving {
     /// Listener name, for logs.
@@ -92,6 +86,12 @@ pub struct Serving {
     pub connections: ConnectionLimits,
 }
 
+/// Serves `listener` until `shutdown` fires, then drains open connections for up to `drain`.
+///
+/// `service` is called once per request with the client's address and protocol. With `tls`, each
+/// connection is a TLS handshake first, and ALPN decides the protocol (`h2` is HTTP/2 and nothing
+/// else); in cleartext HTTP/1.1 and h2c (prior knowledge) share the port. Accept errors (such as
+/// running out of file descriptors) are logged and retried with backoff; they never end the loop.
 pub async fn serve<S, F>(serving: Serving, service: S, mut shutdown: watch::Receiver<bool>)
 where
     S: Fn(Downstream, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
