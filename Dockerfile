@@ -1,18 +1,38 @@
-# Build: docker build -t switchyard .
-# Run:   docker run --rm -p 8080:8080 -v $PWD/config:/etc/switchyard:ro switchyard
+# Switchyard container image.
+#   docker build -t switchyard .
+#   docker run --rm -p 8080:8080 -p 127.0.0.1:9901:9901 -e SWITCHYARD_ADMIN_TOKEN=change-me \
+#     -v $PWD/config/switchyard.yaml:/etc/switchyard/switchyard.yaml:ro switchyard
+# The example config binds the admin API to 127.0.0.1 inside the container; to reach it from the
+# host, bind admin.addr to 0.0.0.0:9901 and set a token (the proxy refuses an exposed admin
+# endpoint without one).
+
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
+# Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock clippy.toml ./
+COPY loadtest/Cargo.toml loadtest/Cargo.toml
+RUN mkdir -p proxy benches loadtest/src \
+ && echo 'fn main() {}' > proxy/main.rs && touch proxy/lib.rs \
+ && echo 'fn main() {}' > benches/routing.rs \
+ && echo 'fn main() {}' > loadtest/src/main.rs && touch loadtest/src/lib.rs \
+ && echo 'fn main() {}' > loadtest/rollout_scenarios.rs && echo 'fn main() {}' > loadtest/mirror_isolation.rs \
+ && cargo build --release --locked --bin switchyard \
+ && rm -rf proxy benches loadtest/src
 COPY proxy ./proxy
 COPY benches ./benches
-RUN cargo build --release --locked --bin switchyard
+COPY loadtest ./loadtest
+RUN touch proxy/lib.rs proxy/main.rs && cargo build --release --locked --bin switchyard
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --no-create-home switchyard
 COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard
-COPY config/switchyard.yaml /etc/switchyard/switchyard.yaml
+COPY config/ /etc/switchyard/
+COPY certs-dev/ /etc/switchyard/certs-dev/
 USER 10001
 EXPOSE 8080 9901
 STOPSIGNAL SIGTERM
+# The admin API answers /healthz; ctl exits non-zero when the admin API does not answer.
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
+  CMD ["/usr/local/bin/switchyard", "ctl", "--admin", "http://127.0.0.1:9901", "status"]
 ENTRYPOINT ["/usr/local/bin/switchyard"]
 CMD ["run", "--config", "/etc/switchyard/switchyard.yaml"]
