@@ -27,7 +27,7 @@ FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --no-create-home switchyard
 COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard
 COPY config/ /etc/switchyard/
-COPY certs-dev/ /etc/switchyard/certs-dev/
+COPY certs-dev/ /etc/certs-dev/
 USER 10001
 EXPOSE 8080 9901
 STOPSIGNAL SIGTERM
