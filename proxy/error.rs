@@ -14,6 +14,16 @@ pub enum ProxyError {
     /// No route matched host and path.
     #[error("no route matches this host and path")]
     NoRoute,
+    /// The version has as many requests in flight as its circuit breaker allows.
+    #[error("route {route}: version {version} is at its limit of {limit} requests in flight")]
+    Overloaded {
+        /// Route name.
+        route: String,
+        /// Version name.
+        version: String,
+        /// The limit.
+        limit: u32,
+    },
     /// The request body is larger than the route allows.
     #[error("route {route}: request body larger than {limit} bytes")]
     PayloadTooLarge {
@@ -52,7 +62,9 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::NoVersion { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoVersion { .. } | ProxyError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Upstream { kind, .. } => match kind {
                 FailureKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 FailureKind::Connect | FailureKind::Reset | FailureKind::Protocol => {

@@ -72,6 +72,20 @@ pub async fn handle(
         }
     };
 
+    // Circuit breaker: the in-flight gauge is the count (one atomic load).
+    let route_state = &snapshot.routes[decision.route];
+    let version_state = &route_state.versions[decision.version];
+    if let Some(limit) = route_state.max_requests_per_version {
+        if version_state.metrics.in_flight.get() >= i64::from(limit) {
+            version_state.metrics.count_status(503);
+            return ProxyError::Overloaded {
+                route: route_state.name.clone(),
+                version: version_state.name.clone(),
+                limit,
+            }
+            .into_response();
+        }
+    }
     let mut record = Record::start(snapshot.clone(), decision.route, decision.version, started);
     let log = snapshot.config.access_log;
     if log.enabled && (log.sample >= 1.0 || rand::rng().random::<f64>() < log.sample) {

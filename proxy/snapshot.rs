@@ -49,6 +49,8 @@ pub struct RouteState {
     pub mirror: Option<crate::mirror::RouteMirror>,
     /// Request bodies larger than this are refused with 413.
     pub max_body_bytes: Option<u64>,
+    /// Circuit breaker: requests in flight per version at most.
+    pub max_requests_per_version: Option<u32>,
 }
 
 /// Forwarding state of one version.
@@ -180,6 +182,7 @@ impl Snapshot {
                 timeouts: route.timeouts,
                 expose_version_header: route.expose_version_header,
                 max_body_bytes: route.max_body_bytes,
+                max_requests_per_version: route.max_requests_per_version,
                 mirror: route.mirror.as_ref().map(|m| crate::mirror::RouteMirror {
                     settings: m.clone(),
                     queue: mirrors.queue(&route.name, m),

@@ -178,3 +178,31 @@ async fn a_listener_at_its_connection_limit_holds_new_connections_back() {
     );
     assert_eq!(upstream.count(), 2);
 }
+
+#[tokio::test]
+async fn a_version_at_its_circuit_breaker_limit_answers_503() {
+    let upstream = Upstream::start("stable").await;
+    let proxy = start_proxy(&config(&upstream, "", "    max_requests_per_version: 2")).await;
+    let base = format!("http://{}", proxy.addr("public").unwrap());
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let url = format!("{base}/slow?delay_ms=1500");
+        slow.spawn(async move { get(&client(), &url, &[]).await.status });
+    }
+    assert!(eventually(Duration::from_secs(10), || upstream.count() == 2).await);
+    let reply = get(&client(), &format!("{base}/fast"), &[]).await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert!(
+        reply.body.contains("at its limit of 2 requests in flight"),
+        "{}",
+        reply.body
+    );
+    while let Some(s) = slow.join_next().await {
+        assert_eq!(s.unwrap(), 200, "the admitted requests complete");
+    }
+    assert_eq!(
+        get(&client(), &format!("{base}/fast"), &[]).await.status,
+        200,
+        "room again"
+    );
+}

@@ -166,6 +166,8 @@ pub struct Route {
     pub mirror: Option<Mirror>,
     /// Request bodies larger than this are refused with 413.
     pub max_body_bytes: Option<u64>,
+    /// Circuit breaker: requests in flight per version at most; beyond, 503.
+    pub max_requests_per_version: Option<u32>,
 }
 
 /// Dark launch settings of a route.

@@ -159,6 +159,9 @@ pub struct RawRoute {
     /// Request bodies larger than this are refused with 413.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// Circuit breaker: requests in flight per version at most; beyond, 503.
+    #[serde(default)]
+    pub max_requests_per_version: Option<u32>,
 }
 
 /// Dark launch: what to copy where, and how to compare.

@@ -449,6 +449,12 @@ fn route(p: &mut Problems, path: &str, r: &RawRoute, base: &Path) -> Option<Rout
         }
     });
 
+    if r.max_requests_per_version == Some(0) {
+        p.add(
+            format!("{path}.max_requests_per_version"),
+            "must be at least 1",
+        );
+    }
     let mirror = r.mirror.as_ref().and_then(|m| {
         let mpath = format!("{path}.mirror");
         let version = version_index(p, format!("{mpath}.version"), &m.version)?;
@@ -553,6 +559,7 @@ fn route(p: &mut Problems, path: &str, r: &RawRoute, base: &Path) -> Option<Rout
         health_check,
         mirror,
         max_body_bytes: r.max_body_bytes,
+        max_requests_per_version: r.max_requests_per_version,
     })
 }
 
