@@ -141,6 +141,13 @@ pub fn offer(
             return None;
         }
     }
+    // A shadow whose endpoints are all down or ejected is not hammered with copies: they fail
+    // at once (counted) until an endpoint is usable again.
+    let shadow = &snapshot.routes[route].versions[m.version];
+    if !shadow.health.iter().any(|h| h.usable()) {
+        mirror.metrics.failed.inc();
+        return None;
+    }
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -221,7 +228,7 @@ async fn call(
         return Err(started.elapsed());
     };
     let v = &r.versions[version];
-    let Some((endpoint, _)) = v.next_endpoint() else {
+    let Some((endpoint, health)) = v.next_endpoint() else {
         return Err(started.elapsed());
     };
     let mut headers = job.headers.clone();
@@ -282,9 +289,16 @@ async fn call(
             truncated,
         })
     };
+    // The shadow's endpoints are ejected on consecutive failures like live ones.
     match tokio::time::timeout(m.settings.timeout, exchange).await {
-        Ok(Ok(answer)) => Ok((answer, started.elapsed())),
-        _ => Err(started.elapsed()),
+        Ok(Ok(answer)) => {
+            health.observe(answer.status >= 500);
+            Ok((answer, started.elapsed()))
+        }
+        _ => {
+            health.observe(true);
+            Err(started.elapsed())
+        }
     }
 }
 
