@@ -125,6 +125,29 @@ fn push_token(path: &mut String, token: &str) {
     }
 }
 
+/// Compares one member or element, present on either side or both.
+fn child(
+    token: &str,
+    x: Option<&Value>,
+    y: Option<&Value>,
+    path: &mut String,
+    ignore: &[String],
+    out: &mut Vec<FieldDiff>,
+) {
+    let len = path.len();
+    push_token(path, token);
+    match (x, y) {
+        (Some(x), Some(y)) => json_diff(x, y, path, ignore, out),
+        (x, y) if !ignored(path, ignore) => out.push(FieldDiff {
+            path: path.clone(),
+            left: x.map_or("(absent)".into(), |v| short(&v.to_string())),
+            right: y.map_or("(absent)".into(), |v| short(&v.to_string())),
+        }),
+        _ => {}
+    }
+    path.truncate(len);
+}
+
 fn json_diff(l: &Value, r: &Value, path: &mut String, ignore: &[String], out: &mut Vec<FieldDiff>) {
     if out.len() >= MAX_DIFFS || ignored(path, ignore) {
         return;
@@ -135,34 +158,12 @@ fn json_diff(l: &Value, r: &Value, path: &mut String, ignore: &[String], out: &m
             keys.sort();
             keys.dedup();
             for k in keys {
-                let len = path.len();
-                push_token(path, k);
-                match (a.get(k), b.get(k)) {
-                    (Some(x), Some(y)) => json_diff(x, y, path, ignore, out),
-                    (x, y) if !ignored(path, ignore) => out.push(FieldDiff {
-                        path: path.clone(),
-                        left: x.map_or("(absent)".into(), |v| short(&v.to_string())),
-                        right: y.map_or("(absent)".into(), |v| short(&v.to_string())),
-                    }),
-                    _ => {}
-                }
-                path.truncate(len);
+                child(k, a.get(k), b.get(k), path, ignore, out);
             }
         }
         (Value::Array(a), Value::Array(b)) => {
             for i in 0..a.len().max(b.len()) {
-                let len = path.len();
-                push_token(path, &i.to_string());
-                match (a.get(i), b.get(i)) {
-                    (Some(x), Some(y)) => json_diff(x, y, path, ignore, out),
-                    (x, y) if !ignored(path, ignore) => out.push(FieldDiff {
-                        path: path.clone(),
-                        left: x.map_or("(absent)".into(), |v| short(&v.to_string())),
-                        right: y.map_or("(absent)".into(), |v| short(&v.to_string())),
-                    }),
-                    _ => {}
-                }
-                path.truncate(len);
+                child(&i.to_string(), a.get(i), b.get(i), path, ignore, out);
             }
         }
         (a, b) if a != b => out.push(FieldDiff {
