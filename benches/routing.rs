@@ -1,5 +1,5 @@
-//! Criterion benches of the routing decision (weight, rule and cohort paths), the cohort hash and
-//! the per-request metrics recording.
+//! Criterion benches of the routing decision (weight, rule and cohort paths), the cohort hash, the
+//! per-request metrics recording, configuration parsing and the shadow JSON comparison.
 //! Run: `cargo bench --bench routing`.
 
 #![allow(clippy::unwrap_used)] // bench set-up may unwrap
@@ -106,5 +106,51 @@ fn bench_record(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_decide, bench_record);
+/// Parsing and validating a configuration, and building a snapshot from it (reload cost).
+fn bench_config(c: &mut Criterion) {
+    c.bench_function("config/parse_and_validate", |b| {
+        b.iter(|| switchyard::config::parse(Path::new("bench.yaml"), black_box(CONFIG)).unwrap())
+    });
+}
+
+/// Comparing a live and a shadow JSON answer of about 2 KiB with a few differences.
+fn bench_compare(c: &mut Criterion) {
+    let item = |i: usize, price: usize| {
+        format!(
+            r#"{{"id": {i}, "name": "item {i}", "price": {price}, "tags": ["a", "b", "c"], "stock": {{"eu": 3, "us": 4}}}}"#
+        )
+    };
+    let body = |shift: usize| {
+        let items: Vec<String> = (0..20)
+            .map(|i| item(i, 10 * i + usize::from(i % 7 == 0) * shift))
+            .collect();
+        format!(
+            r#"{{"items": [{}], "served_at": 1795616110017}}"#,
+            items.join(",")
+        )
+    };
+    let answer = |text: String| switchyard::compare::Answer {
+        status: 200,
+        headers: HeaderMap::new(),
+        body: bytes::Bytes::from(text),
+        truncated: false,
+    };
+    let (live, shadow) = (answer(body(0)), answer(body(1)));
+    let ignore_paths = vec!["/served_at".to_string()];
+    let ignore = switchyard::compare::Ignore {
+        headers: &[],
+        json_paths: &ignore_paths,
+    };
+    c.bench_function("compare/json_2kib", |b| {
+        b.iter(|| switchyard::compare::diff(black_box(&live), black_box(&shadow), &ignore))
+    });
+}
+
+criterion_group!(
+    benches,
+    bench_decide,
+    bench_record,
+    bench_config,
+    bench_compare
+);
 criterion_main!(benches);

@@ -19,6 +19,9 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, global = true, env = "SWITCHYARD_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -144,10 +147,12 @@ pub fn init_tracing(cli: &Cli) {
 
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = cli.worker_threads.filter(|n| *n > 0) {
+        builder.worker_threads(n);
+    }
+    let runtime = builder.build().context("cannot start the async runtime")?;
     match cli.command {
         Some(Command::Demo {
             listen,
