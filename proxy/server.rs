@@ -57,10 +57,10 @@ fn builder(version: Option<bool>, limits: &Limits) -> auto::Builder<TokioExecuto
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .initial_stream_window_size(1024 * 1024)
-        .initial_connection_window_size(4 * 1024 * 1024)
-        .keep_alive_interval(Duration::from_secs(20))
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .initial_stream_window_size(limits.http2_initial_stream_window)
+        .initial_connection_window_size(limits.http2_initial_connection_window)
+        .keep_alive_interval(limits.http2_keepalive_interval)
         .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(limits.max_request_header_bytes as u32);
     match version {

@@ -38,6 +38,14 @@ pub struct Limits {
     pub max_request_headers: usize,
     /// How long a client may take to send a request head.
     pub header_read_timeout: Duration,
+    /// Concurrent HTTP/2 streams per downstream connection.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 initial stream window, bytes.
+    pub http2_initial_stream_window: u32,
+    /// HTTP/2 initial connection window, bytes.
+    pub http2_initial_connection_window: u32,
+    /// Interval of HTTP/2 keep-alive pings.
+    pub http2_keepalive_interval: Duration,
 }
 
 impl Default for Limits {
@@ -47,6 +55,10 @@ impl Default for Limits {
             max_request_header_bytes: 64 * 1024,
             max_request_headers: 100,
             header_read_timeout: Duration::from_secs(10),
+            http2_max_concurrent_streams: 256,
+            http2_initial_stream_window: 1024 * 1024,
+            http2_initial_connection_window: 4 * 1024 * 1024,
+            http2_keepalive_interval: Duration::from_secs(20),
         }
     }
 }

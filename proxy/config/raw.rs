@@ -49,6 +49,18 @@ pub struct RawLimits {
     /// How long a client may take to send a request head (slowloris defence).
     #[serde(default)]
     pub header_read_timeout: Option<String>,
+    /// Concurrent HTTP/2 streams per downstream connection.
+    #[serde(default)]
+    pub http2_max_concurrent_streams: Option<u32>,
+    /// HTTP/2 initial stream window, bytes.
+    #[serde(default)]
+    pub http2_initial_stream_window: Option<u32>,
+    /// HTTP/2 initial connection window, bytes.
+    #[serde(default)]
+    pub http2_initial_connection_window: Option<u32>,
+    /// Interval of HTTP/2 keep-alive pings to downstream clients.
+    #[serde(default)]
+    pub http2_keepalive_interval: Option<String>,
 }
 
 /// Access log settings.

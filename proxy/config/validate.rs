@@ -141,6 +141,38 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
             }
             limits.max_request_headers = n.max(1);
         }
+        if let Some(n) = l.http2_max_concurrent_streams {
+            limits.http2_max_concurrent_streams = n.max(1);
+        }
+        for (field, value, slot) in [
+            (
+                "http2_initial_stream_window",
+                l.http2_initial_stream_window,
+                &mut limits.http2_initial_stream_window,
+            ),
+            (
+                "http2_initial_connection_window",
+                l.http2_initial_connection_window,
+                &mut limits.http2_initial_connection_window,
+            ),
+        ] {
+            if let Some(n) = value {
+                // RFC 9113 §6.9.2: windows from 65,535 to 2^31 - 1.
+                if !(65_535..=0x7fff_ffff).contains(&n) {
+                    p.add(
+                        format!("limits.{field}"),
+                        format!("{n} is outside 65535..2147483647 (RFC 9113)"),
+                    );
+                } else {
+                    *slot = n;
+                }
+            }
+        }
+        if let Some(t) = &l.http2_keepalive_interval {
+            limits.http2_keepalive_interval =
+                duration(&mut p, "limits.http2_keepalive_interval", t)
+                    .unwrap_or(limits.http2_keepalive_interval);
+        }
         if let Some(t) = &l.header_read_timeout {
             limits.header_read_timeout = duration(&mut p, "limits.header_read_timeout", t)
                 .unwrap_or(limits.header_read_timeout);
