@@ -199,10 +199,8 @@ pub struct Control {
     generation: u64,
     shared: Arc<Shared>,
     status: Arc<ArcSwap<ReloadStatus>>,
-    clients: Arc<Clients>,
-    health: Arc<crate::health::Health>,
+    resources: crate::snapshot::Resources,
     health_changes: Option<mpsc::Receiver<()>>,
-    mirrors: Arc<crate::mirror::Mirrors>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -249,19 +247,17 @@ impl Control {
             }
         };
         let config = Arc::new(config);
-        let clients = Arc::new(Clients::default());
         let (health_tx, health_rx) = mpsc::channel(1);
         let health = Arc::new(crate::health::Health::new(health_tx));
         let mirrors = Arc::new(crate::mirror::Mirrors::default());
-        let snapshot = Snapshot::build(
-            config.clone(),
-            overrides.clone(),
-            1,
-            &clients,
-            &metrics,
-            &health,
-            &mirrors,
-        );
+        let resources = crate::snapshot::Resources {
+            clients: Clients::default(),
+            metrics: metrics.clone(),
+            health,
+            mirrors,
+            limiters: Arc::default(),
+        };
+        let snapshot = Snapshot::build(config.clone(), overrides.clone(), 1, &resources);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -281,24 +277,22 @@ impl Control {
             generation: 1,
             shared: shared.clone(),
             status: status.clone(),
-            clients,
-            health,
+            resources,
             health_changes: Some(health_rx),
-            mirrors,
         };
         (control, shared, status)
     }
 
     /// The dark-launch dispatchers and reports.
     pub fn mirrors(&self) -> Arc<crate::mirror::Mirrors> {
-        self.mirrors.clone()
+        self.resources.mirrors.clone()
     }
 
     /// Runs the task until every handle is dropped.
     pub fn spawn(mut self) -> ControlHandle {
         let (tx, mut rx) = mpsc::channel(64);
         let mut health_changes = self.health_changes.take();
-        self.health.track(&self.config);
+        self.resources.health.track(&self.config);
         tokio::spawn(async move {
             loop {
                 let command = tokio::select! {
@@ -340,10 +334,7 @@ impl Control {
             self.config.clone(),
             self.overrides.clone(),
             self.generation,
-            &self.clients,
-            &self.shared.metrics,
-            &self.health,
-            &self.mirrors,
+            &self.resources,
         );
         for route in &self.config.routes {
             if let Some(plan) = &route.rollout {
@@ -366,7 +357,7 @@ impl Control {
             }
         }
         self.shared.snapshot.store(Arc::new(snapshot));
-        self.health.track(&self.config);
+        self.resources.health.track(&self.config);
     }
 
     /// Sends the rollout's webhook an event for aborts and promotions, off the control task.
@@ -658,6 +649,7 @@ impl Control {
                 let standby = 1 - active.min(1);
                 let standby_state = &snapshot.routes[index].versions[standby];
                 if !self
+                    .resources
                     .health
                     .any_healthy(&standby_state.endpoints, route.health_check.as_ref())
                 {

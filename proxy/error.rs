@@ -24,6 +24,14 @@ pub enum ProxyError {
         /// The limit.
         limit: u32,
     },
+    /// The client is over the route's rate limit.
+    #[error("route {route}: rate limit exceeded; retry after {retry_after_secs} s")]
+    RateLimited {
+        /// Route name.
+        route: String,
+        /// Seconds until a token is available (at least 1).
+        retry_after_secs: u64,
+    },
     /// The request body is larger than the route allows.
     #[error("route {route}: request body larger than {limit} bytes")]
     PayloadTooLarge {
@@ -62,6 +70,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NoVersion { .. } | ProxyError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -77,12 +86,23 @@ impl ProxyError {
     /// The plain-text response: status and one line naming the route and the cause.
     pub fn into_response(self) -> Response<ResponseBody> {
         let status = self.status();
+        let retry_after = match &self {
+            ProxyError::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        };
         let close = matches!(
             self,
             ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge { .. }
         );
         let mut response = Response::new(ResponseBody::text(format!("switchyard: {self}\n")));
         *response.status_mut() = status;
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if close {
             // After an ambiguous request the rest of the connection cannot be trusted.
             response

@@ -72,8 +72,18 @@ pub async fn handle(
         }
     };
 
-    // Circuit breaker: the in-flight gauge is the count (one atomic load).
     let route_state = &snapshot.routes[decision.route];
+    if let Some((limiter, refused)) = &route_state.rate_limit {
+        if let Err(wait) = limiter.check(&parts.headers, downstream.peer.ip()) {
+            refused.inc();
+            return ProxyError::RateLimited {
+                route: route_state.name.clone(),
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }
+            .into_response();
+        }
+    }
+    // Circuit breaker: the in-flight gauge is the count (one atomic load).
     let version_state = &route_state.versions[decision.version];
     if let Some(limit) = route_state.max_requests_per_version {
         if version_state.metrics.in_flight.get() >= i64::from(limit) {

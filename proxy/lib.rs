@@ -20,6 +20,7 @@ pub mod headers;
 pub mod health;
 pub mod metrics;
 pub mod mirror;
+pub mod ratelimit;
 pub mod record;
 pub mod route;
 pub mod server;

@@ -47,6 +47,8 @@ pub struct Metrics {
     /// `switchyard_rollout_aborts_total{route,reason}`.
     pub rollout_aborts: IntCounterVec,
     mirror_requests: IntCounterVec,
+    /// `switchyard_rate_limited_total{route}`: requests answered 429.
+    pub rate_limited: IntCounterVec,
     shadow_comparisons: IntCounterVec,
     shadow_duration: HistogramVec,
     /// Label sets (route, version) that have series, so removed versions can be pruned.
@@ -177,6 +179,13 @@ impl Metrics {
             .buckets(DURATION_BUCKETS.to_vec()),
             &["route"],
         )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "switchyard_rate_limited_total",
+                "Requests refused with 429 by a route's rate limit.",
+            ),
+            &["route"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "switchyard_build_info",
@@ -200,6 +209,7 @@ impl Metrics {
             Box::new(rollout_canary_weight.clone()),
             Box::new(rollout_aborts.clone()),
             Box::new(mirror_requests.clone()),
+            Box::new(rate_limited.clone()),
             Box::new(shadow_comparisons.clone()),
             Box::new(shadow_duration.clone()),
             Box::new(build_info),
@@ -223,6 +233,7 @@ impl Metrics {
             rollout_canary_weight,
             rollout_aborts,
             mirror_requests,
+            rate_limited,
             shadow_comparisons,
             shadow_duration,
             labelled: Mutex::default(),

@@ -19,6 +19,20 @@ use crate::metrics::{Metrics, VersionMetrics};
 use crate::route::RouteTable;
 use crate::upstream::{ClientKey, Clients, UpstreamClient};
 
+/// The process-lifetime things a snapshot resolves handles into.
+pub struct Resources {
+    /// Upstream clients by connection settings.
+    pub clients: Clients,
+    /// Metric families.
+    pub metrics: Arc<Metrics>,
+    /// Endpoint health.
+    pub health: Arc<Health>,
+    /// Dark-launch dispatchers and reports.
+    pub mirrors: Arc<crate::mirror::Mirrors>,
+    /// Rate limiters.
+    pub limiters: Arc<crate::ratelimit::Limiters>,
+}
+
 /// Immutable routing state.
 pub struct Snapshot {
     /// Increases by one with every successful build.
@@ -51,6 +65,8 @@ pub struct RouteState {
     pub max_body_bytes: Option<u64>,
     /// Circuit breaker: requests in flight per version at most.
     pub max_requests_per_version: Option<u32>,
+    /// The route's rate limiter and the counter of requests it refused.
+    pub rate_limit: Option<(Arc<crate::ratelimit::RouteLimiter>, prometheus::IntCounter)>,
 }
 
 /// Forwarding state of one version.
@@ -105,11 +121,15 @@ impl Snapshot {
         config: Arc<Config>,
         overrides: Overrides,
         generation: u64,
-        clients: &Clients,
-        metrics: &Metrics,
-        health: &Health,
-        mirrors: &crate::mirror::Mirrors,
+        resources: &Resources,
     ) -> Snapshot {
+        let Resources {
+            clients,
+            metrics,
+            health,
+            mirrors,
+            limiters,
+        } = resources;
         let mut tables = Vec::with_capacity(config.routes.len());
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut labelled = HashSet::new();
@@ -183,6 +203,12 @@ impl Snapshot {
                 expose_version_header: route.expose_version_header,
                 max_body_bytes: route.max_body_bytes,
                 max_requests_per_version: route.max_requests_per_version,
+                rate_limit: route.rate_limit.as_ref().map(|rl| {
+                    (
+                        limiters.get(&route.name, rl),
+                        metrics.rate_limited.with_label_values(&[&route.name]),
+                    )
+                }),
                 mirror: route.mirror.as_ref().map(|m| crate::mirror::RouteMirror {
                     settings: m.clone(),
                     queue: mirrors.queue(&route.name, m),

@@ -206,3 +206,38 @@ async fn a_version_at_its_circuit_breaker_limit_answers_503() {
         "room again"
     );
 }
+
+#[tokio::test]
+async fn a_client_over_the_rate_limit_gets_429_with_retry_after() {
+    let upstream = Upstream::start("stable").await;
+    let proxy = start_proxy(&config(
+        &upstream,
+        "",
+        "    rate_limit: { requests_per_second: 1, burst: 3, key_header: x-api-key }",
+    ))
+    .await;
+    let url = format!("http://{}/", proxy.addr("public").unwrap());
+    let client = client();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(get(&client, &url, &[("x-api-key", "team-a")]).await);
+    }
+    let codes: Vec<u16> = statuses.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(&codes[..3], [200, 200, 200], "the burst passes: {codes:?}");
+    assert_eq!(codes[4], 429, "{codes:?}");
+    let refused = statuses.iter().find(|r| r.status == 429).unwrap();
+    let retry: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    // Another key has its own bucket.
+    assert_eq!(
+        get(&client, &url, &[("x-api-key", "team-b")]).await.status,
+        200
+    );
+    let text = String::from_utf8_lossy(&proxy.metrics().encode()).into_owned();
+    let limited = metric(&text, "switchyard_rate_limited_total{route=\"shop\"}").unwrap();
+    assert!((1.0..=2.0).contains(&limited), "{limited}");
+}

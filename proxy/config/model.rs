@@ -180,6 +180,19 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     /// Circuit breaker: requests in flight per version at most; beyond, 503.
     pub max_requests_per_version: Option<u32>,
+    /// Token-bucket rate limit per client, when configured.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A route's rate limit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    /// Sustained requests per second per key.
+    pub per_second: std::num::NonZeroU32,
+    /// Bucket size.
+    pub burst: std::num::NonZeroU32,
+    /// The header keying requests; `None` keys by client address.
+    pub key_header: Option<HeaderName>,
 }
 
 /// Dark launch settings of a route.

@@ -174,6 +174,23 @@ pub struct RawRoute {
     /// Circuit breaker: requests in flight per version at most; beyond, 503.
     #[serde(default)]
     pub max_requests_per_version: Option<u32>,
+    /// Token-bucket rate limit per client.
+    #[serde(default)]
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// A route's rate limit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Sustained requests per second per key.
+    pub requests_per_second: u32,
+    /// Requests allowed at once (bucket size); default: one second's worth.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Key requests by this header (for example an API key); default: the client address.
+    #[serde(default)]
+    pub key_header: Option<String>,
 }
 
 /// Dark launch: what to copy where, and how to compare.

@@ -481,6 +481,32 @@ fn route(p: &mut Problems, path: &str, r: &RawRoute, base: &Path) -> Option<Rout
         }
     });
 
+    let rate_limit = r.rate_limit.as_ref().and_then(|rl| {
+        let rpath = format!("{path}.rate_limit");
+        let Some(per_second) = std::num::NonZeroU32::new(rl.requests_per_second) else {
+            p.add(format!("{rpath}.requests_per_second"), "must be at least 1");
+            return None;
+        };
+        let burst = match rl.burst {
+            None => per_second,
+            Some(b) => match std::num::NonZeroU32::new(b) {
+                Some(b) => b,
+                None => {
+                    p.add(format!("{rpath}.burst"), "must be at least 1");
+                    return None;
+                }
+            },
+        };
+        let key_header = match &rl.key_header {
+            Some(h) => Some(header_name(p, &format!("{rpath}.key_header"), h)?),
+            None => None,
+        };
+        Some(RateLimit {
+            per_second,
+            burst,
+            key_header,
+        })
+    });
     if r.max_requests_per_version == Some(0) {
         p.add(
             format!("{path}.max_requests_per_version"),
@@ -592,6 +618,7 @@ fn route(p: &mut Problems, path: &str, r: &RawRoute, base: &Path) -> Option<Rout
         mirror,
         max_body_bytes: r.max_body_bytes,
         max_requests_per_version: r.max_requests_per_version,
+        rate_limit,
     })
 }
 
