@@ -183,7 +183,8 @@ impl Body for ResponseBody {
 
 /// The downstream request body on its way upstream, streamed as it arrives.
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None`: an empty body (a retried request that had none).
+    inner: Option<Incoming>,
     bytes: Option<Arc<AtomicU64>>,
     tee: Option<Tee>,
     limit: Option<BodyLimit>,
@@ -213,11 +214,26 @@ impl RequestBody {
     /// Wraps a request body; `bytes`, when given, counts the bytes read.
     pub fn new(inner: Incoming, bytes: Option<Arc<AtomicU64>>) -> Self {
         RequestBody {
-            inner,
+            inner: Some(inner),
             bytes,
             tee: None,
             limit: None,
         }
+    }
+
+    /// An empty body, for a retry of a request that had none.
+    pub fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            bytes: None,
+            tee: None,
+            limit: None,
+        }
+    }
+
+    /// True when no more frames will come (an empty body is ended from the start).
+    pub fn ended(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     /// Cuts the body off after `max` bytes; `exceeded` is set when that happens.
@@ -232,7 +248,7 @@ impl RequestBody {
 
     /// Tees the body into a shadow copy; an empty body sends the copy at once.
     pub fn with_mirror(mut self, draft: crate::mirror::Draft) -> Self {
-        if self.inner.is_end_stream() {
+        if self.ended() {
             draft.send(Bytes::new());
         } else {
             self.tee = Some(Tee {
@@ -256,7 +272,7 @@ impl RequestBody {
             }
             tee.chunks.push(data.clone());
         }
-        if frame.is_none() || self.inner.is_end_stream() {
+        if frame.is_none() || self.ended() {
             if let Some(t) = self.tee.take() {
                 let body = if t.chunks.len() == 1 {
                     t.chunks[0].clone()
@@ -278,7 +294,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(bytes), Some(data)) = (&this.bytes, frame.data_ref()) {
@@ -303,10 +322,12 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
 }

@@ -240,23 +240,85 @@ async fn forward(
         }
         None => None,
     };
+    // A retry needs the head again: kept only for idempotent requests without a body, on routes
+    // with retries and versions with another endpoint to try.
+    let retry_head = match route.retries {
+        Some(r) if idempotent(&parts.method) && body.ended() && version.endpoints.len() > 1 => {
+            Some((
+                r,
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+                parts.version,
+            ))
+        }
+        _ => None,
+    };
+    let deadline = tokio::time::Instant::now() + route.timeouts.response_header;
     let call = version.client.request(Request::from_parts(parts, body));
-    let upstream_error = |kind, source| ProxyError::Upstream {
+    let mut endpoint = endpoint;
+    let upstream_error = |endpoint: &crate::config::Endpoint, kind, source| ProxyError::Upstream {
         route: route.name.clone(),
         version: version.name.clone(),
         endpoint: endpoint.to_string(),
         kind,
         source,
     };
-    let response = match tokio::time::timeout(route.timeouts.response_header, call).await {
-        Err(_elapsed) => return Err(upstream_error(FailureKind::Timeout, None)),
+    let mut outcome = tokio::time::timeout_at(deadline, call).await;
+    let mut attempt = 0;
+    while let (Some((retries, method, uri, headers, http_version)), Ok(Err(e))) =
+        (&retry_head, &outcome)
+    {
+        if FailureKind::of(e) != FailureKind::Connect || attempt >= retries.attempts {
+            break;
+        }
+        // The budget: retries in flight stay under a share of the requests in flight (at least
+        // 3), so retries cannot multiply an outage.
+        let in_flight = version.metrics.in_flight.get().max(0) as u64;
+        let allowed = (in_flight * u64::from(retries.budget_percent) / 100).max(3);
+        let active = version
+            .retries_in_flight
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if u64::from(active) >= allowed {
+            break;
+        }
+        let Some((next, health)) = version.next_endpoint().filter(|(e, _)| *e != endpoint) else {
+            break;
+        };
+        attempt += 1;
+        endpoint = next;
+        // The endpoint that refused the connection counts it towards its ejection.
+        if let Some(failed) = record.endpoint.replace(health.clone()) {
+            failed.observe(true);
+        }
+        version.metrics.retries.inc();
+        let mut target = uri.clone().into_parts();
+        target.authority = Some(next.0.clone());
+        let Ok(target) = Uri::from_parts(target) else {
+            break;
+        };
+        let mut request = Request::new(RequestBody::empty());
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = target;
+        *request.headers_mut() = headers.clone();
+        *request.version_mut() = *http_version;
+        version
+            .retries_in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        outcome = tokio::time::timeout_at(deadline, version.client.request(request)).await;
+        version
+            .retries_in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let response = match outcome {
+        Err(_elapsed) => return Err(upstream_error(endpoint, FailureKind::Timeout, None)),
         Ok(Err(_)) if too_large.is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) => {
             return Err(ProxyError::PayloadTooLarge {
                 route: route.name.clone(),
                 limit: route.max_body_bytes.unwrap_or(0),
             })
         }
-        Ok(Err(e)) => return Err(upstream_error(FailureKind::of(&e), Some(e))),
+        Ok(Err(e)) => return Err(upstream_error(endpoint, FailureKind::of(&e), Some(e))),
         Ok(Ok(response)) => response,
     };
 
@@ -315,4 +377,17 @@ async fn splice(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade:
     if let Err(error) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
         tracing::debug!(%error, "upgraded connection ended with an error");
     }
+}
+
+/// Methods a retry cannot turn into a duplicate side effect (RFC 9110 §9.2.2).
+fn idempotent(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
 }

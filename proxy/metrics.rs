@@ -47,6 +47,7 @@ pub struct Metrics {
     /// `switchyard_rollout_aborts_total{route,reason}`.
     pub rollout_aborts: IntCounterVec,
     mirror_requests: IntCounterVec,
+    retries: IntCounterVec,
     /// `switchyard_rate_limited_total{route}`: requests answered 429.
     pub rate_limited: IntCounterVec,
     shadow_comparisons: IntCounterVec,
@@ -66,6 +67,8 @@ pub struct VersionMetrics {
     upstream_errors: [IntCounter; 4],
     /// Requests being served.
     pub in_flight: IntGauge,
+    /// Retries sent.
+    pub retries: IntCounter,
     /// Counts read by the canary analysis: the same measurement, a second consumer.
     pub stats: Arc<VersionStats>,
 }
@@ -179,6 +182,13 @@ impl Metrics {
             .buckets(DURATION_BUCKETS.to_vec()),
             &["route"],
         )?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "switchyard_retries_total",
+                "Requests retried on another endpoint after a connect failure.",
+            ),
+            &["route", "version"],
+        )?;
         let rate_limited = IntCounterVec::new(
             Opts::new(
                 "switchyard_rate_limited_total",
@@ -210,6 +220,7 @@ impl Metrics {
             Box::new(rollout_aborts.clone()),
             Box::new(mirror_requests.clone()),
             Box::new(rate_limited.clone()),
+            Box::new(retries.clone()),
             Box::new(shadow_comparisons.clone()),
             Box::new(shadow_duration.clone()),
             Box::new(build_info),
@@ -234,6 +245,7 @@ impl Metrics {
             rollout_aborts,
             mirror_requests,
             rate_limited,
+            retries,
             shadow_comparisons,
             shadow_duration,
             labelled: Mutex::default(),
@@ -259,6 +271,7 @@ impl Metrics {
                     .with_label_values(&[route, version, k.as_str()])
             }),
             in_flight: self.in_flight.with_label_values(&[route, version]),
+            retries: self.retries.with_label_values(&[route, version]),
             stats: self
                 .stats
                 .lock()
@@ -304,6 +317,7 @@ impl Metrics {
             let _ = self.weight.remove_label_values(&rv);
             let _ = self.duration.remove_label_values(&rv);
             let _ = self.in_flight.remove_label_values(&rv);
+            let _ = self.retries.remove_label_values(&rv);
             for class in STATUS_CLASSES {
                 let _ = self.requests.remove_label_values(&[route, version, class]);
             }

@@ -65,6 +65,8 @@ pub struct RouteState {
     pub max_body_bytes: Option<u64>,
     /// Circuit breaker: requests in flight per version at most.
     pub max_requests_per_version: Option<u32>,
+    /// Retries on connect failures, when configured.
+    pub retries: Option<crate::config::Retries>,
     /// The route's rate limiter and the counter of requests it refused.
     pub rate_limit: Option<(Arc<crate::ratelimit::RouteLimiter>, prometheus::IntCounter)>,
 }
@@ -93,6 +95,8 @@ pub struct VersionState {
     pub http_version: http::Version,
     /// Metric handles, resolved for this (route, version).
     pub metrics: VersionMetrics,
+    /// Retries in flight, for the retry budget.
+    pub retries_in_flight: std::sync::atomic::AtomicU32,
     next: AtomicUsize,
 }
 
@@ -193,6 +197,7 @@ impl Snapshot {
                         },
                         metrics: metrics.version(&route.name, &v.name, e.weights[i]),
                         next: AtomicUsize::new(0),
+                        retries_in_flight: std::sync::atomic::AtomicU32::new(0),
                     }
                 })
                 .collect();
@@ -203,6 +208,7 @@ impl Snapshot {
                 expose_version_header: route.expose_version_header,
                 max_body_bytes: route.max_body_bytes,
                 max_requests_per_version: route.max_requests_per_version,
+                retries: route.retries,
                 rate_limit: route.rate_limit.as_ref().map(|rl| {
                     (
                         limiters.get(&route.name, rl),

@@ -241,3 +241,55 @@ async fn a_client_over_the_rate_limit_gets_429_with_retry_after() {
     let limited = metric(&text, "switchyard_rate_limited_total{route=\"shop\"}").unwrap();
     assert!((1.0..=2.0).contains(&limited), "{limited}");
 }
+
+#[tokio::test]
+async fn an_idempotent_request_is_retried_on_another_endpoint_after_a_connect_failure() {
+    let live = Upstream::start("stable").await;
+    let dead = dead_port();
+    let yaml = |retries: &str| {
+        format!(
+            r#"
+listeners: [{{ name: public, addr: "127.0.0.1:0" }}]
+routes:
+  - name: shop
+{retries}
+    versions: [{{ name: stable, endpoints: ["{dead}", "{}"], weight: 1 }}]
+"#,
+            live.addr
+        )
+    };
+    let proxy = start_proxy(&yaml("    retries: { attempts: 1 }")).await;
+    let url = format!("http://{}/", proxy.addr("public").unwrap());
+    // Round robin starts at the dead endpoint: the GET is retried on the live one.
+    let reply = get(&client(), &url, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let text = String::from_utf8_lossy(&proxy.metrics().encode()).into_owned();
+    assert_eq!(
+        metric(
+            &text,
+            "switchyard_retries_total{route=\"shop\",version=\"stable\"}"
+        ),
+        Some(1.0)
+    );
+    // A POST with a body is never retried.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.push(send("POST", &url, &[], "pay=1").await.status.as_u16());
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [200, 502],
+        "the POST that met the dead endpoint failed"
+    );
+
+    // Without retries configured, the GET that meets the dead endpoint fails.
+    let plain = start_proxy(&yaml("")).await;
+    let reply = get(
+        &client(),
+        &format!("http://{}/", plain.addr("public").unwrap()),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 502);
+}

@@ -182,6 +182,17 @@ pub struct Route {
     pub max_requests_per_version: Option<u32>,
     /// Token-bucket rate limit per client, when configured.
     pub rate_limit: Option<RateLimit>,
+    /// Retries on connect failures, when configured.
+    pub retries: Option<Retries>,
+}
+
+/// Retries of idempotent requests without a body, on connect failures, to another endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// Retries per request at most.
+    pub attempts: u32,
+    /// Retries in flight at most this percentage of requests in flight (and at least 3).
+    pub budget_percent: u32,
 }
 
 /// A route's rate limit.

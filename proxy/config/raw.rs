@@ -177,6 +177,21 @@ pub struct RawRoute {
     /// Token-bucket rate limit per client.
     #[serde(default)]
     pub rate_limit: Option<RawRateLimit>,
+    /// Retries of idempotent requests without a body on connect failures.
+    #[serde(default)]
+    pub retries: Option<RawRetries>,
+}
+
+/// Retry settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetries {
+    /// Retries per request at most.
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    /// Retries in flight may be at most this percentage of requests in flight (at least 3).
+    #[serde(default)]
+    pub budget_percent: Option<u32>,
 }
 
 /// A route's rate limit.

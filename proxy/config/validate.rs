@@ -619,6 +619,10 @@ fn route(p: &mut Problems, path: &str, r: &RawRoute, base: &Path) -> Option<Rout
         max_body_bytes: r.max_body_bytes,
         max_requests_per_version: r.max_requests_per_version,
         rate_limit,
+        retries: r.retries.as_ref().map(|rt| Retries {
+            attempts: rt.attempts.unwrap_or(1).clamp(1, 5),
+            budget_percent: rt.budget_percent.unwrap_or(20).min(100),
+        }),
     })
 }
 
