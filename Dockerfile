@@ -15,7 +15,7 @@ RUN mkdir -p proxy benches loadtest/src \
  && echo 'fn main() {}' > proxy/main.rs && touch proxy/lib.rs \
  && echo 'fn main() {}' > benches/routing.rs \
  && echo 'fn main() {}' > loadtest/src/main.rs && touch loadtest/src/lib.rs \
- && echo 'fn main() {}' > loadtest/rollout_scenarios.rs && echo 'fn main() {}' > loadtest/mirror_isolation.rs \
+ && echo 'fn main() {}' > loadtest/rollout_scenarios.rs && echo 'fn main() {}' > loadtest/mirror_isolation.rs && echo 'fn main() {}' > loadtest/soak.rs \
  && cargo build --release --locked --bin switchyard \
  && rm -rf proxy benches loadtest/src
 COPY proxy ./proxy
