@@ -2,6 +2,7 @@
 //! and carry the request's [`Record`], finished when the body ends or is dropped. Request bodies
 //! stream to the upstream and count their bytes when the access log wants them.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -188,7 +189,20 @@ pub struct RequestBody {
     bytes: Option<Arc<AtomicU64>>,
     tee: Option<Tee>,
     limit: Option<BodyLimit>,
+    idle: Option<Idle>,
 }
+
+/// A client that stops sending its body for longer than this is cut off (408).
+struct Idle {
+    timeout: std::time::Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The error of a body whose client stopped sending.
+#[derive(Debug, thiserror::Error)]
+#[error("the client stopped sending the request body")]
+pub struct BodyIdle;
 
 /// A route's body limit on a body of unknown length: past it, the body fails and the flag tells
 /// the handler to answer 413 rather than 502.
@@ -218,7 +232,24 @@ impl RequestBody {
             bytes,
             tee: None,
             limit: None,
+            idle: None,
         }
+    }
+
+    /// Fails the body when no frame arrives for `timeout`; `stalled` is set when that happens.
+    pub fn with_idle_timeout(
+        mut self,
+        timeout: std::time::Duration,
+        stalled: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        if !self.ended() {
+            self.idle = Some(Idle {
+                timeout,
+                sleep: Box::pin(tokio::time::sleep(timeout)),
+                stalled,
+            });
+        }
+        self
     }
 
     /// An empty body, for a retry of a request that had none.
@@ -228,6 +259,7 @@ impl RequestBody {
             bytes: None,
             tee: None,
             limit: None,
+            idle: None,
         }
     }
 
@@ -298,6 +330,18 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         };
         let polled = Pin::new(inner).poll_frame(cx);
+        if let Some(idle) = this.idle.as_mut() {
+            if polled.is_pending() {
+                if idle.sleep.as_mut().poll(cx).is_ready() {
+                    idle.stalled.store(true, Ordering::Relaxed);
+                    this.tee = None;
+                    return Poll::Ready(Some(Err(Box::new(BodyIdle))));
+                }
+            } else {
+                let deadline = tokio::time::Instant::now() + idle.timeout;
+                idle.sleep.as_mut().reset(deadline);
+            }
+        }
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(bytes), Some(data)) = (&this.bytes, frame.data_ref()) {

@@ -32,6 +32,14 @@ pub enum ProxyError {
         /// Seconds until a token is available (at least 1).
         retry_after_secs: u64,
     },
+    /// The client stopped sending its request body.
+    #[error("route {route}: the request body stalled for longer than {} s", timeout.as_secs())]
+    BodyStalled {
+        /// Route name.
+        route: String,
+        /// The limit.
+        timeout: std::time::Duration,
+    },
     /// The request body is larger than the route allows.
     #[error("route {route}: request body larger than {limit} bytes")]
     PayloadTooLarge {
@@ -71,6 +79,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoVersion { .. } | ProxyError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -94,7 +103,9 @@ impl ProxyError {
         };
         let close = matches!(
             self,
-            ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge { .. }
+            ProxyError::BadRequest(_)
+                | ProxyError::PayloadTooLarge { .. }
+                | ProxyError::BodyStalled { .. }
         );
         let mut response = Response::new(ResponseBody::text(format!("switchyard: {self}\n")));
         *response.status_mut() = status;

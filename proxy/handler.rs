@@ -240,6 +240,11 @@ async fn forward(
         }
         None => None,
     };
+    let idle_timeout = snapshot.config.limits.request_body_idle_timeout;
+    let stalled = (!body.ended()).then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    if let Some(flag) = &stalled {
+        body = body.with_idle_timeout(idle_timeout, flag.clone());
+    }
     // A retry needs the head again: kept only for idempotent requests without a body, on routes
     // with retries and versions with another endpoint to try.
     let retry_head = match route.retries {
@@ -312,6 +317,12 @@ async fn forward(
     }
     let response = match outcome {
         Err(_elapsed) => return Err(upstream_error(endpoint, FailureKind::Timeout, None)),
+        Ok(Err(_)) if stalled.is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) => {
+            return Err(ProxyError::BodyStalled {
+                route: route.name.clone(),
+                timeout: idle_timeout,
+            })
+        }
         Ok(Err(_)) if too_large.is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) => {
             return Err(ProxyError::PayloadTooLarge {
                 route: route.name.clone(),

@@ -293,3 +293,25 @@ routes:
     .await;
     assert_eq!(reply.status, 502);
 }
+
+#[tokio::test]
+async fn a_client_that_stalls_its_body_gets_408() {
+    let upstream = Upstream::start("stable").await;
+    let proxy = start_proxy(&config(
+        &upstream,
+        "limits: { request_body_idle_timeout: 300ms }",
+        "",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr("public").unwrap())
+        .await
+        .unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("stalled"), "{answer}");
+}

@@ -168,6 +168,11 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
                 }
             }
         }
+        if let Some(t) = &l.request_body_idle_timeout {
+            limits.request_body_idle_timeout =
+                duration(&mut p, "limits.request_body_idle_timeout", t)
+                    .unwrap_or(limits.request_body_idle_timeout);
+        }
         if let Some(t) = &l.http2_keepalive_interval {
             limits.http2_keepalive_interval =
                 duration(&mut p, "limits.http2_keepalive_interval", t)
