@@ -23,12 +23,18 @@ fn rss_kb(pid: u32) -> u64 {
 }
 
 fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(600).min(3600);
+    let seconds: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600)
+        .min(3600);
     let stable = switchyard::demo::spawn_upstream("stable").await.unwrap();
     let canary = switchyard::demo::spawn_upstream("canary").await.unwrap();
     let dark = switchyard::demo::spawn_upstream("dark").await.unwrap();
@@ -53,7 +59,8 @@ routes:
         ),
     )
     .unwrap();
-    let binary = std::env::var("SWITCHYARD_BIN").unwrap_or_else(|_| "target/release/switchyard".into());
+    let binary =
+        std::env::var("SWITCHYARD_BIN").unwrap_or_else(|_| "target/release/switchyard".into());
     let mut child = Command::new(&binary)
         .args(["run", "--config"])
         .arg(&file)
@@ -86,9 +93,13 @@ routes:
             tokio::time::sleep(Duration::from_secs(5)).await;
             let canary = [5, 10, 25, 10][(i % 4) as usize];
             i += 1;
-            let body = format!(r#"{{"stable": {}, "canary": {canary}, "dark": 0}}"#, 100 - canary);
+            let body = format!(
+                r#"{{"stable": {}, "canary": {canary}, "dark": 0}}"#,
+                100 - canary
+            );
             let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http();
             let request = http::Request::put(format!("{weights_admin}/api/v1/routes/shop/weights"))
                 .body(http_body_util::Full::new(bytes::Bytes::from(body)))
                 .unwrap();
@@ -99,16 +110,25 @@ routes:
     println!("Soak: {seconds} s at 1000 req/s open loop, 64 connections, 10,000 cohort users, 20% mirrored, weights changed every 5 s\n");
     println!("| Elapsed | RSS | Open fds | Requests | Errors | p99 |");
     println!("|---|---|---|---|---|---|");
-    println!("| 0 s | {} MB | {} | - | - | - |", rss_kb(pid) / 1024, fds(pid));
+    println!(
+        "| 0 s | {} MB | {} | - | - | - |",
+        rss_kb(pid) / 1024,
+        fds(pid)
+    );
     let started = Instant::now();
     let slice = 30u64;
     let mut total = 0;
     while started.elapsed().as_secs() + slice <= seconds {
         let mut plan = Plan::new(format!("{public}/"));
-        plan.mode = Mode::OpenLoop { rate_per_sec: 1000.0 };
+        plan.mode = Mode::OpenLoop {
+            rate_per_sec: 1000.0,
+        };
         plan.duration = Some(Duration::from_secs(slice));
         plan.connections = Some(64);
-        plan.user_keys = Some(UserKeys { header: "x-user-id".into(), users: 10_000 });
+        plan.user_keys = Some(UserKeys {
+            header: "x-user-id".into(),
+            users: 10_000,
+        });
         let report = switchyard_loadtest::run(&plan).await.unwrap();
         total += report.completed;
         println!(
@@ -121,7 +141,9 @@ routes:
             report.latency_ms.p99
         );
     }
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let status = child.wait().unwrap();
     println!("\nSIGTERM: exit {:?}", status.code());
 }
