@@ -22,6 +22,9 @@ use crate::handler::Downstream;
 /// How long a client may take to finish a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// hyper's own header-count limit (parsed on the stack).
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 /// Connection limits of one listener: the process-wide one and the listener's own.
 #[derive(Clone, Default)]
 pub struct ConnectionLimits {
@@ -50,8 +53,12 @@ fn builder(version: Option<bool>, limits: &Limits) -> auto::Builder<TokioExecuto
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_request_header_bytes)
-        .max_headers(limits.max_request_headers);
+        .max_buf_size(limits.max_request_header_bytes);
+    // hyper parses up to 100 headers on the stack; setting a count moves parsing to a heap
+    // allocation per request, so only a non-default count is set.
+    if limits.max_request_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_request_headers);
+    }
     // HTTP/2: bounded concurrency per connection, windows large enough for gRPC's 4 MiB messages,
     // and pings so dead peers are noticed.
     builder
