@@ -37,13 +37,7 @@ routes:
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = stdout.next().unwrap().unwrap();
-        if let Some(a) = line.split("on http://").nth(1) {
-            break a.trim().to_string();
-        }
-    };
+    let addr = read_listen_addr(child.stdout.take().unwrap());
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -5,27 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-/// Reads the bound address from the binary's stdout line `switchyard: listener NAME on http://ADDR`.
-fn read_listen_addr(stdout: std::process::ChildStdout) -> SocketAddr {
-    let mut lines = BufReader::new(stdout).lines();
-    for _ in 0..20 {
-        let line = lines
-            .next()
-            .expect("the proxy printed its listener")
-            .unwrap();
-        if let Some(addr) = line.split("on http://").nth(1) {
-            return addr.trim().parse().unwrap();
-        }
-    }
-    panic!("no listener line in the first 20 lines of output");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {

@@ -278,3 +278,19 @@ pub fn metric(exposition: &str, series: &str) -> Option<f64> {
         value.trim().parse().ok()
     })
 }
+
+/// Reads the bound address from the binary's stdout line `switchyard: listener NAME on http://ADDR`.
+pub fn read_listen_addr(stdout: std::process::ChildStdout) -> SocketAddr {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    for _ in 0..20 {
+        let line = lines
+            .next()
+            .expect("the proxy printed its listener")
+            .unwrap();
+        if let Some(addr) = line.split("on http://").nth(1) {
+            return addr.trim().parse().unwrap();
+        }
+    }
+    panic!("no listener line in the first 20 lines of output");
+}
