@@ -5,10 +5,24 @@
 # The example config binds the admin API to 127.0.0.1 inside the container; to reach it from the
 # host, bind admin.addr to 0.0.0.0:9901 and set a token (the proxy refuses an exposed admin
 # endpoint without one).
+#
+# TLS: the image carries no certificates and no private keys. Certificates are mounted at run
+# time, e.g. -v $PWD/certs:/etc/switchyard/certs:ro, and the configuration's cert/key paths must
+# point at the mount (relative paths are relative to the configuration file, so
+# `cert: certs/server.crt` in /etc/switchyard/my.yaml). config/tls.yaml, which lands at
+# /etc/switchyard/tls.yaml, names ../certs-dev/*, that is /etc/certs-dev/ in the container: to try
+# it, mount the development certificates there (-v $PWD/certs-dev:/etc/certs-dev:ro) and run
+# with --config /etc/switchyard/tls.yaml; its listeners bind 127.0.0.1, which a published port
+# does not reach, so bind 0.0.0.0 in a copy to use it from the host.
+#
+# Linted by .ci/hadolint. Not built on the project's machines: base images cannot be pulled there.
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
-# Dependencies first, so source edits do not rebuild them.
+# Dependencies first, so source edits do not rebuild them. Cargo reads every target of the
+# manifests, so the stub step makes a dummy file for each one, and must stay in step with
+# Cargo.toml ([lib], [[bin]] switchyard, [[bench]] routing, [[example]] rollout-scenarios,
+# mirror-isolation, soak) and loadtest/Cargo.toml ([lib], [[bin]] switchyard-load).
 COPY Cargo.toml Cargo.lock clippy.toml ./
 COPY loadtest/Cargo.toml loadtest/Cargo.toml
 RUN mkdir -p proxy benches loadtest/src \
@@ -26,8 +40,9 @@ RUN touch proxy/lib.rs proxy/main.rs && cargo build --release --locked --bin swi
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --no-create-home switchyard
 COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard
+# Example configurations only. No certificates, no keys: TLS material is mounted at run time
+# (see the top of this file).
 COPY config/ /etc/switchyard/
-COPY certs-dev/ /etc/certs-dev/
 USER 10001
 EXPOSE 8080 9901
 STOPSIGNAL SIGTERM
