@@ -129,7 +129,7 @@ fn bench_compare(c: &mut Criterion) {
             items.join(",")
         )
     };
-    let answer = |text: String| switchyard::compare::Answer {
+    let answer = |text: String| switchyard::shadow::compare::Answer {
         status: 200,
         headers: HeaderMap::new(),
         body: bytes::Bytes::from(text),
@@ -137,12 +137,12 @@ fn bench_compare(c: &mut Criterion) {
     };
     let (live, shadow) = (answer(body(0)), answer(body(1)));
     let ignore_paths = vec!["/served_at".to_string()];
-    let ignore = switchyard::compare::Ignore {
+    let ignore = switchyard::shadow::compare::Ignore {
         headers: &[],
         json_paths: &ignore_paths,
     };
     c.bench_function("compare/json_2kib", |b| {
-        b.iter(|| switchyard::compare::diff(black_box(&live), black_box(&shadow), &ignore))
+        b.iter(|| switchyard::shadow::compare::diff(black_box(&live), black_box(&shadow), &ignore))
     });
 }
 

@@ -95,7 +95,9 @@ async fn measure(yaml: &str) -> (f64, f64, u64, String) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let live = switchyard::demo::spawn_upstream("stable").await.unwrap();
+    let live = switchyard::cli::demo::spawn_upstream("stable")
+        .await
+        .unwrap();
     let slow = slow_upstream(Duration::from_millis(500)).await;
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -35,9 +35,13 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(600)
         .min(3600);
-    let stable = switchyard::demo::spawn_upstream("stable").await.unwrap();
-    let canary = switchyard::demo::spawn_upstream("canary").await.unwrap();
-    let dark = switchyard::demo::spawn_upstream("dark").await.unwrap();
+    let stable = switchyard::cli::demo::spawn_upstream("stable")
+        .await
+        .unwrap();
+    let canary = switchyard::cli::demo::spawn_upstream("canary")
+        .await
+        .unwrap();
+    let dark = switchyard::cli::demo::spawn_upstream("dark").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("soak.yaml");
     std::fs::write(

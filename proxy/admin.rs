@@ -16,9 +16,9 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
-use crate::body::ResponseBody;
 use crate::control::{ControlHandle, ReloadStatus};
-use crate::handler::Shared;
+use crate::data::body::ResponseBody;
+use crate::data::shared::Shared;
 
 /// What the admin handlers share.
 pub struct Admin {
@@ -33,9 +33,9 @@ pub struct Admin {
     /// Set once every listener is bound.
     pub listening: AtomicBool,
     /// The analysis's last look at each rolling route.
-    pub looks: crate::analysis::Looks,
+    pub looks: crate::release::analysis::Looks,
     /// Dark-launch reports.
-    pub mirrors: std::sync::Arc<crate::mirror::Mirrors>,
+    pub mirrors: std::sync::Arc<crate::shadow::mirror::Mirrors>,
 }
 
 impl Admin {

@@ -14,10 +14,11 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, Admin};
 use crate::config::{self, Config, TokenSource};
 use crate::control::{self, Control, ControlHandle, ReloadSource};
-use crate::handler::{self, Downstream, Shared};
+use crate::data::handler;
+use crate::data::server;
+use crate::data::shared::{Downstream, Shared};
+use crate::data::snapshot::Snapshot;
 use crate::metrics::Metrics;
-use crate::server;
-use crate::snapshot::Snapshot;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +45,7 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     /// A listener's certificate or key does not load.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::data::tls::TlsError),
     /// The configuration file's directory cannot be watched.
     #[error("cannot watch the configuration file: {0}")]
     Watch(#[from] notify::Error),
@@ -63,7 +64,7 @@ pub struct Running {
 
 /// Starts from a configuration file: reloads (file watch, SIGHUP, API) re-read it.
 pub async fn start_from_file(file: &Path) -> Result<Running, StartError> {
-    let config = config::load(file)?;
+    let config = crate::control::load::load(file)?.config;
     start_with(config, Some(file.to_path_buf())).await
 }
 
@@ -136,9 +137,10 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
     for l in &config.listeners {
         let tls = match &l.tls {
             Some(t) => {
-                let store = crate::tls::CertStore::load(t)?;
-                let acceptor =
-                    tokio_rustls::TlsAcceptor::from(crate::tls::server_config(store.clone())?);
+                let store = crate::data::tls::CertStore::load(t)?;
+                let acceptor = tokio_rustls::TlsAcceptor::from(crate::data::tls::server_config(
+                    store.clone(),
+                )?);
                 stores.push(store);
                 Some(acceptor)
             }
@@ -168,7 +170,7 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
     if file.is_some() {
         spawn_sighup(control.clone(), shutdown.subscribe());
     }
-    let looks = crate::analysis::spawn(shared.clone(), control.clone(), shutdown.subscribe());
+    let looks = spawn_analysis(shared.clone(), control.clone(), shutdown.subscribe());
     for store in &stores {
         store.spawn_reloader(shutdown.subscribe());
     }
@@ -326,4 +328,23 @@ pub async fn shutdown_signal() -> &'static str {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     }
+}
+
+/// Starts the rollout analysis and hands its findings to the control task, which applies them.
+fn spawn_analysis(
+    shared: Arc<Shared>,
+    control: ControlHandle,
+    shutdown: watch::Receiver<bool>,
+) -> crate::release::analysis::Looks {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let looks = crate::release::analysis::spawn(shared, tx, shutdown);
+    tokio::spawn(async move {
+        while let Some((route, finding)) = rx.recv().await {
+            let action = control::Action::from(finding);
+            if let Err(error) = control.act(&route, action, "analysis").await {
+                tracing::warn!(route, %error, "analysis finding refused");
+            }
+        }
+    });
+    looks
 }

@@ -1,4 +1,9 @@
-//! Subcommands: `run` (the default when only `--config` is given), `check` and `demo`.
+//! The commands: `run` (the default when only `--config` is given), `check`, `demo` and `ctl`.
+//! The command line is parsed here and each command is dispatched to its module; errors carry
+//! their context (anyhow) only at this edge.
+
+pub mod ctl;
+pub mod demo;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use switchyard::{app, config, ctl, demo};
+use crate::app;
 
 /// Switchyard: a traffic-splitting reverse proxy for safe releases.
 #[derive(Debug, Parser)]
@@ -203,7 +208,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Check) => {
             let file = need_config(cli.config)?;
-            match config::load(&file) {
+            match crate::control::load::load(&file).map(|l| l.config) {
                 Ok(c) => {
                     println!(
                         "{}: ok ({} listener(s), {} route(s))",

@@ -1,5 +1,6 @@
 //! Configuration: read a YAML file, parse it into raw serde structs, validate them into domain
-//! types. `check`, start-up and reload all go through [`load`], so they agree on what is valid.
+//! types. Files the configuration names (certificates, keys, CA bundles) are loaded by
+//! `control::load`, the one gate that `check`, start-up and reload share.
 
 mod error;
 mod locate;
@@ -12,18 +13,14 @@ use std::path::Path;
 pub use error::{ConfigError, Location, Problem};
 pub use model::*;
 
-/// Reads, parses and validates a configuration file, and loads the TLS files it names.
-pub fn load(file: &Path) -> Result<Config, ConfigError> {
+/// Reads, parses and validates a configuration file; returns the text with the configuration.
+pub fn read(file: &Path) -> Result<(Config, String), ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
         file: file.to_path_buf(),
         source,
     })?;
     let config = parse(file, &text)?;
-    crate::tls::check_files(&config).map_err(|e| ConfigError::Files {
-        file: file.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    Ok(config)
+    Ok((config, text))
 }
 
 /// Parses and validates configuration text; `file` names it in errors.

@@ -2,28 +2,27 @@
 //! send it commands; it parses, validates, builds, stores, persists and replies, one command at a
 //! time, so no two changes can interleave.
 
-pub mod overrides;
+pub mod build;
+pub mod load;
 pub mod state_file;
 pub mod watch;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::analysis::stats::{Evidence, FailReason};
 use crate::config::Strategy;
 use crate::config::{self, Config};
-use crate::handler::Shared;
-use crate::snapshot::Snapshot;
-use crate::upstream::Clients;
-use overrides::{
+use crate::data::shared::Shared;
+use crate::data::upstream::Clients;
+use crate::state::{
     version_names, Abort, Overrides, Phase, RolloutProgress, RolloutState, RouteOverride,
 };
+use crate::state::{Evidence, FailReason};
 
 /// What asked for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +97,16 @@ impl Action {
             Action::Advance { .. } => "rollout-advance",
             Action::AutoAbort { .. } => "auto-abort",
             Action::Switch => "switch",
+        }
+    }
+}
+
+impl From<crate::release::analysis::Finding> for Action {
+    fn from(finding: crate::release::analysis::Finding) -> Action {
+        use crate::release::analysis::Finding;
+        match finding {
+            Finding::Advance { from_step } => Action::Advance { from_step },
+            Finding::Abort { cause, evidence } => Action::AutoAbort { cause, evidence },
         }
     }
 }
@@ -199,17 +208,11 @@ pub struct Control {
     generation: u64,
     shared: Arc<Shared>,
     status: Arc<ArcSwap<ReloadStatus>>,
-    resources: crate::snapshot::Resources,
+    resources: build::Resources,
     health_changes: Option<mpsc::Receiver<()>>,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::state::now_unix_ms;
 
 impl Control {
     /// Builds the first snapshot from `config` and the state file (if any), and returns the
@@ -248,16 +251,16 @@ impl Control {
         };
         let config = Arc::new(config);
         let (health_tx, health_rx) = mpsc::channel(1);
-        let health = Arc::new(crate::health::Health::new(health_tx));
-        let mirrors = Arc::new(crate::mirror::Mirrors::default());
-        let resources = crate::snapshot::Resources {
+        let health = Arc::new(crate::release::health::Health::new(health_tx));
+        let mirrors = Arc::new(crate::shadow::mirror::Mirrors::default());
+        let resources = build::Resources {
             clients: Clients::default(),
             metrics: metrics.clone(),
             health,
             mirrors,
             limiters: Arc::default(),
         };
-        let snapshot = Snapshot::build(config.clone(), overrides.clone(), 1, &resources);
+        let snapshot = build::build(config.clone(), overrides.clone(), 1, &resources);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -284,7 +287,7 @@ impl Control {
     }
 
     /// The dark-launch dispatchers and reports.
-    pub fn mirrors(&self) -> Arc<crate::mirror::Mirrors> {
+    pub fn mirrors(&self) -> Arc<crate::shadow::mirror::Mirrors> {
         self.resources.mirrors.clone()
     }
 
@@ -330,7 +333,7 @@ impl Control {
 
     fn install(&mut self) {
         self.generation += 1;
-        let snapshot = Snapshot::build(
+        let snapshot = build::build(
             self.config.clone(),
             self.overrides.clone(),
             self.generation,
@@ -383,7 +386,7 @@ impl Control {
             "abort": after.and_then(|o| o.aborted.as_ref()),
             "rollout": after.and_then(|o| o.rollout.as_ref()),
         });
-        crate::webhook::spawn_post(url, body);
+        crate::release::webhook::spawn_post(url, body);
     }
 
     fn reload(&mut self, source: ReloadSource) -> Result<u64, String> {
@@ -411,7 +414,7 @@ impl Control {
                 file: file.clone(),
                 source,
             })
-            .and_then(|t| config::parse(&file, &t).map(|c| (c, t)));
+            .and_then(|_| load::load(&file).map(|l| (l.config, l.text)));
         let (config, text) = match parsed {
             Ok(ok) => ok,
             Err(error) => {

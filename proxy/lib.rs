@@ -1,30 +1,18 @@
 //! Switchyard: an L7 reverse proxy that splits traffic between versions of a service by weight,
-//! rule or cohort, and forwards it with streaming bodies and pooled upstream connections.
+//! rule or cohort, mirrors it to a shadow version, and aborts a bad canary by itself.
 //!
-//! The data path is `server` (accept) -> `handler` (per request) -> `route::decide` (pure) ->
-//! `upstream` (pooled client). The `snapshot` is the immutable routing state each request loads
-//! once; `config` is how it is described and validated.
+//! The folders are the architecture; dependencies point one way (`tests/layout.rs` checks it):
+//! `cli` → `app` → `admin` → `control` → `release`, `shadow` → `data` → `state`, `route`,
+//! `metrics` → `config`.
 
 pub mod admin;
-pub mod analysis;
 pub mod app;
-pub mod body;
-pub mod compare;
+pub mod cli;
 pub mod config;
 pub mod control;
-pub mod ctl;
-pub mod demo;
-pub mod error;
-pub mod handler;
-pub mod headers;
-pub mod health;
+pub mod data;
 pub mod metrics;
-pub mod mirror;
-pub mod ratelimit;
-pub mod record;
+pub mod release;
 pub mod route;
-pub mod server;
-pub mod snapshot;
-pub mod tls;
-pub mod upstream;
-pub mod webhook;
+pub mod shadow;
+pub mod state;

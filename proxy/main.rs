@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-mod cli;
+use switchyard::cli;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();

@@ -10,8 +10,9 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::analysis::stats::VersionStats;
-use crate::upstream::FailureKind;
+pub mod latency;
+
+use latency::VersionStats;
 
 /// Latency buckets for services: 1 ms to 10 s.
 pub const DURATION_BUCKETS: [f64; 14] = [
@@ -283,10 +284,10 @@ impl Metrics {
     }
 
     /// Resolves the mirror handles of a route. Called at snapshot build.
-    pub fn mirror(&self, route: &str) -> crate::mirror::MirrorMetrics {
+    pub fn mirror(&self, route: &str) -> MirrorMetrics {
         let outcome = |o: &str| self.mirror_requests.with_label_values(&[route, o]);
         let result = |r: &str| self.shadow_comparisons.with_label_values(&[route, r]);
-        crate::mirror::MirrorMetrics {
+        MirrorMetrics {
             sent: outcome("sent"),
             dropped_queue_full: outcome("dropped_queue_full"),
             skipped_method: outcome("skipped_method"),
@@ -336,5 +337,59 @@ impl Metrics {
         // Encoding into a Vec only fails on invalid metric families, which registration rules out.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+/// The metric handles of one route's mirror, resolved at snapshot build.
+#[derive(Clone)]
+pub struct MirrorMetrics {
+    /// outcome="sent".
+    pub sent: IntCounter,
+    /// outcome="dropped_queue_full".
+    pub dropped_queue_full: IntCounter,
+    /// outcome="skipped_method".
+    pub skipped_method: IntCounter,
+    /// outcome="skipped_body_size".
+    pub skipped_body_size: IntCounter,
+    /// outcome="failed".
+    pub failed: IntCounter,
+    /// result="identical", "different", "incomplete".
+    pub compared: [IntCounter; 3],
+    /// switchyard_shadow_duration_seconds.
+    pub duration: Histogram,
+}
+
+/// What went wrong talking to an upstream, as far as the status code cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The TCP connection could not be made (refused, unreachable, DNS).
+    Connect,
+    /// A connect or response-header timeout.
+    Timeout,
+    /// The connection was reset or closed before a complete response head.
+    Reset,
+    /// The upstream spoke invalid HTTP.
+    Protocol,
+}
+
+impl FailureKind {
+    /// What happened, for the error body a client reads.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FailureKind::Connect => "connection failed",
+            FailureKind::Timeout => "timed out",
+            FailureKind::Reset => "connection reset before a response",
+            FailureKind::Protocol => "invalid HTTP response",
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Connect => "connect",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Reset => "reset",
+            FailureKind::Protocol => "protocol",
+        }
     }
 }

@@ -269,7 +269,7 @@ routes:
     );
 
     // The table a performance engineer reads, from the same API.
-    let text = switchyard::ctl::shadow_report(&report);
+    let text = switchyard::cli::ctl::shadow_report(&report);
     assert!(text.contains("30 compared, 0.0% identical"), "{text}");
     assert!(
         text.contains("/price") && text.contains("10 -> 12"),

@@ -435,7 +435,7 @@ routes:
 #[tokio::test]
 async fn a_version_reached_over_tls_is_verified_with_its_ca() {
     // An HTTPS upstream with the development localhost certificate.
-    let store = switchyard::tls::CertStore::load(&switchyard::config::ListenerTls {
+    let store = switchyard::data::tls::CertStore::load(&switchyard::config::ListenerTls {
         certificates: vec![switchyard::config::CertificateFiles {
             server_names: vec![],
             cert: dev("localhost.crt"),
@@ -443,7 +443,8 @@ async fn a_version_reached_over_tls_is_verified_with_its_ca() {
         }],
     })
     .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(switchyard::tls::server_config(store).unwrap());
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(switchyard::data::tls::server_config(store).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use http::HeaderMap;
 use libfuzzer_sys::fuzz_target;
-use switchyard::compare::{diff, normalize_path, Answer, Ignore};
+use switchyard::shadow::compare::{diff, normalize_path, Answer, Ignore};
 
 fuzz_target!(|data: &[u8]| {
     let cut = data.iter().position(|b| *b == 0).unwrap_or(data.len() / 2);

@@ -11,10 +11,10 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use super::Admin;
-use crate::body::ResponseBody;
-use crate::control::overrides::{Abort, RolloutState, WeightSource};
 use crate::control::{Action, ActionError, ReloadSource};
-use crate::snapshot::Snapshot;
+use crate::data::body::ResponseBody;
+use crate::data::snapshot::Snapshot;
+use crate::state::{Abort, RolloutState, WeightSource};
 
 /// The largest request body the API reads.
 const MAX_BODY: usize = 64 * 1024;

@@ -27,12 +27,13 @@ pub enum ConfigError {
         message: String,
     },
     /// A file the configuration names (certificate, key, CA bundle) does not load.
-    #[error("{file}: {message}")]
+    #[error("{file}: {source}")]
     Files {
         /// The configuration file.
         file: PathBuf,
         /// What is wrong, naming the file that failed.
-        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The YAML parsed but its content is invalid; every problem found is listed.
     #[error("{}", Listing { file, problems })]

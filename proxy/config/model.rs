@@ -288,7 +288,7 @@ pub struct Analysis {
     /// The sliding window compared.
     pub window: Duration,
     /// Test thresholds.
-    pub thresholds: crate::analysis::stats::Thresholds,
+    pub thresholds: Thresholds,
 }
 
 /// Active health checks of a route's endpoints.
@@ -416,3 +416,33 @@ impl Default for Timeouts {
 
 /// Default drain deadline after a shutdown signal.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Thresholds and parameters of the analysis (validated configuration).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Requests each side needs in the window before any verdict other than hold.
+    pub min_requests: u64,
+    /// Largest tolerated error-rate excess of the canary over the baseline (0.01 = one point).
+    pub max_error_rate_increase: f64,
+    /// Largest tolerated canary error rate, whatever the baseline does.
+    pub max_error_rate: f64,
+    /// Canary latency quantiles may reach baseline × this ...
+    pub max_latency_ratio: f64,
+    /// ... plus this many milliseconds.
+    pub max_latency_increase_ms: f64,
+    /// Significance level of each test at each look.
+    pub alpha: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            min_requests: 20,
+            max_error_rate_increase: 0.01,
+            max_error_rate: 0.05,
+            max_latency_ratio: 1.5,
+            max_latency_increase_ms: 50.0,
+            alpha: 1e-3,
+        }
+    }
+}

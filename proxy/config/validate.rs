@@ -644,7 +644,7 @@ fn opt_duration(
 }
 
 fn analysis(p: &mut Problems, path: &str, a: Option<&RawAnalysis>) -> Analysis {
-    let defaults = crate::analysis::stats::Thresholds::default();
+    let defaults = crate::config::Thresholds::default();
     let empty = RawAnalysis::default();
     let a = a.unwrap_or(&empty);
     let mut fraction = |field: &str, v: Option<f64>, default: f64| match v {
@@ -711,7 +711,7 @@ fn analysis(p: &mut Problems, path: &str, a: Option<&RawAnalysis>) -> Analysis {
     Analysis {
         interval,
         window,
-        thresholds: crate::analysis::stats::Thresholds {
+        thresholds: crate::config::Thresholds {
             min_requests: a.min_requests.unwrap_or(defaults.min_requests).max(1),
             max_error_rate_increase,
             max_error_rate,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::overrides::Overrides;
+use crate::state::Overrides;
 
 const FORMAT: u32 = 1;
 
@@ -95,7 +95,7 @@ pub fn save(path: &Path, overrides: &Overrides) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::overrides::RouteOverride;
+    use crate::state::RouteOverride;
 
     #[test]
     fn saved_state_reads_back() {

@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Route;
 
+mod clock;
+mod evidence;
+pub use clock::now_unix_ms;
+pub use evidence::{Evidence, FailReason, Side};
+
 /// All routes' overrides, by route name.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Overrides {
@@ -119,10 +124,10 @@ pub struct Abort {
     pub at_unix_ms: u64,
     /// The test that failed, for an automatic abort.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cause: Option<crate::analysis::stats::FailReason>,
+    pub cause: Option<FailReason>,
     /// Both sides' figures when the analysis aborted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evidence: Option<crate::analysis::stats::Evidence>,
+    pub evidence: Option<Evidence>,
 }
 
 /// Where a version's effective weight comes from.

@@ -15,9 +15,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::body::ResponseBody;
 use crate::config::Limits;
-use crate::handler::Downstream;
+use crate::data::body::ResponseBody;
+use crate::data::shared::Downstream;
 
 /// How long a client may take to finish a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

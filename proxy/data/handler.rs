@@ -2,43 +2,26 @@
 //! headers, call the upstream under its timeout, answer. Every failure goes through
 //! `ProxyError::into_response`; every routed request is measured by its `Record`.
 
-use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use rand::Rng;
 
-use crate::body::{RequestBody, ResponseBody};
-use crate::error::ProxyError;
-use crate::headers::{self, X_REQUEST_ID, X_SWITCHYARD_VERSION};
-use crate::metrics::Metrics;
-use crate::record::{AccessEntry, Record};
+use crate::config::Endpoint;
+use crate::data::body::{RequestBody, ResponseBody};
+use crate::data::error::ProxyError;
+use crate::data::headers::{self, X_REQUEST_ID, X_SWITCHYARD_VERSION};
+use crate::data::record::{AccessEntry, Record};
+use crate::data::shared::{Downstream, Shared};
+use crate::data::snapshot::Snapshot;
+use crate::data::snapshot::{RouteState, VersionState};
+use crate::data::upstream::{self, FailureKind};
 use crate::route::{self, Decision, NoDecision, RequestHead};
-use crate::snapshot::Snapshot;
-use crate::upstream::FailureKind;
-
-/// What every request handler shares.
-pub struct Shared {
-    /// The current snapshot; the control task is its only writer.
-    pub snapshot: ArcSwap<Snapshot>,
-    /// Process-wide metric families.
-    pub metrics: Arc<Metrics>,
-}
-
-/// Where a request came from.
-#[derive(Debug, Clone, Copy)]
-pub struct Downstream {
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// `http` or `https`.
-    pub proto: &'static str,
-}
 
 /// Proxies one request. Never fails: errors become responses.
 pub async fn handle(
@@ -135,6 +118,8 @@ pub async fn handle(
     response.map(|body| body.with_record(record))
 }
 
+/// The request's way to the upstream and back, in phases: endpoint, head, target, body, call,
+/// answer.
 async fn forward(
     snapshot: &Arc<Snapshot>,
     decision: Decision,
@@ -153,24 +138,61 @@ async fn forward(
         })?;
     record.endpoint = Some(health.clone());
 
-    // Headers. The target's authority (HTTP/2 :authority, or an HTTP/1.1 absolute-form target)
-    // wins over Host (RFC 9112 §3.2.2), as it did for routing; the upstream gets it as Host.
+    let upgrade_protocol = upgrade
+        .as_ref()
+        .and_then(|_| parts.headers.get(header::UPGRADE).cloned());
+    let request_id = rewrite_head(&mut parts, downstream, upgrade_protocol.as_ref());
+    // An upgraded connection is not copied: a shadow cannot join a WebSocket.
+    let mirror = match upgrade_protocol {
+        Some(_) => None,
+        None => crate::data::tap::offer(snapshot, decision.route, &parts, &request_id),
+    };
+    let bytes_in = record.access.as_mut().map(|a| {
+        a.request_id = request_id.clone();
+        a.endpoint = Some(endpoint.0.clone());
+        a.bytes_in.clone()
+    });
+    let downstream_version = parts.version;
+    set_target(&mut parts, version, endpoint, upgrade_protocol.is_some())?;
+
+    let (draft, live_capture) = mirror.unzip();
+    let body = guard_body(route, &parts, body, bytes_in, draft, snapshot)?;
+    let outcome = upstream::call(route, version, endpoint, parts, body.body, record).await;
+    let response = match outcome {
+        Ok(response) => response,
+        Err(failure) => return Err(blame(route, version, failure, &body.flags, snapshot)),
+    };
+    let answer = Answer {
+        downstream_version,
+        request_id,
+        live_capture,
+        upgrade,
+    };
+    Ok(answer_with(response, route, version, answer, record))
+}
+
+/// Rewrites the request head for the upstream: hop-by-hop headers out, X-Forwarded-*, request id
+/// and traceparent, Host. Returns the request id.
+fn rewrite_head(
+    parts: &mut Parts,
+    downstream: Downstream,
+    upgrade_protocol: Option<&HeaderValue>,
+) -> HeaderValue {
+    // The target's authority (HTTP/2 :authority, or an HTTP/1.1 absolute-form target) wins over
+    // Host (RFC 9112 §3.2.2), as it did for routing; the upstream gets it as Host.
     let host = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => parts.headers.get(header::HOST).cloned(),
     };
     let te_trailers = headers::wants_trailers(&parts.headers);
-    let upgrade_protocol = upgrade
-        .as_ref()
-        .and_then(|_| parts.headers.get(header::UPGRADE).cloned());
     let request_id = headers::forward_request(
         &mut parts.headers,
         host.as_ref(),
         downstream.peer.ip(),
         downstream.proto,
     );
-    if let Some(host) = &host {
-        parts.headers.insert(header::HOST, host.clone());
+    if let Some(host) = host {
+        parts.headers.insert(header::HOST, host);
     }
     // gRPC needs `te: trailers` end to end; the proxy sends its own to the next hop.
     if te_trailers {
@@ -178,24 +200,23 @@ async fn forward(
             .headers
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    if let Some(protocol) = &upgrade_protocol {
+    if let Some(protocol) = upgrade_protocol {
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, protocol.clone());
     }
-    // An upgraded connection is not copied: a shadow cannot join a WebSocket.
-    let mirror = match upgrade_protocol {
-        Some(_) => None,
-        None => crate::mirror::offer(snapshot, decision.route, &parts, &request_id),
-    };
-    let bytes_in = record.access.as_mut().map(|a| {
-        a.request_id = request_id.clone();
-        a.endpoint = Some(endpoint.0.clone());
-        a.bytes_in.clone()
-    });
+    request_id
+}
 
-    // Target: same path and query on the chosen endpoint.
+/// Points the request at the chosen endpoint: same path and query, the version's scheme and
+/// HTTP version (HTTP/1.1 for an upgrade).
+fn set_target(
+    parts: &mut Parts,
+    version: &VersionState,
+    endpoint: &Endpoint,
+    upgrade: bool,
+) -> Result<(), ProxyError> {
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
     uri.scheme = Some(version.scheme.clone());
     uri.authority = Some(endpoint.0.clone());
@@ -203,15 +224,38 @@ async fn forward(
         uri.path_and_query = Some(PathAndQuery::from_static("/"));
     }
     parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::NoRoute)?;
-    let downstream_version = parts.version;
-    parts.version = if upgrade_protocol.is_some() {
+    parts.version = if upgrade {
         http::Version::HTTP_11
     } else {
         version.http_version
     };
+    Ok(())
+}
 
+/// What the request body's guards saw, read when the upstream call fails.
+#[derive(Default)]
+struct BodyFlags {
+    too_large: Option<Arc<AtomicBool>>,
+    stalled: Option<Arc<AtomicBool>>,
+}
+
+struct GuardedBody {
+    body: RequestBody,
+    flags: BodyFlags,
+}
+
+/// Wraps the request body in its guards: the route's size limit (413 at once when declared, or
+/// while streaming), the mirror tee, the idle timeout.
+fn guard_body(
+    route: &RouteState,
+    parts: &Parts,
+    body: Incoming,
+    bytes_in: Option<Arc<AtomicU64>>,
+    draft: Option<crate::data::tap::Draft>,
+    snapshot: &Snapshot,
+) -> Result<GuardedBody, ProxyError> {
     let mut body = RequestBody::new(body, bytes_in);
-    let mut too_large = None;
+    let mut flags = BodyFlags::default();
     if let Some(max) = route.max_body_bytes {
         let declared = parts
             .headers
@@ -227,115 +271,82 @@ async fn forward(
             }
             Some(_) => {}
             None => {
-                let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let flag = Arc::new(AtomicBool::new(false));
                 body = body.with_limit(max, flag.clone());
-                too_large = Some(flag);
+                flags.too_large = Some(flag);
             }
         }
     }
-    let live_capture = match mirror {
-        Some((draft, live)) => {
-            body = body.with_mirror(draft);
-            Some(live)
-        }
-        None => None,
-    };
-    let idle_timeout = snapshot.config.limits.request_body_idle_timeout;
-    let stalled = (!body.ended()).then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
-    if let Some(flag) = &stalled {
-        body = body.with_idle_timeout(idle_timeout, flag.clone());
+    if let Some(draft) = draft {
+        body = body.with_mirror(draft);
     }
-    // A retry needs the head again: kept only for idempotent requests without a body, on routes
-    // with retries and versions with another endpoint to try.
-    let retry_head = match route.retries {
-        Some(r) if idempotent(&parts.method) && body.ended() && version.endpoints.len() > 1 => {
-            Some((
-                r,
-                parts.method.clone(),
-                parts.uri.clone(),
-                parts.headers.clone(),
-                parts.version,
-            ))
-        }
-        _ => None,
-    };
-    let deadline = tokio::time::Instant::now() + route.timeouts.response_header;
-    let call = version.client.request(Request::from_parts(parts, body));
-    let mut endpoint = endpoint;
-    let upstream_error = |endpoint: &crate::config::Endpoint, kind, source| ProxyError::Upstream {
-        route: route.name.clone(),
-        version: version.name.clone(),
-        endpoint: endpoint.to_string(),
-        kind,
-        source,
-    };
-    let mut outcome = tokio::time::timeout_at(deadline, call).await;
-    let mut attempt = 0;
-    while let (Some((retries, method, uri, headers, http_version)), Ok(Err(e))) =
-        (&retry_head, &outcome)
-    {
-        if FailureKind::of(e) != FailureKind::Connect || attempt >= retries.attempts {
-            break;
-        }
-        // The budget: retries in flight stay under a share of the requests in flight (at least
-        // 3), so retries cannot multiply an outage.
-        let in_flight = version.metrics.in_flight.get().max(0) as u64;
-        let allowed = (in_flight * u64::from(retries.budget_percent) / 100).max(3);
-        let active = version
-            .retries_in_flight
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if u64::from(active) >= allowed {
-            break;
-        }
-        let Some((next, health)) = version.next_endpoint().filter(|(e, _)| *e != endpoint) else {
-            break;
-        };
-        attempt += 1;
-        endpoint = next;
-        // The endpoint that refused the connection counts it towards its ejection.
-        if let Some(failed) = record.endpoint.replace(health.clone()) {
-            failed.observe(true);
-        }
-        version.metrics.retries.inc();
-        let mut target = uri.clone().into_parts();
-        target.authority = Some(next.0.clone());
-        let Ok(target) = Uri::from_parts(target) else {
-            break;
-        };
-        let mut request = Request::new(RequestBody::empty());
-        *request.method_mut() = method.clone();
-        *request.uri_mut() = target;
-        *request.headers_mut() = headers.clone();
-        *request.version_mut() = *http_version;
-        version
-            .retries_in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        outcome = tokio::time::timeout_at(deadline, version.client.request(request)).await;
-        version
-            .retries_in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    if !body.ended() {
+        let flag = Arc::new(AtomicBool::new(false));
+        body = body.with_idle_timeout(
+            snapshot.config.limits.request_body_idle_timeout,
+            flag.clone(),
+        );
+        flags.stalled = Some(flag);
     }
-    let response = match outcome {
-        Err(_elapsed) => return Err(upstream_error(endpoint, FailureKind::Timeout, None)),
-        Ok(Err(_)) if stalled.is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) => {
-            return Err(ProxyError::BodyStalled {
-                route: route.name.clone(),
-                timeout: idle_timeout,
-            })
-        }
-        Ok(Err(_)) if too_large.is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) => {
-            return Err(ProxyError::PayloadTooLarge {
-                route: route.name.clone(),
-                limit: route.max_body_bytes.unwrap_or(0),
-            })
-        }
-        Ok(Err(e)) => return Err(upstream_error(endpoint, FailureKind::of(&e), Some(e))),
-        Ok(Ok(response)) => response,
-    };
+    Ok(GuardedBody { body, flags })
+}
 
-    let mut response = response;
+/// Names the side that failed: a request body that stalled or grew past the limit is the
+/// client's; anything else is the upstream's.
+fn blame(
+    route: &RouteState,
+    version: &VersionState,
+    failure: upstream::Failure,
+    flags: &BodyFlags,
+    snapshot: &Snapshot,
+) -> ProxyError {
+    let set = |f: &Option<Arc<AtomicBool>>| f.as_ref().is_some_and(|f| f.load(Ordering::Relaxed));
+    match failure {
+        upstream::Failure::Error { .. } if set(&flags.stalled) => ProxyError::BodyStalled {
+            route: route.name.clone(),
+            timeout: snapshot.config.limits.request_body_idle_timeout,
+        },
+        upstream::Failure::Error { .. } if set(&flags.too_large) => ProxyError::PayloadTooLarge {
+            route: route.name.clone(),
+            limit: route.max_body_bytes.unwrap_or(0),
+        },
+        upstream::Failure::Timeout { endpoint } => ProxyError::Upstream {
+            route: route.name.clone(),
+            version: version.name.clone(),
+            endpoint: endpoint.to_string(),
+            kind: FailureKind::Timeout,
+            source: None,
+        },
+        upstream::Failure::Error { endpoint, error } => ProxyError::Upstream {
+            route: route.name.clone(),
+            version: version.name.clone(),
+            endpoint: endpoint.to_string(),
+            kind: upstream::failure_kind(&error),
+            source: Some(error),
+        },
+    }
+}
+
+/// What the answer phase needs from the request.
+struct Answer {
+    downstream_version: http::Version,
+    request_id: HeaderValue,
+    live_capture: Option<crate::data::tap::LiveSender>,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// Turns the upstream's response into the client's: the downstream's HTTP version, hop-by-hop
+/// headers out, request id, version header, the live capture for the comparison, and the splice
+/// of an upgraded connection.
+fn answer_with(
+    mut response: Response<Incoming>,
+    route: &RouteState,
+    version: &VersionState,
+    answer: Answer,
+    record: &mut Record,
+) -> Response<ResponseBody> {
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(downstream_upgrade) = upgrade {
+        if let Some(downstream_upgrade) = answer.upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             tokio::spawn(splice(downstream_upgrade, upstream_upgrade));
         }
@@ -343,7 +354,7 @@ async fn forward(
     let (mut parts, body) = response.into_parts();
     // The downstream connection keeps its own protocol: an HTTP/1.0 upstream answer must not
     // make hyper close a keep-alive client connection.
-    parts.version = downstream_version;
+    parts.version = answer.downstream_version;
     let switching = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
     let upgraded_to = parts.headers.get(header::UPGRADE).cloned();
     headers::remove_hop_by_hop(&mut parts.headers);
@@ -356,22 +367,25 @@ async fn forward(
     if headers::grpc_failed(&parts.headers) {
         record.grpc_failure = true;
     }
-    parts.headers.entry(&X_REQUEST_ID).or_insert(request_id);
+    parts
+        .headers
+        .entry(&X_REQUEST_ID)
+        .or_insert(answer.request_id);
     if route.expose_version_header {
         parts
             .headers
             .insert(X_SWITCHYARD_VERSION.clone(), version.name_header.clone());
     }
     let mut body = ResponseBody::upstream(body);
-    if let (Some(tx), Some(m)) = (live_capture, &route.mirror) {
-        body = body.with_capture(crate::body::Capture::new(
+    if let (Some(tx), Some(m)) = (answer.live_capture, &route.mirror) {
+        body = body.with_capture(crate::data::body::Capture::new(
             tx,
             (parts.status.as_u16(), parts.headers.clone()),
             m.settings.compare_body_bytes,
             record.started(),
         ));
     }
-    Ok(Response::from_parts(parts, body))
+    Response::from_parts(parts, body)
 }
 
 /// Copies bytes both ways between the client and the upstream after a 101, until either closes.
@@ -388,17 +402,4 @@ async fn splice(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade:
     if let Err(error) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
         tracing::debug!(%error, "upgraded connection ended with an error");
     }
-}
-
-/// Methods a retry cannot turn into a duplicate side effect (RFC 9110 §9.2.2).
-fn idempotent(method: &http::Method) -> bool {
-    matches!(
-        *method,
-        http::Method::GET
-            | http::Method::HEAD
-            | http::Method::OPTIONS
-            | http::Method::PUT
-            | http::Method::DELETE
-            | http::Method::TRACE
-    )
 }

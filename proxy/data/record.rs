@@ -13,8 +13,8 @@ use std::time::Instant;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Method};
 
+use crate::data::snapshot::Snapshot;
 use crate::route::Reason;
-use crate::snapshot::Snapshot;
 
 /// Status recorded for a request whose client went away before a response head (nginx's 499).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -50,7 +50,7 @@ pub struct Record {
     /// Present when the access log samples this request.
     pub access: Option<Box<AccessEntry>>,
     /// The endpoint's health, fed by the outcome (passive ejection).
-    pub endpoint: Option<Arc<crate::health::EndpointHealth>>,
+    pub endpoint: Option<Arc<crate::data::endpoint::EndpointHealth>>,
     /// A gRPC failure status in the response headers or trailers: an error for the analysis.
     pub grpc_failure: bool,
 }

@@ -13,7 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use crate::record::Record;
+use crate::data::record::Record;
 
 /// Where a response body's bytes come from.
 #[derive(Debug)]
@@ -35,7 +35,7 @@ pub struct ResponseBody {
 /// to the mirror job when the body ends.
 pub struct Capture {
     /// Where the complete answer goes.
-    pub tx: tokio::sync::oneshot::Sender<(crate::compare::Answer, std::time::Duration)>,
+    pub tx: tokio::sync::oneshot::Sender<(crate::data::tap::Answer, std::time::Duration)>,
     /// Status and headers of the answer.
     pub head: (u16, http::HeaderMap),
     /// Bytes kept at most.
@@ -49,7 +49,7 @@ pub struct Capture {
 impl Capture {
     /// Starts a capture of an answer with this head.
     pub fn new(
-        tx: tokio::sync::oneshot::Sender<(crate::compare::Answer, std::time::Duration)>,
+        tx: tokio::sync::oneshot::Sender<(crate::data::tap::Answer, std::time::Duration)>,
         head: (u16, http::HeaderMap),
         cap: usize,
         started: std::time::Instant,
@@ -71,7 +71,7 @@ impl Capture {
     }
 
     fn finish(self) {
-        let answer = crate::compare::Answer {
+        let answer = crate::data::tap::Answer {
             status: self.head.0,
             headers: self.head.1,
             body: self.kept.freeze(),
@@ -153,7 +153,7 @@ impl Body for ResponseBody {
                     if let Some(data) = frame.data_ref() {
                         record.bytes_out += data.len() as u64;
                     } else if let Some(trailers) = frame.trailers_ref() {
-                        record.grpc_failure |= crate::headers::grpc_failed(trailers);
+                        record.grpc_failure |= crate::data::headers::grpc_failed(trailers);
                     }
                 }
                 if this.is_end_stream() {
@@ -219,7 +219,7 @@ pub struct BodyTooLarge;
 
 /// References to the chunks of a mirrored request's body, handed to the mirror when it ends.
 struct Tee {
-    draft: crate::mirror::Draft,
+    draft: crate::data::tap::Draft,
     chunks: Vec<Bytes>,
     size: u64,
 }
@@ -279,7 +279,7 @@ impl RequestBody {
     }
 
     /// Tees the body into a shadow copy; an empty body sends the copy at once.
-    pub fn with_mirror(mut self, draft: crate::mirror::Draft) -> Self {
+    pub fn with_mirror(mut self, draft: crate::data::tap::Draft) -> Self {
         if self.ended() {
             draft.send(Bytes::new());
         } else {

@@ -3,22 +3,10 @@
 //!
 //! Pure functions over complete answers: the mirror workers call them off the data path.
 
-use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::Value;
 
-/// One complete answer, as far as it was kept.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    /// HTTP status.
-    pub status: u16,
-    /// Response headers.
-    pub headers: HeaderMap,
-    /// The body, up to the capture cap.
-    pub body: Bytes,
-    /// True when the body was longer than the cap (only a prefix was kept).
-    pub truncated: bool,
-}
+pub use crate::data::tap::Answer;
 
 /// One difference between two answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +200,7 @@ pub fn normalize_path(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn answer(status: u16, body: &str) -> Answer {
         let mut headers = HeaderMap::new();

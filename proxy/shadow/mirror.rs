@@ -8,76 +8,24 @@
 //! shadow (and the secondary, when configured), waits for the live answer captured as it streamed
 //! to the client, compares, and adds the result to the route's report.
 
-pub mod report;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::uri::{PathAndQuery, Scheme};
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
+use http::{header, HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use prometheus::{Histogram, IntCounter};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
-use crate::compare::{self, Answer, Ignore};
+use super::report::{Outcome, RouteReport};
 use crate::config::Mirror;
-use crate::snapshot::Snapshot;
-use report::{Outcome, RouteReport};
-
-/// `x-switchyard-shadow: 1` marks every shadow request so the shadow can suppress side effects.
-pub static X_SWITCHYARD_SHADOW: HeaderName = HeaderName::from_static("x-switchyard-shadow");
+use crate::data::snapshot::Snapshot;
+use crate::data::tap::{Job, X_SWITCHYARD_SHADOW};
+use crate::shadow::compare::{self, Answer, Ignore};
 
 /// How long a job waits for the live answer to complete.
 const LIVE_WAIT: Duration = Duration::from_secs(60);
-
-/// A copy waiting to be sent.
-pub struct Job {
-    snapshot: Arc<Snapshot>,
-    route: usize,
-    method: Method,
-    path: Option<PathAndQuery>,
-    headers: HeaderMap,
-    body: Bytes,
-    live: oneshot::Receiver<(Answer, Duration)>,
-}
-
-/// The metric handles of one route's mirror, resolved at snapshot build.
-#[derive(Clone)]
-pub struct MirrorMetrics {
-    /// outcome="sent".
-    pub sent: IntCounter,
-    /// outcome="dropped_queue_full".
-    pub dropped_queue_full: IntCounter,
-    /// outcome="skipped_method".
-    pub skipped_method: IntCounter,
-    /// outcome="skipped_body_size".
-    pub skipped_body_size: IntCounter,
-    /// outcome="failed".
-    pub failed: IntCounter,
-    /// result="identical", "different", "incomplete".
-    pub compared: [IntCounter; 3],
-    /// switchyard_shadow_duration_seconds.
-    pub duration: Histogram,
-}
-
-/// A route's mirror as the data path sees it.
-#[derive(Clone)]
-pub struct RouteMirror {
-    /// The settings.
-    pub settings: Mirror,
-    /// The queue into the route's dispatcher.
-    pub queue: mpsc::Sender<Job>,
-    /// Counters.
-    pub metrics: MirrorMetrics,
-}
-
-/// What the data path hands over for one mirrored request.
-pub struct Draft {
-    mirror: RouteMirror,
-    job: Job,
-}
 
 /// Every route's dispatcher and report, kept for the life of the process.
 #[derive(Default)]
@@ -103,7 +51,7 @@ impl Mirrors {
     }
 
     /// The report of a route as JSON-ready views.
-    pub fn report(&self, route: &str) -> report::ReportView {
+    pub fn report(&self, route: &str) -> super::report::ReportView {
         let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
         reports
             .get(route)
@@ -117,82 +65,6 @@ impl Mirrors {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(route);
-    }
-}
-
-/// The data path's mirror decision for one request: `None` when it is not copied (counted).
-/// The draft still needs the request body (see [`Draft::send`]) and gives the live capture.
-pub fn offer(
-    snapshot: &Arc<Snapshot>,
-    route: usize,
-    parts: &http::request::Parts,
-    request_id: &HeaderValue,
-) -> Option<(Draft, oneshot::Sender<(Answer, Duration)>)> {
-    let mirror = snapshot.routes[route].mirror.as_ref()?;
-    let m = &mirror.settings;
-    if !m.methods.contains(&parts.method) {
-        mirror.metrics.skipped_method.inc();
-        return None;
-    }
-    if m.percent_buckets < 10_000 {
-        // Deterministic per request id: retries of one request are copied or not alike.
-        let bucket = crate::route::bucket_of("mirror", request_id.as_bytes());
-        if bucket >= m.percent_buckets {
-            return None;
-        }
-    }
-    // A shadow whose endpoints are all down or ejected is not hammered with copies: they fail
-    // at once (counted) until an endpoint is usable again.
-    let shadow = &snapshot.routes[route].versions[m.version];
-    if !shadow.health.iter().any(|h| h.usable()) {
-        mirror.metrics.failed.inc();
-        return None;
-    }
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > m.max_body_bytes) {
-        mirror.metrics.skipped_body_size.inc();
-        return None;
-    }
-    let (tx, rx) = oneshot::channel();
-    Some((
-        Draft {
-            mirror: mirror.clone(),
-            job: Job {
-                snapshot: snapshot.clone(),
-                route,
-                method: parts.method.clone(),
-                path: parts.uri.path_and_query().cloned(),
-                headers: parts.headers.clone(),
-                body: Bytes::new(),
-                live: rx,
-            },
-        },
-        tx,
-    ))
-}
-
-impl Draft {
-    /// The most request body bytes this copy may carry.
-    pub fn max_body_bytes(&self) -> u64 {
-        self.mirror.settings.max_body_bytes
-    }
-
-    /// Counts a copy given up because its body grew past the limit.
-    pub fn skip_body_size(self) {
-        self.mirror.metrics.skipped_body_size.inc();
-    }
-
-    /// Queues the copy with its complete body; never waits. A full queue drops it (counted).
-    pub fn send(mut self, body: Bytes) {
-        self.job.body = body;
-        match self.mirror.queue.try_send(self.job) {
-            Ok(()) => {}
-            Err(_) => self.mirror.metrics.dropped_queue_full.inc(),
-        }
     }
 }
 

@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::app;
-use crate::headers::X_SWITCHYARD_VERSION;
+use crate::data::headers::X_SWITCHYARD_VERSION;
 use crate::route::{bucket_of, BUCKETS};
 
 /// Why the demo stopped early.
@@ -308,16 +308,16 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
 
     println!("4. A weight change through the admin API, as a release pipeline would make it:");
     println!("     $ switchyard ctl --admin {admin_url} weights shop stable=50 canary=50");
-    let target = crate::ctl::Target {
+    let target = crate::cli::ctl::Target {
         admin: admin_url.clone(),
         token: None,
         json: false,
     };
-    let command = crate::ctl::CtlCommand::Weights(
+    let command = crate::cli::ctl::CtlCommand::Weights(
         "shop".into(),
         vec![("stable".into(), 50), ("canary".into(), 50)],
     );
-    let table = crate::ctl::run(&target, &command)
+    let table = crate::cli::ctl::run(&target, &command)
         .await
         .map_err(|e| DemoError::Request(e.to_string()))?;
     for line in table.lines() {
@@ -364,21 +364,21 @@ async fn rollouts(
     base: &str,
     canary_faults: &Arc<AtomicU64>,
 ) -> Result<(), DemoError> {
-    let target = crate::ctl::Target {
+    let target = crate::cli::ctl::Target {
         admin: admin_url.to_string(),
         token: None,
         json: false,
     };
-    let ctl = |command: crate::ctl::CtlCommand| {
+    let ctl = |command: crate::cli::ctl::CtlCommand| {
         let target = target.clone();
         async move {
-            crate::ctl::run(&target, &command)
+            crate::cli::ctl::run(&target, &command)
                 .await
                 .map_err(|e| DemoError::Request(e.to_string()))
         }
     };
     let route = || async {
-        let text = ctl(crate::ctl::CtlCommand::Status).await?;
+        let text = ctl(crate::cli::ctl::CtlCommand::Status).await?;
         Ok::<_, DemoError>(text)
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -403,8 +403,8 @@ async fn rollouts(
         "5. A rollout, steps [10, 50, 100], 2 s at least per step, the analysis judging each step:"
     );
     println!("     $ switchyard ctl --admin {admin_url} rollout start shop");
-    ctl(crate::ctl::CtlCommand::Reset("shop".into())).await?;
-    ctl(crate::ctl::CtlCommand::Rollout(
+    ctl(crate::cli::ctl::CtlCommand::Reset("shop".into())).await?;
+    ctl(crate::cli::ctl::CtlCommand::Rollout(
         "start".into(),
         "shop".into(),
     ))
@@ -415,10 +415,10 @@ async fn rollouts(
     println!(
         "6. The next canary answers 500 to one request in five; the proxy aborts it by itself:"
     );
-    ctl(crate::ctl::CtlCommand::Reset("shop".into())).await?;
+    ctl(crate::cli::ctl::CtlCommand::Reset("shop".into())).await?;
     canary_faults.store(5, Ordering::Relaxed);
     let started = Instant::now();
-    ctl(crate::ctl::CtlCommand::Rollout(
+    ctl(crate::cli::ctl::CtlCommand::Rollout(
         "start".into(),
         "shop".into(),
     ))
@@ -437,7 +437,7 @@ async fn rollouts(
     }
     stop.store(true, Ordering::Relaxed);
     canary_faults.store(0, Ordering::Relaxed);
-    ctl(crate::ctl::CtlCommand::Reset("shop".into())).await?;
+    ctl(crate::cli::ctl::CtlCommand::Reset("shop".into())).await?;
     println!();
     Ok(())
 }
@@ -484,16 +484,16 @@ async fn dark_launch(admin_url: &str, base: &str) -> Result<(), DemoError> {
             .map_err(|e| DemoError::Request(e.to_string()))?;
         let _ = response.into_body().collect().await;
     }
-    let target = crate::ctl::Target {
+    let target = crate::cli::ctl::Target {
         admin: admin_url.to_string(),
         token: None,
         json: true,
     };
-    let command = crate::ctl::CtlCommand::Report("catalog".into());
+    let command = crate::cli::ctl::CtlCommand::Report("catalog".into());
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut report = serde_json::Value::Null;
     while Instant::now() < deadline {
-        let text = crate::ctl::run(&target, &command)
+        let text = crate::cli::ctl::run(&target, &command)
             .await
             .map_err(|e| DemoError::Request(e.to_string()))?;
         report = serde_json::from_str(&text).map_err(|e| DemoError::Request(e.to_string()))?;
@@ -503,7 +503,7 @@ async fn dark_launch(admin_url: &str, base: &str) -> Result<(), DemoError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("     $ switchyard ctl --admin {admin_url} report catalog");
-    for line in crate::ctl::shadow_report(&report).lines() {
+    for line in crate::cli::ctl::shadow_report(&report).lines() {
         println!("     {line}");
     }
     println!();

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::analysis::stats::Counts;
-use crate::compare::FieldDiff;
+use crate::metrics::latency::Counts;
+use crate::shadow::compare::FieldDiff;
 
 /// Normalised paths kept per route.
 pub const MAX_PATHS: usize = 200;

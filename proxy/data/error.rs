@@ -2,8 +2,8 @@
 
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::body::ResponseBody;
-use crate::upstream::FailureKind;
+use crate::data::body::ResponseBody;
+use crate::data::upstream::FailureKind;
 
 /// A request the proxy answers itself.
 #[derive(Debug, thiserror::Error)]

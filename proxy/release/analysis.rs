@@ -11,15 +11,18 @@ pub mod stats;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
-use crate::control::overrides::{Phase, RolloutState};
-use crate::control::{now_unix_ms, Action, ControlHandle};
-use crate::handler::Shared;
+use crate::state::{Phase, RolloutState};
+use tokio::sync::mpsc;
+
+use crate::data::shared::Shared;
+use crate::state::now_unix_ms;
 use stats::{judge, Counts, Evidence, FailReason, Verdict};
 
 /// How often the task wakes to see which routes are due for a look.
@@ -47,10 +50,28 @@ struct RouteHistory {
     last_look: Option<Instant>,
 }
 
-/// Starts the analysis task; it ends when `shutdown` fires.
+/// What the analysis asks the control task to do with a route's rollout.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finding {
+    /// The canary passed a full step: move to the next (ignored if the step changed meanwhile).
+    Advance {
+        /// The step the analysis judged.
+        from_step: usize,
+    },
+    /// The canary regressed: abort.
+    Abort {
+        /// Which test failed.
+        cause: FailReason,
+        /// Both sides' figures.
+        evidence: Evidence,
+    },
+}
+
+/// Starts the analysis task; it ends when `shutdown` fires. Findings leave through `findings`
+/// (route name, finding): the control task applies them, so it stays the single writer.
 pub fn spawn(
     shared: Arc<Shared>,
-    control: ControlHandle,
+    findings: mpsc::Sender<(String, Finding)>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Looks {
     let looks: Looks = Arc::default();
@@ -65,9 +86,9 @@ pub fn spawn(
                 _ = shutdown.changed() => break,
             }
             let actions = look_at_all(&shared, &mut history, &published);
-            for (route, action) in actions {
-                if let Err(error) = control.act(&route, action, "analysis").await {
-                    tracing::warn!(route, %error, "analysis action refused");
+            for finding in actions {
+                if findings.send(finding).await.is_err() {
+                    return;
                 }
             }
         }
@@ -79,7 +100,7 @@ fn look_at_all(
     shared: &Shared,
     history: &mut HashMap<String, RouteHistory>,
     published: &Looks,
-) -> Vec<(String, Action)> {
+) -> Vec<(String, Finding)> {
     let snapshot = shared.snapshot.load();
     let now = Instant::now();
     let mut actions = Vec::new();
@@ -156,7 +177,7 @@ fn look_at_all(
                 tracing::warn!(route = %route.name, reason = reason.as_str(), test = ?evidence.test, "canary failed analysis: aborting");
                 actions.push((
                     route.name.clone(),
-                    Action::AutoAbort {
+                    Finding::Abort {
                         cause: *reason,
                         evidence,
                     },
@@ -167,7 +188,7 @@ fn look_at_all(
                 if at_step >= plan.step_interval.as_millis() as u64 {
                     actions.push((
                         route.name.clone(),
-                        Action::Advance {
+                        Finding::Advance {
                             from_step: progress.step,
                         },
                     ));

@@ -1,0 +1,23 @@
+//! The data path: everything a request touches between the downstream connection and the
+//! upstream's answer.
+//!
+//! `server` accepts (TLS, HTTP/1.1, h2, h2c) and hands each request to `handler`, which loads the
+//! `snapshot` once, asks `route::decide` (pure), forwards through `upstream` with the rewritten
+//! `headers` and wrapped `body`, and answers failures through `error`'s one status mapping. The
+//! per-request `record` counts the outcome when the response body ends. Copies for a dark launch
+//! leave through `tap` (a `try_send` into a bounded queue the shadow module drains). Nothing here
+//! imports the control plane: it writes the snapshot, this module only reads it.
+
+pub mod body;
+pub mod endpoint;
+pub mod error;
+pub mod handler;
+pub mod headers;
+pub mod ratelimit;
+pub mod record;
+pub mod server;
+pub mod shared;
+pub mod snapshot;
+pub mod tap;
+pub mod tls;
+pub mod upstream;

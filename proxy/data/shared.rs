@@ -1,0 +1,28 @@
+//! The runtime handles that the data path and the control plane share: the snapshot cell (one
+//! writer, the control task; many readers, one load per request) and the metric families. Kept
+//! apart from the handler so the control plane never imports the data path's request code.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::data::snapshot::Snapshot;
+use crate::metrics::Metrics;
+
+/// What every request handler shares.
+pub struct Shared {
+    /// The current snapshot; the control task is its only writer.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Process-wide metric families.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Where a request came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// `http` or `https`.
+    pub proto: &'static str,
+}

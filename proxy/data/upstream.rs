@@ -1,0 +1,276 @@
+//! Upstream clients: hyper-util's pooled client, one per distinct set of connection settings,
+//! created on first use and kept for the life of the process. Snapshots hold clones, so a reload
+//! that keeps a route's settings keeps its warm keep-alive connections (pools are keyed by
+//! endpoint inside each client).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hyper_rustls::{
+    ConfigBuilderExt as _, FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder,
+};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use std::sync::atomic::Ordering;
+
+use http::request::Parts;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+
+use crate::config::{Endpoint, UpstreamProtocol, UpstreamTls};
+use crate::data::body::RequestBody;
+use crate::data::record::Record;
+use crate::data::snapshot::{RouteState, VersionState};
+pub use crate::metrics::FailureKind;
+
+/// A pooled client: HTTP/1.1 or HTTP/2, cleartext or TLS.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+
+/// The same, for shadow copies, whose bodies are complete buffers.
+pub type MirrorClient = Client<HttpsConnector<HttpConnector>, http_body_util::Full<bytes::Bytes>>;
+
+/// The settings that need a client of their own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub idle_timeout: Duration,
+    /// HTTP/1.1 or HTTP/2.
+    pub protocol: UpstreamProtocol,
+    /// TLS settings, when the endpoints are reached over TLS.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// Every client the process has made, by settings. Only snapshot builds touch the lock.
+#[derive(Default)]
+pub struct Clients {
+    by_key: Mutex<HashMap<ClientKey, UpstreamClient>>,
+    mirror_by_key: Mutex<HashMap<ClientKey, MirrorClient>>,
+}
+
+impl Clients {
+    /// The client for these settings, created on first use.
+    pub fn get(&self, key: ClientKey) -> UpstreamClient {
+        get_or_build(&self.by_key, key)
+    }
+
+    /// The client for shadow copies with these settings, created on first use.
+    pub fn get_mirror(&self, key: ClientKey) -> MirrorClient {
+        get_or_build(&self.mirror_by_key, key)
+    }
+}
+
+fn get_or_build<B>(
+    map: &Mutex<HashMap<ClientKey, Client<HttpsConnector<HttpConnector>, B>>>,
+    key: ClientKey,
+) -> Client<HttpsConnector<HttpConnector>, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // A poisoned lock only means another builder panicked mid-insert; the map is still usable.
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(client) = map.get(&key) {
+        return client.clone();
+    }
+    let client = build(&key);
+    map.insert(key, client.clone());
+    client
+}
+
+fn build<B>(key: &ClientKey) -> Client<HttpsConnector<HttpConnector>, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(key.connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    // The files were checked when the configuration was loaded; if one has gone bad since, the
+    // webpki roots stand in (and verification against a private CA fails loudly as a 502).
+    let tls = crate::data::tls::client_config(key.tls.as_ref()).unwrap_or_else(|error| {
+        tracing::error!(%error, "upstream TLS: using the webpki roots instead");
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_webpki_roots().with_no_client_auth())
+        // The ring provider supports the safe default versions: this cannot fail.
+        .expect("ring supports TLS 1.2 and 1.3")
+    });
+    let mut builder = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    if let Some(name) = key.tls.as_ref().and_then(|t| t.server_name.clone()) {
+        if let Ok(name) = rustls::pki_types::ServerName::try_from(name) {
+            builder = builder.with_server_name_resolver(FixedServerNameResolver::new(name));
+        }
+    }
+    let mut client = Client::builder(TokioExecutor::new());
+    client
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(key.idle_timeout);
+    match key.protocol {
+        UpstreamProtocol::Http1 => client.build(builder.enable_http1().wrap_connector(http)),
+        UpstreamProtocol::H2 => client
+            .http2_only(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(10))
+            .build(builder.enable_http2().wrap_connector(http)),
+    }
+}
+
+/// Classifies an upstream client error by walking its source chain.
+pub fn failure_kind(err: &hyper_util::client::legacy::Error) -> FailureKind {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    let mut hyper_error = None;
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return FailureKind::Timeout;
+            }
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            hyper_error.get_or_insert(h);
+        }
+        source = e.source();
+    }
+    if err.is_connect() {
+        return FailureKind::Connect;
+    }
+    match hyper_error {
+        Some(h) if h.is_parse() || h.is_parse_status() || h.is_user() => FailureKind::Protocol,
+        _ => FailureKind::Reset,
+    }
+}
+
+/// Why a call to the upstream produced no response.
+pub enum Failure<'a> {
+    /// No response head within the route's response-header timeout.
+    Timeout {
+        /// The endpoint last tried.
+        endpoint: &'a Endpoint,
+    },
+    /// The client failed (connect, reset, invalid response, or the request body failed).
+    Error {
+        /// The endpoint last tried.
+        endpoint: &'a Endpoint,
+        /// hyper-util's error.
+        error: hyper_util::client::legacy::Error,
+    },
+}
+
+/// What a retry sends again: the head of an idempotent request without a body.
+struct RetryHead {
+    method: http::Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+    version: http::Version,
+}
+
+/// Calls `endpoint` under the route's response-header deadline; after a connect failure, an
+/// idempotent request without a body is tried on another endpoint, within the route's retries
+/// and the version's retry budget. The endpoint that refused counts it towards its ejection.
+pub async fn call<'a>(
+    route: &RouteState,
+    version: &'a VersionState,
+    endpoint: &'a Endpoint,
+    parts: Parts,
+    body: RequestBody,
+    record: &mut Record,
+) -> Result<Response<Incoming>, Failure<'a>> {
+    // A retry needs the head again: kept only for idempotent requests without a body, on routes
+    // with retries and versions with another endpoint to try.
+    let retry = match route.retries {
+        Some(r) if idempotent(&parts.method) && body.ended() && version.endpoints.len() > 1 => {
+            Some((
+                r,
+                RetryHead {
+                    method: parts.method.clone(),
+                    uri: parts.uri.clone(),
+                    headers: parts.headers.clone(),
+                    version: parts.version,
+                },
+            ))
+        }
+        _ => None,
+    };
+    let deadline = tokio::time::Instant::now() + route.timeouts.response_header;
+    let call = version.client.request(Request::from_parts(parts, body));
+    let mut endpoint = endpoint;
+    let mut outcome = tokio::time::timeout_at(deadline, call).await;
+    let mut attempt = 0;
+    while let (Some((retries, head)), Ok(Err(e))) = (&retry, &outcome) {
+        if failure_kind(e) != FailureKind::Connect || attempt >= retries.attempts {
+            break;
+        }
+        let Some(next) = next_retry_endpoint(version, endpoint, retries.budget_percent) else {
+            break;
+        };
+        let (next, health) = next;
+        attempt += 1;
+        endpoint = next;
+        if let Some(failed) = record.endpoint.replace(health.clone()) {
+            failed.observe(true);
+        }
+        version.metrics.retries.inc();
+        let mut target = head.uri.clone().into_parts();
+        target.authority = Some(next.0.clone());
+        let Ok(target) = Uri::from_parts(target) else {
+            break;
+        };
+        let mut request = Request::new(RequestBody::empty());
+        *request.method_mut() = head.method.clone();
+        *request.uri_mut() = target;
+        *request.headers_mut() = head.headers.clone();
+        *request.version_mut() = head.version;
+        version.retries_in_flight.fetch_add(1, Ordering::Relaxed);
+        outcome = tokio::time::timeout_at(deadline, version.client.request(request)).await;
+        version.retries_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+    match outcome {
+        Err(_elapsed) => Err(Failure::Timeout { endpoint }),
+        Ok(Err(error)) => Err(Failure::Error { endpoint, error }),
+        Ok(Ok(response)) => Ok(response),
+    }
+}
+
+/// Another usable endpoint for a retry, when the budget allows one: retries in flight stay
+/// under a share of the requests in flight (at least 3), so retries cannot multiply an outage.
+fn next_retry_endpoint<'a>(
+    version: &'a VersionState,
+    failed: &Endpoint,
+    budget_percent: u32,
+) -> Option<(
+    &'a Endpoint,
+    &'a std::sync::Arc<crate::data::endpoint::EndpointHealth>,
+)> {
+    let in_flight = version.metrics.in_flight.get().max(0) as u64;
+    let allowed = (in_flight * u64::from(budget_percent) / 100).max(3);
+    let active = version.retries_in_flight.load(Ordering::Relaxed);
+    if u64::from(active) >= allowed {
+        return None;
+    }
+    version.next_endpoint().filter(|(e, _)| *e != failed)
+}
+
+/// Methods a retry cannot turn into a duplicate side effect (RFC 9110 §9.2.2).
+fn idempotent(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
+}
