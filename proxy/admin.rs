@@ -1,11 +1,13 @@
 //! The admin endpoint, on its own listener: health (`/healthz`, `/readyz`), Prometheus metrics
-//! (`/metrics`) and the JSON API under `/api/v1` (see `docs/openapi.yaml`).
+//! (`/metrics`), the JSON API under `/api/v1` (see `docs/openapi.yaml`) and the release page (`/ui/`).
 //!
 //! Reads are open; every mutation needs `Authorization: Bearer <token>` when a token is
 //! configured, compared in constant time. Without a token the admin endpoint must be on loopback
 //! (checked at start).
 
 pub mod api;
+pub mod stats;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,6 +74,7 @@ pub async fn handle(
             r
         }
         (_, "/healthz" | "/readyz" | "/metrics") => api::method_not_allowed("GET"),
+        (method, p) if p == "/ui" || p.starts_with("/ui/") => ui::serve(method, p),
         (_, p) if p.starts_with("/api/v1/") => {
             let mutation = request.method() != Method::GET && request.method() != Method::HEAD;
             if mutation && !admin.authorized(&request) {

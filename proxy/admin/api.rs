@@ -267,6 +267,7 @@ pub async fn dispatch(
             };
             act(admin, name, action, &actor).await
         }
+        ["stats"] => super::stats::dispatch(admin, &method),
         ["config"] => match method {
             Method::GET => json(StatusCode::OK, &**admin.status.load()),
             _ => method_not_allowed("GET"),
