@@ -264,3 +264,190 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn the_page_and_its_files_come_from_the_binary_under_a_strict_policy() {
+    let stable = Upstream::start("stable").await;
+    let canary = Upstream::start("canary").await;
+    let proxy = start_proxy(
+        &two_versions(&stable, &canary, (90, 10), "")
+            .replace("listeners:", "admin: { addr: \"127.0.0.1:0\" }\nlisteners:"),
+    )
+    .await;
+    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+
+    let bare = get(&client(), &format!("{admin}/ui"), &[]).await;
+    assert_eq!(bare.status, 308);
+    assert_eq!(bare.headers["location"], "/ui/");
+
+    let page = get(&client(), &format!("{admin}/ui/"), &[]).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    assert!(
+        page.body.contains(r#"rel="icon""#),
+        "the page declares its icon"
+    );
+    assert!(
+        !page.body.contains("://"),
+        "nothing is loaded from another site"
+    );
+
+    // Every file the page and its modules name is served, with its type; nothing else is.
+    let mut files = vec![
+        "errors.js".to_string(),
+        "app.js".into(),
+        "style.css".into(),
+        "favicon.svg".into(),
+    ];
+    let mut i = 0;
+    while i < files.len() {
+        let reply = get(&client(), &format!("{admin}/ui/{}", files[i]), &[]).await;
+        assert_eq!(reply.status, 200, "{}", files[i]);
+        let kind = reply.headers["content-type"].to_str().unwrap();
+        let want = match files[i].rsplit('.').next() {
+            Some("js") => "text/javascript; charset=utf-8",
+            Some("css") => "text/css; charset=utf-8",
+            _ => "image/svg+xml",
+        };
+        assert_eq!(kind, want, "{}", files[i]);
+        // The SVG namespace is a name, not an address: nothing else may name another site.
+        assert!(
+            !reply
+                .body
+                .replace("http://www.w3.org/2000/svg", "")
+                .contains("://"),
+            "{} loads nothing from elsewhere",
+            files[i]
+        );
+        for line in reply.body.lines().filter(|l| l.starts_with("import ")) {
+            let name = line
+                .rsplit("\"./")
+                .next()
+                .unwrap()
+                .trim_end_matches("\";")
+                .to_string();
+            if !files.contains(&name) {
+                files.push(name);
+            }
+        }
+        i += 1;
+    }
+    assert!(files.len() >= 8, "the modules were followed: {files:?}");
+    assert_eq!(
+        get(&client(), &format!("{admin}/ui/secret.txt"), &[])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        get(&client(), &format!("{admin}/ui/../metrics"), &[])
+            .await
+            .status,
+        404,
+        "only the embedded files, by exact name"
+    );
+    assert_eq!(
+        send("POST", &format!("{admin}/ui/"), &[], "").await.status,
+        405
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_stats_count_every_request_of_each_version_with_its_latency() {
+    let stable = Upstream::start("stable").await;
+    let canary = Upstream::start("canary").await;
+    canary.faults.error_every.store(2, Ordering::Relaxed);
+    let proxy = start_proxy(
+        &two_versions(&stable, &canary, (50, 50), "")
+            .replace("listeners:", "admin: { addr: \"127.0.0.1:0\" }\nlisteners:"),
+    )
+    .await;
+    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let url = format!("http://{}/", proxy.addr("public").unwrap());
+    let (mut to_stable, mut to_canary) = (0u64, 0u64);
+    for _ in 0..60 {
+        match get(&client(), &url, &[]).await.served_by() {
+            "stable" => to_stable += 1,
+            _ => to_canary += 1,
+        }
+    }
+    let read = || async {
+        let reply = get(&client(), &format!("{admin}/api/v1/stats"), &[]).await;
+        assert_eq!(reply.status, 200);
+        serde_json::from_str::<Value>(&reply.body).unwrap()
+    };
+    // A request is counted when its response body ends, just after the client has it.
+    let mut stats = read().await;
+    for _ in 0..100 {
+        let counted: u64 = stats["routes"][0]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["requests"].as_u64().unwrap())
+            .sum();
+        if counted == 60 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stats = read().await;
+    }
+    let route = &stats["routes"][0];
+    assert_eq!(
+        (route["name"].as_str(), route["strategy"].as_str()),
+        (Some("shop"), Some("canary"))
+    );
+    assert_eq!(route["shadow"], Value::Null);
+    let version = |i: usize| &route["versions"][i];
+    assert_eq!(version(0)["name"], "stable");
+    assert_eq!(version(0)["requests"], to_stable);
+    assert_eq!(version(0)["errors"], 0);
+    assert_eq!(version(1)["requests"], to_canary);
+    assert_eq!(
+        version(1)["errors"],
+        to_canary / 2,
+        "every second canary answer is a 500"
+    );
+    for i in 0..2 {
+        let latency: u64 = version(i)["latency"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            Some(latency),
+            version(i)["requests"].as_u64(),
+            "each request in one bucket"
+        );
+        assert_eq!(version(i)["in_flight"], 0);
+    }
+    let bounds = stats["latency_bucket_upper_ms"].as_array().unwrap();
+    assert_eq!(
+        (bounds[0].as_f64(), bounds[1].as_f64()),
+        (Some(0.5), Some(0.6))
+    );
+    assert_eq!(
+        bounds.last().unwrap(),
+        &Value::Null,
+        "the last bucket is unbounded"
+    );
+    assert!(stats["at_unix_ms"].as_u64().unwrap() > 1_600_000_000_000);
+    assert_eq!(
+        send("POST", &format!("{admin}/api/v1/stats"), &[], "")
+            .await
+            .status,
+        405
+    );
+    proxy.shutdown().await;
+}
