@@ -100,6 +100,7 @@ function schedule(ms) {
 
 async function poll() {
   polling = true;
+  let data = null;
   try {
     const [routes, stats] = await Promise.all([getJSON("routes"), getJSON("stats")]);
     history.push(stats);
@@ -110,13 +111,19 @@ async function poll() {
           shadows.set(r.name, await getJSON(`routes/${encodeURIComponent(r.name)}/shadow/report`));
         }),
     );
-    const data = { routes: routes.routes, stats, history, journal, shadows };
-    renderRoutes(document.getElementById("routes"), cards, data, (route, s) => actionsPanel(route, s, { call, confirm }));
+    data = { routes: routes.routes, stats, history, journal, shadows };
     status.textContent = `live · generation ${stats.generation} · ${new Date(stats.at_unix_ms).toLocaleTimeString()}`;
     status.className = "status ok";
   } catch (e) {
     status.textContent = `admin API unreachable: ${e.message}; retrying`;
     status.className = "status bad";
+  }
+  try {
+    if (data) {
+      renderRoutes(document.getElementById("routes"), cards, data, (route, s) => actionsPanel(route, s, { call, confirm }));
+    }
+  } catch (e) {
+    console.error("the release page failed to draw:", e); // a bug of the page: the test sees it
   } finally {
     polling = false;
     const next = again ? 0 : POLL_MS;

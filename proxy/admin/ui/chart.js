@@ -18,9 +18,9 @@ function el(name, attrs, text) {
 }
 
 /** A "nice" scale top at or above `max`: 1, 2 or 5 times a power of ten. */
-function niceTop(max) {
-  if (!(max > 0)) {
-    return 1;
+function niceTop(max, least) {
+  if (!(max > least)) {
+    return least;
   }
   const p = 10 ** Math.floor(Math.log10(max));
   return [1, 2, 5, 10].map((m) => m * p).find((v) => v >= max);
@@ -31,14 +31,14 @@ function niceTop(max) {
  * a gap) over
  * [from, to] ms, with `format` for the scale's top label.
  */
-export function lineChart({ title, lines, from, to, format }) {
+export function lineChart({ title, lines, from, to, format, least }) {
   const svg = el("svg", {
     viewBox: `0 0 ${W} ${H}`,
     class: "chart",
     role: "img",
     "aria-label": title,
   });
-  const max = niceTop(Math.max(0, ...lines.flatMap((l) => l.points.map((p) => p.value ?? 0))));
+  const max = niceTop(Math.max(0, ...lines.flatMap((l) => l.points.map((p) => p.value ?? 0))), least);
   const x = (t) => PAD.left + ((t - from) / Math.max(1, to - from)) * (W - PAD.left - PAD.right);
   const y = (v) => H - PAD.bottom - (v / max) * (H - PAD.top - PAD.bottom);
   svg.append(el("text", { x: PAD.left, y: 12, class: "chart-title" }, title));

@@ -168,7 +168,8 @@ export class Journal {
     const r = route.rollout;
     const state = describe(route);
     if (j.last !== state) {
-      j.events.unshift({ t: now, text: first ? `page opened: ${state}` : state });
+      const why = route.aborted ? `: ${route.aborted.reason}` : "";
+      j.events.unshift({ t: now, text: `${first ? "page opened: " : ""}${state}${why}` });
       j.events.length = Math.min(j.events.length, MAX_EVENTS);
       j.last = state;
     }
@@ -181,11 +182,11 @@ export class Journal {
   }
 }
 
-/** One line for a route's release state, e.g. `rollout progressing: step 2 of 4, canary 30%`. */
+/** A short line for a route's release state, e.g. `rollout progressing: step 2 of 4, canary 30%`. */
 export function describe(route) {
   const r = route.rollout;
   if (route.aborted) {
-    return `aborted by ${route.aborted.by}: ${route.aborted.reason}`;
+    return `aborted by ${route.aborted.by}`;
   }
   if (!r) {
     return route.versions.map((v) => `${v.name} ${v.weight}`).join(", ");

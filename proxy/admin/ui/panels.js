@@ -5,6 +5,8 @@ import { fmt, h } from "./dom.js";
 
 /** Example values longer than this are cut (the whole value is in the tooltip). */
 const EXAMPLE_CHARS = 160;
+/** Looks listed: the newest. */
+const LOOKS_SHOWN = 8;
 
 /** The rollout: steps taken, state, last look, looks seen and the timeline. */
 export function rolloutPanel(route, journal) {
@@ -30,14 +32,8 @@ export function rolloutPanel(route, journal) {
     h("h3", {}, `Rollout: ${r.baseline} → ${r.canary}`),
     h("ol", { class: "steps" }, steps),
     h("p", { class: "muted" }, notes[r.state] ?? r.state),
-    look
-      ? [
-          h("h4", {}, "Last look ", h("span", { class: "muted" }, fmt.time(look.at_unix_ms))),
-          h("p", {}, verdict(look)),
-          sides(look.evidence),
-        ]
-      : h("p", { class: "muted" }, "No look by the analysis yet."),
-    journal.looks.length > 1 ? looksTable(journal.looks) : null,
+    lastLook(route, look),
+    journal.looks.length > 1 ? looksTable(journal.looks.slice(0, LOOKS_SHOWN)) : null,
     h("h4", {}, "Seen on this page"),
     h(
       "ul",
@@ -45,6 +41,18 @@ export function rolloutPanel(route, journal) {
       journal.events.map((e) => h("li", {}, h("span", { class: "muted" }, fmt.time(e.t)), " ", e.text)),
     ),
   );
+}
+
+function lastLook(route, look) {
+  if (!look) {
+    return h("p", { class: "muted" }, "No look by the analysis yet.");
+  }
+  const when = h("span", { class: "muted" }, fmt.time(look.at_unix_ms));
+  if (route.aborted?.evidence && look.verdict === "fail") {
+    // The abort panel above shows this look's figures as the evidence.
+    return [h("h4", {}, "Last look ", when), h("p", {}, verdict(look), " ", h("span", { class: "muted" }, "(its figures are the abort's evidence, above)"))];
+  }
+  return [h("h4", {}, "Last look ", when), h("p", {}, verdict(look)), sides(look.evidence)];
 }
 
 function verdict(look) {
@@ -71,21 +79,19 @@ function looksTable(looks) {
       h("td", { class: "num" }, `${fmt.ms(e.baseline.p99_ms)} / ${fmt.ms(e.canary.p99_ms)}`),
     );
   });
-  return h(
-    "details",
-    { class: "looks" },
-    h("summary", {}, `Looks seen (${looks.length}, newest first)`),
+  return [
+    h("h4", {}, "Looks ", h("span", { class: "muted" }, "(newest first)")),
     h(
       "table",
-      {},
+      { class: "looks" },
       h(
         "thead",
         {},
-        h("tr", {}, ["At", "Verdict", "Requests (baseline / canary)", "Errors", "p99"].map((c) => h("th", {}, c))),
+        h("tr", {}, ["At", "Verdict", "Requests (baseline / canary)", "Error rate", "p99"].map((c) => h("th", {}, c))),
       ),
       h("tbody", {}, rows),
     ),
-  );
+  ];
 }
 
 /** Baseline and canary side by side over one window, and the failing test. */

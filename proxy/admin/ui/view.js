@@ -24,8 +24,8 @@ function update(part, key, build) {
   }
 }
 
-/** Charts and figures: a one-minute window for the table, five-second steps for the charts. */
-const SUMMARY_MS = 60_000;
+/** The table shows the last ten seconds (what is happening now); the charts, five-second steps. */
+const SUMMARY_MS = 10_000;
 const STEP_MS = 5_000;
 
 /** Draws every route; `cards` keeps each route's card between polls. */
@@ -95,18 +95,20 @@ function drawCard(card, route, data, makeActions) {
   }));
   update(card.parts.charts, JSON.stringify([from, to, series.map((s) => s.points.length)]), () => {
     const pick = (field) => series.map((s) => ({ ...s, points: s.points.map((p) => ({ t: p.t, value: p[field] })) }));
+    // A version that never had a request in the span (a shadow, a canary not started) has no line.
+    const rates = pick("rate").filter((s) => s.points.some((p) => p.value > 0));
     return [
-      lineChart({ title: "requests/s", lines: pick("rate"), from, to, format: fmt.rate }),
-      lineChart({ title: "error rate", lines: pick("errorRate"), from, to, format: fmt.percent }),
-      lineChart({ title: "p99 latency", lines: pick("p99"), from, to, format: fmt.ms }),
+      lineChart({ title: "requests/s", lines: rates, from, to, format: fmt.rate, least: 1 }),
+      lineChart({ title: "error rate", lines: pick("errorRate"), from, to, format: fmt.percent, least: 0.01 }),
+      lineChart({ title: "p99 latency", lines: pick("p99"), from, to, format: fmt.ms, least: 1 }),
     ];
   });
 
   const j = journal.observe(route, data.stats.at_unix_ms);
   const shadow = stats?.shadow ? shadows.get(route.name) : null;
   update(card.parts.panels, JSON.stringify([route.rollout, route.aborted, j.looks.length, j.events.length, shadow]), () => [
-    route.rollout ? rolloutPanel(route, j) : null,
     route.aborted ? abortPanel(route.aborted) : null,
+    route.rollout ? rolloutPanel(route, j) : null,
     stats?.shadow ? shadowPanel(stats.shadow, shadow) : null,
   ]);
 
@@ -146,7 +148,7 @@ function versionsTable(rows, total, shadow, span) {
       h("td", { class: "num" }, String(inFlight)),
     );
   });
-  const window = span >= SUMMARY_MS - 2000 ? "the last minute" : `the last ${Math.round(span / 1000)} s (since the page opened)`;
+  const window = span >= SUMMARY_MS - 1500 ? "the last 10 s" : `the last ${Math.round(span / 1000)} s (since the page opened)`;
   return [
     h(
       "table",
@@ -164,6 +166,6 @@ function versionsTable(rows, total, shadow, span) {
       ),
       h("tbody", {}, body),
     ),
-    h("p", { class: "muted small" }, `Requests, errors and latency over ${window}; latency as the proxy's buckets read it (about 10%).`),
+    h("p", { class: "muted small" }, `Requests, errors and latency over ${window}, the charts over the last minutes; latency as the proxy's buckets read it (about 10%).`),
   ];
 }
