@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use super::Admin;
-use crate::control::{Action, ActionError, ReloadSource};
+use crate::control::{Action, ActionError, ReloadError, ReloadSource};
 use crate::data::body::ResponseBody;
 use crate::data::snapshot::Snapshot;
 use crate::state::{Abort, RolloutState, WeightSource};
@@ -277,7 +277,10 @@ pub async fn dispatch(
                     StatusCode::OK,
                     &serde_json::json!({ "generation": generation }),
                 ),
-                Err(message) => error(StatusCode::UNPROCESSABLE_ENTITY, &message),
+                Err(e @ ReloadError::Unavailable) => {
+                    error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+                }
+                Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
             },
             _ => method_not_allowed("POST"),
         },
@@ -310,10 +313,14 @@ async fn act(admin: &Admin, name: &str, action: Action, actor: &str) -> Response
         Err(e) => {
             let status = match e {
                 ActionError::NoRoute(_) => StatusCode::NOT_FOUND,
-                ActionError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                ActionError::Conflict(_) => StatusCode::CONFLICT,
-                ActionError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                ActionError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                ActionError::UnknownVersions { .. }
+                | ActionError::MissingWeights(_)
+                | ActionError::AllZero => StatusCode::UNPROCESSABLE_ENTITY,
+                ActionError::Conflict { .. } => StatusCode::CONFLICT,
+                // Nothing was acknowledged: the store could not make the change durable.
+                ActionError::Persist(_) | ActionError::Unavailable => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
             };
             error(status, &e.to_string())
         }
