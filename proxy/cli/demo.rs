@@ -526,18 +526,22 @@ async fn dark_launch(admin_url: &str, base: &str) -> Result<(), DemoError> {
     };
     let command = crate::cli::ctl::CtlCommand::Report("catalog".into());
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut report = serde_json::Value::Null;
+    let mut report = None;
     while Instant::now() < deadline {
         let text = crate::cli::ctl::run(&target, &command)
             .await
             .map_err(|e| DemoError::Request(e.to_string()))?;
-        report = serde_json::from_str(&text).map_err(|e| DemoError::Request(e.to_string()))?;
-        if report["total"]["compared"].as_u64() >= Some(200) {
+        let view: crate::shadow::report::ReportView =
+            serde_json::from_str(&text).map_err(|e| DemoError::Request(e.to_string()))?;
+        let enough = view.total.compared >= 200;
+        report = Some(view);
+        if enough {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("     $ switchyard ctl --admin {admin_url} report catalog");
+    let report = report.ok_or_else(|| DemoError::Request("no shadow report".into()))?;
     for line in crate::cli::ctl::shadow_report(&report).lines() {
         println!("     {line}");
     }

@@ -69,6 +69,19 @@ pub(super) fn admin(p: &mut Problems, a: &RawAdmin, base: &Path) -> Option<Admin
         (None, Some(file)) => Some(TokenSource::File(base.join(file))),
         (None, None) => None,
     };
+    if token.is_none()
+        && !addr.ip().is_loopback()
+        && a.token_env.is_none()
+        && a.token_file.is_none()
+    {
+        p.add(
+            "admin.addr",
+            format!(
+                "{addr} is not loopback and no token is configured: set admin.token_env or \
+                 admin.token_file, or bind the admin endpoint to 127.0.0.1"
+            ),
+        );
+    }
     Some(Admin { addr, token })
 }
 
