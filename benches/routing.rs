@@ -100,7 +100,9 @@ fn bench_record(c: &mut Criterion) {
         b.iter(|| {
             version.in_flight.inc();
             version.count_status(black_box(200));
-            version.duration.observe(black_box(0.0123));
+            version
+                .stats
+                .record(false, black_box(std::time::Duration::from_micros(12_300)));
             version.in_flight.dec();
         })
     });

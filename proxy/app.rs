@@ -64,7 +64,11 @@ pub struct Running {
 
 /// Starts from a configuration file: reloads (file watch, SIGHUP, API) re-read it.
 pub async fn start_from_file(file: &Path) -> Result<Running, StartError> {
-    let config = crate::control::load::load(file)?.config;
+    let loaded = crate::control::load::load(file)?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{}: {warning}", file.display());
+    }
+    let config = loaded.config;
     start_with(config, Some(file.to_path_buf())).await
 }
 
@@ -84,7 +88,7 @@ async fn bind(name: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr),
     Ok((listener, bound))
 }
 
-/// Reads the admin token and refuses an exposed admin endpoint without one.
+/// Reads the admin token from where the configuration says.
 fn admin_token(admin: &config::Admin) -> Result<Option<String>, StartError> {
     let token = match &admin.token {
         None => None,
@@ -112,13 +116,7 @@ fn admin_token(admin: &config::Admin) -> Result<Option<String>, StartError> {
             }
         },
     };
-    if token.is_none() && !admin.addr.ip().is_loopback() {
-        return Err(StartError::AdminToken(format!(
-            "admin.addr {} is not loopback and no token is configured: set admin.token_env or \
-             admin.token_file, or bind the admin endpoint to 127.0.0.1",
-            admin.addr
-        )));
-    }
+    // An exposed admin endpoint without a token never gets here: validation refuses it.
     Ok(token)
 }
 
@@ -132,23 +130,7 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
         .flatten();
 
     // Bind everything before serving anything, so a bad address fails the start cleanly.
-    let mut bound = Vec::with_capacity(config.listeners.len());
-    let mut stores = Vec::new();
-    for l in &config.listeners {
-        let tls = match &l.tls {
-            Some(t) => {
-                let store = crate::data::tls::CertStore::load(t)?;
-                let acceptor = tokio_rustls::TlsAcceptor::from(crate::data::tls::server_config(
-                    store.clone(),
-                )?);
-                stores.push(store);
-                Some(acceptor)
-            }
-            None => None,
-        };
-        let (listener, addr) = bind(&l.name, l.addr).await?;
-        bound.push((l.name.clone(), addr, listener, tls));
-    }
+    let (bound, stores) = bind_listeners(&config).await?;
     let admin_bound = match &config.admin {
         Some(a) => Some(bind("admin", a.addr).await?),
         None => None,
@@ -175,33 +157,9 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
         store.spawn_reloader(shutdown.subscribe());
     }
 
-    let mut listeners = Vec::with_capacity(bound.len());
-    let mut servers = Vec::with_capacity(bound.len() + 1);
-    for ((name, addr, listener, tls), own) in bound.into_iter().zip(per_listener) {
-        tracing::info!(listener = %name, %addr, tls = tls.is_some(), "listening");
-        let shared = shared.clone();
-        let service = move |downstream: Downstream, request| {
-            handler::handle(shared.clone(), downstream, request)
-        };
-        let serving = server::Serving {
-            name: name.clone(),
-            listener,
-            tls,
-            drain,
-            limits,
-            connections: server::ConnectionLimits {
-                global: Some(global.clone()),
-                listener: own.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
-            },
-        };
-        servers.push(tokio::spawn(server::serve(
-            serving,
-            service,
-            shutdown.subscribe(),
-        )));
-        listeners.push((name, addr));
-    }
-
+    let connections = (global, per_listener);
+    let (listeners, mut servers) =
+        serve_listeners(bound, connections, &shared, drain, limits, &shutdown);
     let admin_state = Arc::new(Admin {
         shared: shared.clone(),
         control: control.clone(),
@@ -243,6 +201,77 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
         servers,
         _watcher: watcher,
     })
+}
+
+/// A bound listener: name, address, socket, TLS acceptor.
+type Bound = (
+    String,
+    SocketAddr,
+    TcpListener,
+    Option<tokio_rustls::TlsAcceptor>,
+);
+
+/// Loads each listener's certificates and binds its address.
+async fn bind_listeners(
+    config: &Config,
+) -> Result<(Vec<Bound>, Vec<Arc<crate::data::tls::CertStore>>), StartError> {
+    let mut bound = Vec::with_capacity(config.listeners.len());
+    let mut stores = Vec::new();
+    for l in &config.listeners {
+        let tls = match &l.tls {
+            Some(t) => {
+                let store = crate::data::tls::CertStore::load(t)?;
+                let acceptor = tokio_rustls::TlsAcceptor::from(crate::data::tls::server_config(
+                    store.clone(),
+                )?);
+                stores.push(store);
+                Some(acceptor)
+            }
+            None => None,
+        };
+        let (listener, addr) = bind(&l.name, l.addr).await?;
+        bound.push((l.name.clone(), addr, listener, tls));
+    }
+    Ok((bound, stores))
+}
+
+/// Starts a server per bound listener; returns the names and addresses, and the server tasks.
+fn serve_listeners(
+    bound: Vec<Bound>,
+    (global, per_listener): (Arc<tokio::sync::Semaphore>, Vec<Option<usize>>),
+    shared: &Arc<Shared>,
+    drain: std::time::Duration,
+    limits: crate::config::Limits,
+    shutdown: &watch::Sender<bool>,
+) -> (Vec<(String, SocketAddr)>, Vec<JoinHandle<()>>) {
+    let mut listeners = Vec::with_capacity(bound.len());
+    let mut servers = Vec::with_capacity(bound.len() + 1);
+    for ((name, addr, listener, tls), own) in bound.into_iter().zip(per_listener) {
+        tracing::info!(listener = %name, %addr, tls = tls.is_some(), "listening");
+        let shared = shared.clone();
+        let service = move |downstream: Downstream, request| {
+            handler::handle(shared.clone(), downstream, request)
+        };
+        let serving = server::Serving {
+            name: name.clone(),
+            listener,
+            tls,
+            drain,
+            limits,
+            connections: server::ConnectionLimits {
+                global: Some(global.clone()),
+                listener: own.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            },
+        };
+        servers.push(tokio::spawn(server::serve(
+            serving,
+            service,
+            shutdown.subscribe(),
+        )));
+        listeners.push((name, addr));
+    }
+
+    (listeners, servers)
 }
 
 fn spawn_sighup(control: ControlHandle, mut shutdown: watch::Receiver<bool>) {

@@ -1,8 +1,9 @@
 //! The commands: `run` (the default when only `--config` is given), `check`, `demo` and `ctl`.
 //! The command line is parsed here and each command is dispatched to its module; errors carry
-//! their context (anyhow) only at this edge.
+//! their context (anyhow) only at this edge. Each subcommand's help lists only its own flags.
 
 pub mod ctl;
+pub mod ctl_args;
 pub mod demo;
 
 use std::net::SocketAddr;
@@ -13,25 +14,42 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::app;
+use ctl_args::CtlArgs;
 
 /// Switchyard: a traffic-splitting reverse proxy for safe releases.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
-    /// Configuration file (YAML).
-    #[arg(long, short, global = true, env = "SWITCHYARD_CONFIG")]
-    config: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-    /// Runtime worker threads (default: one per core).
-    #[arg(long, global = true, env = "SWITCHYARD_WORKER_THREADS")]
-    worker_threads: Option<usize>,
+    /// `switchyard --config FILE` runs the proxy.
+    #[command(flatten)]
+    run: RunArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+/// How the proxy runs.
+#[derive(Debug, Clone, clap::Args)]
+struct RunArgs {
+    /// Configuration file (YAML).
+    #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, env = "SWITCHYARD_WORKER_THREADS")]
+    worker_threads: Option<usize>,
+}
+
+/// The file to check.
+#[derive(Debug, Clone, clap::Args)]
+struct CheckArgs {
+    /// Configuration file (YAML).
+    #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -40,9 +58,9 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the proxy (the default when only --config is given).
-    Run,
+    Run(RunArgs),
     /// Validate a configuration file and exit: 0 when valid, 2 when not.
-    Check,
+    Check(CheckArgs),
     /// Drive a running proxy through its admin API.
     Ctl(CtlArgs),
     /// Start built-in upstreams and the proxy in front of them, send some traffic, explain it.
@@ -59,80 +77,22 @@ enum Command {
     },
 }
 
-#[derive(Debug, clap::Args)]
-struct CtlArgs {
-    /// Admin API base URL.
-    #[arg(
-        long,
-        env = "SWITCHYARD_ADMIN",
-        default_value = "http://127.0.0.1:9901"
-    )]
-    admin: String,
-    /// Bearer token for changes.
-    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Print the API's JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-    #[command(subcommand)]
-    command: CtlSub,
-}
-
-#[derive(Debug, Subcommand)]
-enum CtlSub {
-    /// Routes, versions, weights and where each weight comes from.
-    Status,
-    /// Set every version's weight: `weights ROUTE stable=90 canary=10`.
-    Weights {
-        /// Route name.
-        route: String,
-        /// VERSION=WEIGHT for every version of the route.
-        #[arg(required = true)]
-        weights: Vec<String>,
-    },
-    /// The canary (last version) takes 100%.
-    Promote {
-        /// Route name.
-        route: String,
-    },
-    /// Kill switch: every version but the first to 0 at once, until resumed.
-    Abort {
-        /// Route name.
-        route: String,
-        /// Why, for the record.
-        #[arg(long)]
-        reason: Option<String>,
-    },
-    /// Lift an abort.
-    Resume {
-        /// Route name.
-        route: String,
-    },
-    /// Drop the route's API overrides: back to the file.
-    Reset {
-        /// Route name.
-        route: String,
-    },
-    /// Reload the configuration file.
-    Reload,
-    /// Drive a route's rollout: start, pause, resume, promote or abort.
-    Rollout {
-        /// start, pause, resume, promote or abort.
-        #[arg(value_parser = ["start", "pause", "resume", "promote", "abort"])]
-        verb: String,
-        /// Route name.
-        route: String,
-    },
-    /// Blue/green: move all traffic to the standby if it is healthy.
-    Switch {
-        /// Route name.
-        route: String,
-    },
-    /// The dark launch's comparison report: latency live vs shadow, identical %, top differences.
-    Report {
-        /// Route name.
-        route: String,
-    },
+impl Cli {
+    /// The run settings: the `run` subcommand's, else the top level's.
+    fn run_args(&self) -> RunArgs {
+        match &self.command {
+            Some(Command::Run(args)) => RunArgs {
+                config: args.config.clone().or_else(|| self.run.config.clone()),
+                log_format: if args.log_format == LogFormat::Json {
+                    LogFormat::Json
+                } else {
+                    self.run.log_format
+                },
+                worker_threads: args.worker_threads.or(self.run.worker_threads),
+            },
+            _ => self.run.clone(),
+        }
+    }
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default `info`).
@@ -144,7 +104,7 @@ pub fn init_tracing(cli: &Cli) {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match cli.log_format {
+    match cli.run_args().log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
@@ -152,9 +112,10 @@ pub fn init_tracing(cli: &Cli) {
 
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let run_args = cli.run_args();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    if let Some(n) = cli.worker_threads.filter(|n| *n > 0) {
+    if let Some(n) = run_args.worker_threads.filter(|n| *n > 0) {
         builder.worker_threads(n);
     }
     let runtime = builder.build().context("cannot start the async runtime")?;
@@ -172,30 +133,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Ctl(args)) => {
-            let command = match args.command {
-                CtlSub::Status => ctl::CtlCommand::Status,
-                CtlSub::Weights { route, weights } => match ctl::parse_weights(&weights) {
-                    Ok(w) => ctl::CtlCommand::Weights(route, w),
-                    Err(e) => {
-                        eprintln!("switchyard ctl: {e}");
-                        return Ok(ExitCode::from(e.exit_code()));
-                    }
-                },
-                CtlSub::Promote { route } => ctl::CtlCommand::Promote(route),
-                CtlSub::Abort { route, reason } => ctl::CtlCommand::Abort(route, reason),
-                CtlSub::Resume { route } => ctl::CtlCommand::Resume(route),
-                CtlSub::Reset { route } => ctl::CtlCommand::Reset(route),
-                CtlSub::Reload => ctl::CtlCommand::Reload,
-                CtlSub::Rollout { verb, route } => ctl::CtlCommand::Rollout(verb, route),
-                CtlSub::Switch { route } => ctl::CtlCommand::Switch(route),
-                CtlSub::Report { route } => ctl::CtlCommand::Report(route),
+            let outcome = match args.into_parts() {
+                Ok((target, command)) => runtime.block_on(ctl::run(&target, &command)),
+                Err(e) => Err(e),
             };
-            let target = ctl::Target {
-                admin: args.admin,
-                token: args.token,
-                json: args.json,
-            };
-            match runtime.block_on(ctl::run(&target, &command)) {
+            match outcome {
                 Ok(out) => {
                     print!("{out}");
                     Ok(ExitCode::SUCCESS)
@@ -206,27 +148,34 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Some(Command::Check) => {
-            let file = need_config(cli.config)?;
-            match crate::control::load::load(&file).map(|l| l.config) {
-                Ok(c) => {
-                    println!(
-                        "{}: ok ({} listener(s), {} route(s))",
-                        file.display(),
-                        c.listeners.len(),
-                        c.routes.len()
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    Ok(ExitCode::from(2))
-                }
-            }
-        }
-        Some(Command::Run) | None => {
-            let file = need_config(cli.config)?;
+        Some(Command::Check(args)) => check(args.config.or(run_args.config)),
+        Some(Command::Run(_)) | None => {
+            let file = need_config(run_args.config)?;
             runtime.block_on(serve(&file))
+        }
+    }
+}
+
+/// `check`: the same gate as start-up and reload; exit 0 when valid, 2 when not.
+fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let file = need_config(config)?;
+    match crate::control::load::load(&file) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("{}: warning: {warning}", file.display());
+            }
+            let c = loaded.config;
+            println!(
+                "{}: ok ({} listener(s), {} route(s))",
+                file.display(),
+                c.listeners.len(),
+                c.routes.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(2))
         }
     }
 }

@@ -23,6 +23,22 @@ pub fn read(file: &Path) -> Result<(Config, String), ConfigError> {
     Ok((config, text))
 }
 
+/// A refusal of `file` for `problems` (field path, message), each located in `text`: for rules
+/// judged outside validation (files the configuration names).
+pub fn invalid(file: &Path, text: &str, problems: Vec<(String, String)>) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_path_buf(),
+        problems: problems
+            .into_iter()
+            .map(|(path, message)| Problem {
+                location: Location(locate::locate(text, &path)),
+                path,
+                message,
+            })
+            .collect(),
+    }
+}
+
 /// Parses and validates configuration text; `file` names it in errors.
 pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     let raw: raw::RawConfig = serde_yaml::from_str(text).map_err(|e| {

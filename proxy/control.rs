@@ -1,13 +1,19 @@
-//! The control task: the single writer of the snapshot. The file watch, SIGHUP and the admin API
-//! send it commands; it parses, validates, builds, stores, persists and replies, one command at a
-//! time, so no two changes can interleave.
+//! The control task: the single writer of the snapshot. The file watch, SIGHUP, the admin API and
+//! the analysis send it commands; it handles one at a time, so no two changes interleave:
+//!
+//! command -> pure transition ([`apply::apply`]) -> persist ([`store::StateStore`]) -> install
+//! (build a snapshot, swap it) -> reply.
+//!
+//! A change the store cannot make durable is refused and the state in service stays as it was.
 
+pub mod apply;
 pub mod build;
 pub mod load;
+mod reload;
 pub mod state_file;
+pub mod store;
 pub mod watch;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,14 +21,14 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::Strategy;
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::data::shared::Shared;
 use crate::data::upstream::Clients;
-use crate::state::{
-    version_names, Abort, Overrides, Phase, RolloutProgress, RolloutState, RouteOverride,
-};
-use crate::state::{Evidence, FailReason};
+pub use crate::state::now_unix_ms;
+use crate::state::{Overrides, RolloutState, RouteOverride};
+pub use apply::{Action, ActionError, Conflict};
+pub use reload::ReloadError;
+use store::StateStore;
 
 /// What asked for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,62 +51,6 @@ impl ReloadSource {
     }
 }
 
-/// An operator decision about one route.
-#[derive(Debug, Clone)]
-pub enum Action {
-    /// Set every version's weight.
-    SetWeights(BTreeMap<String, u32>),
-    /// The last declared version (the canary) takes all traffic.
-    Promote,
-    /// Every version but the baseline (the first declared) to 0 at once; rules stop pinning them.
-    Abort {
-        /// Why, for the record.
-        reason: String,
-    },
-    /// Lift an abort: the weights from before it return.
-    Resume,
-    /// Drop every override of the route (weights, abort, rollout): back to the file.
-    Reset,
-    /// Start the configured rollout at its first step.
-    RolloutStart,
-    /// Hold the rollout at its step.
-    RolloutPause,
-    /// Continue a paused rollout.
-    RolloutResume,
-    /// The analysis passed a full step: move to the next (from the analysis task).
-    Advance {
-        /// The step the analysis judged; a stale advance is ignored.
-        from_step: usize,
-    },
-    /// The analysis found a regression (from the analysis task).
-    AutoAbort {
-        /// Which test failed.
-        cause: FailReason,
-        /// Both sides' figures.
-        evidence: Evidence,
-    },
-    /// Blue/green: the standby takes all traffic, the active becomes standby.
-    Switch,
-}
-
-impl Action {
-    fn as_str(&self) -> &'static str {
-        match self {
-            Action::SetWeights(_) => "set-weights",
-            Action::Promote => "promote",
-            Action::Abort { .. } => "abort",
-            Action::Resume => "resume",
-            Action::Reset => "reset",
-            Action::RolloutStart => "rollout-start",
-            Action::RolloutPause => "rollout-pause",
-            Action::RolloutResume => "rollout-resume",
-            Action::Advance { .. } => "rollout-advance",
-            Action::AutoAbort { .. } => "auto-abort",
-            Action::Switch => "switch",
-        }
-    }
-}
-
 impl From<crate::release::analysis::Finding> for Action {
     fn from(finding: crate::release::analysis::Finding) -> Action {
         use crate::release::analysis::Finding;
@@ -109,26 +59,6 @@ impl From<crate::release::analysis::Finding> for Action {
             Finding::Abort { cause, evidence } => Action::AutoAbort { cause, evidence },
         }
     }
-}
-
-/// Why an action was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ActionError {
-    /// No such route.
-    #[error("no route named {0:?}")]
-    NoRoute(String),
-    /// The request names versions or weights the route cannot take.
-    #[error("{0}")]
-    Invalid(String),
-    /// The route's state does not allow it (aborted, single version...).
-    #[error("{0}")]
-    Conflict(String),
-    /// The decision could not be made durable; nothing changed.
-    #[error("cannot save the state file: {0}")]
-    Persist(String),
-    /// The control task is gone (shutting down).
-    #[error("the proxy is shutting down")]
-    Unavailable,
 }
 
 /// The outcome of the last reload attempts, for `GET /api/v1/config`.
@@ -149,7 +79,7 @@ pub struct ReloadStatus {
 enum Command {
     Reload {
         source: ReloadSource,
-        reply: oneshot::Sender<Result<u64, String>>,
+        reply: oneshot::Sender<Result<u64, ReloadError>>,
     },
     Act {
         route: String,
@@ -168,14 +98,13 @@ pub struct ControlHandle {
 impl ControlHandle {
     /// Reloads the configuration file; returns the new generation or the error that kept the
     /// running configuration in place.
-    pub async fn reload(&self, source: ReloadSource) -> Result<u64, String> {
+    pub async fn reload(&self, source: ReloadSource) -> Result<u64, ReloadError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Reload { source, reply })
             .await
-            .map_err(|_| "the proxy is shutting down".to_string())?;
-        rx.await
-            .map_err(|_| "the proxy is shutting down".to_string())?
+            .map_err(|_| ReloadError::Unavailable)?;
+        rx.await.map_err(|_| ReloadError::Unavailable)?
     }
 
     /// True once the control task has stopped (the process is shutting down).
@@ -205,6 +134,7 @@ pub struct Control {
     loaded_text: Option<String>,
     config: Arc<Config>,
     overrides: Overrides,
+    store: Box<dyn StateStore>,
     generation: u64,
     shared: Arc<Shared>,
     status: Arc<ArcSwap<ReloadStatus>>,
@@ -212,7 +142,37 @@ pub struct Control {
     health_changes: Option<mpsc::Receiver<()>>,
 }
 
-pub use crate::state::now_unix_ms;
+/// The overrides to start from: the state file's, pruned to the routes the file still has; with
+/// every canary held at 0 when the state file cannot be read.
+fn initial_overrides(config: &Config) -> Overrides {
+    let Some(path) = &config.state_file else {
+        return Overrides::default();
+    };
+    match state_file::load(path) {
+        state_file::Loaded::Missing => Overrides::default(),
+        state_file::Loaded::Found(mut o) => {
+            for route in o.prune(&config.routes) {
+                tracing::warn!(
+                    route,
+                    "saved override dropped: the route or its versions changed in the file"
+                );
+            }
+            o
+        }
+        state_file::Loaded::Unreadable { error, set_aside } => {
+            tracing::error!(
+                %error,
+                set_aside = ?set_aside,
+                "state file unreadable: starting from the configuration file with every canary held at 0 until resumed"
+            );
+            Overrides::hold_all_canaries(
+                &config.routes,
+                &format!("state file unreadable at start: {error}"),
+                now_unix_ms(),
+            )
+        }
+    }
+}
 
 impl Control {
     /// Builds the first snapshot from `config` and the state file (if any), and returns the
@@ -223,32 +183,8 @@ impl Control {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> (Control, Arc<Shared>, Arc<ArcSwap<ReloadStatus>>) {
         let loaded_text = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok());
-        let overrides = match &config.state_file {
-            None => Overrides::default(),
-            Some(path) => {
-                match state_file::load(path) {
-                    state_file::Loaded::Missing => Overrides::default(),
-                    state_file::Loaded::Found(mut o) => {
-                        for route in o.prune(&config.routes) {
-                            tracing::warn!(route, "saved override dropped: the route or its versions changed in the file");
-                        }
-                        o
-                    }
-                    state_file::Loaded::Unreadable { error, set_aside } => {
-                        tracing::error!(
-                            %error,
-                            set_aside = ?set_aside,
-                            "state file unreadable: starting from the configuration file with every canary held at 0 until resumed"
-                        );
-                        Overrides::hold_all_canaries(
-                            &config.routes,
-                            &format!("state file unreadable at start: {error}"),
-                            now_unix_ms(),
-                        )
-                    }
-                }
-            }
-        };
+        let overrides = initial_overrides(&config);
+        let store = store::for_config(config.state_file.as_deref());
         let config = Arc::new(config);
         let (health_tx, health_rx) = mpsc::channel(1);
         let health = Arc::new(crate::release::health::Health::new(health_tx));
@@ -277,6 +213,7 @@ impl Control {
             loaded_text,
             config,
             overrides,
+            store,
             generation: 1,
             shared: shared.clone(),
             status: status.clone(),
@@ -389,90 +326,105 @@ impl Control {
         crate::release::webhook::spawn_post(url, body);
     }
 
-    fn reload(&mut self, source: ReloadSource) -> Result<u64, String> {
-        let Some(file) = self.file.clone() else {
-            return Err("this proxy was not started from a configuration file".into());
+    /// One action: the pure transition, then persist, install and tell (metrics, webhook, audit).
+    fn act(&mut self, route_name: &str, action: Action, actor: &str) -> Result<u64, ActionError> {
+        let config = self.config.clone();
+        let route = config
+            .routes
+            .iter()
+            .find(|r| r.name == route_name)
+            .ok_or_else(|| ActionError::NoRoute(route_name.to_string()))?;
+        let current = self
+            .overrides
+            .routes
+            .get(route_name)
+            .filter(|o| o.applies_to(route))
+            .cloned()
+            .unwrap_or_else(|| RouteOverride {
+                versions: crate::state::version_names(route),
+                ..RouteOverride::default()
+            });
+        let (in_service, healthy) = self.facts_in_service(route);
+        let facts = apply::Facts {
+            route,
+            actor,
+            now_unix_ms: now_unix_ms(),
+            in_service: &in_service,
+            healthy: &healthy,
         };
-        let text = std::fs::read_to_string(&file);
-        if source == ReloadSource::FileWatch {
-            if let (Ok(t), Some(loaded)) = (&text, &self.loaded_text) {
-                if t == loaded {
-                    // Back to the text in service (say, a bad edit undone): nothing to build.
-                    let status = self.status.load();
-                    if status.last_error.is_some() {
-                        let mut cleared = ReloadStatus::clone(&status);
-                        cleared.last_error = None;
-                        cleared.last_error_at_unix_ms = None;
-                        self.status.store(Arc::new(cleared));
-                    }
-                    return Ok(self.generation);
-                }
-            }
-        }
-        let parsed = text
-            .map_err(|source| config::ConfigError::Read {
-                file: file.clone(),
-                source,
-            })
-            .and_then(|_| load::load(&file).map(|l| (l.config, l.text)));
-        let (config, text) = match parsed {
-            Ok(ok) => ok,
-            Err(error) => {
-                let error = error.to_string();
-                tracing::error!(source = source.as_str(), %error, "reload rejected: the running configuration stays");
-                self.shared
-                    .metrics
-                    .config_reloads
-                    .with_label_values(&["error"])
-                    .inc();
-                let mut status = ReloadStatus::clone(&self.status.load());
-                status.last_error = Some(error.clone());
-                status.last_error_at_unix_ms = Some(now_unix_ms());
-                self.status.store(Arc::new(status));
-                return Err(error);
-            }
+        let Some(transition) = apply::apply(&current, &action, &facts)? else {
+            return Ok(self.generation);
         };
-        if config.listeners != self.config.listeners || config.admin != self.config.admin {
-            tracing::warn!("listener and admin changes take effect at the next restart");
+        let before = self.weights_in_service(route_name);
+        let previous = self.commit(route_name, transition.next, &action)?;
+        if let Some(reason) = transition.aborted_rollout {
+            self.shared
+                .metrics
+                .rollout_aborts
+                .with_label_values(&[route_name, reason])
+                .inc();
         }
-        for route in self.overrides.prune(&config.routes) {
-            tracing::warn!(
-                route,
-                "override dropped: the route or its versions changed in the file"
-            );
-        }
-        self.config = Arc::new(config);
-        self.persist();
-        self.loaded_text = Some(text);
-        self.install();
-        self.shared
-            .metrics
-            .config_reloads
-            .with_label_values(&["ok"])
-            .inc();
-        self.status.store(Arc::new(ReloadStatus {
-            file: Some(file),
-            generation: self.generation,
-            loaded_at_unix_ms: now_unix_ms(),
-            last_error: None,
-            last_error_at_unix_ms: None,
-        }));
+        self.notify(route_name, &action, previous.as_ref());
         tracing::info!(
-            source = source.as_str(),
+            target: "switchyard::audit",
+            actor,
+            action = action.as_str(),
+            route = route_name,
+            before,
+            after = self.weights_in_service(route_name),
             generation = self.generation,
-            "configuration reloaded"
+            "operator action applied"
         );
         Ok(self.generation)
     }
 
-    /// Saves the overrides when a state file is configured; failures are logged.
-    fn persist(&self) -> Option<String> {
-        let path = self.config.state_file.as_ref()?;
-        state_file::save(path, &self.overrides).err().map(|e| {
-            let e = format!("{}: {e}", path.display());
-            tracing::error!(error = %e, "cannot save the state file");
-            e
-        })
+    /// Persists the route's next state, then installs it; returns the route's previous state.
+    /// When the store refuses, nothing changes, except for an abort decided by the analysis:
+    /// stopping traffic to a failing canary comes first, so it applies in this process and the
+    /// failure is logged and counted.
+    fn commit(
+        &mut self,
+        route_name: &str,
+        next: RouteOverride,
+        action: &Action,
+    ) -> Result<Option<RouteOverride>, ActionError> {
+        let mut overrides = self.overrides.clone();
+        let previous = if next.weights.is_none() && next.aborted.is_none() && next.rollout.is_none()
+        {
+            overrides.routes.remove(route_name)
+        } else {
+            overrides.routes.insert(route_name.to_string(), next)
+        };
+        if let Err(error) = self.store.save(&overrides) {
+            self.shared.metrics.state_persist_failures.inc();
+            tracing::error!(%error, store = self.store.describe(), action = action.as_str(), "release state not saved");
+            if !matches!(action, Action::AutoAbort { .. }) {
+                return Err(ActionError::Persist(error));
+            }
+        }
+        self.overrides = overrides;
+        self.install();
+        Ok(previous)
+    }
+
+    /// Each version's weight in service and whether it has an endpoint its health check lets
+    /// through: what the transition may need to know.
+    fn facts_in_service(&self, route: &crate::config::Route) -> (Vec<u32>, Vec<bool>) {
+        let snapshot = self.shared.snapshot.load();
+        let Some(index) = snapshot.route_index(&route.name) else {
+            return (Vec::new(), Vec::new());
+        };
+        let versions = &snapshot.routes[index].versions;
+        let in_service = versions.iter().map(|v| v.weight).collect();
+        let healthy = versions
+            .iter()
+            .map(|v| {
+                self.resources
+                    .health
+                    .any_healthy(&v.endpoints, route.health_check.as_ref())
+            })
+            .collect();
+        (in_service, healthy)
     }
 
     /// `name=weight` of each version of a route in the snapshot in service, for audit events.
@@ -490,269 +442,4 @@ impl Control {
             })
             .unwrap_or_default()
     }
-
-    fn act(&mut self, route_name: &str, action: Action, actor: &str) -> Result<u64, ActionError> {
-        let route = self
-            .config
-            .routes
-            .iter()
-            .find(|r| r.name == route_name)
-            .ok_or_else(|| ActionError::NoRoute(route_name.to_string()))?;
-        let names = version_names(route);
-        let before = self.weights_in_service(route_name);
-        let current = self
-            .overrides
-            .routes
-            .get(route_name)
-            .filter(|o| o.applies_to(route))
-            .cloned()
-            .unwrap_or_else(|| RouteOverride {
-                versions: names.clone(),
-                weights: None,
-                aborted: None,
-                rollout: None,
-            });
-        let aborted = current.aborted.is_some();
-        let state = RolloutState::of(Some(&current));
-        let rolling = matches!(state, RolloutState::Progressing | RolloutState::Paused);
-        let conflict =
-            |what: &str| Err(ActionError::Conflict(format!("route {route_name} {what}")));
-        let mut next = current.clone();
-        let mut aborted_by: Option<&'static str> = None;
-        match &action {
-            Action::SetWeights(weights) => {
-                if aborted {
-                    return conflict("is aborted: resume it before setting weights");
-                }
-                if rolling {
-                    return conflict("has a rollout in progress: pause, promote or abort it first");
-                }
-                next.weights = Some(weights_in_order(&names, weights)?);
-            }
-            Action::Promote => {
-                if names.len() < 2 {
-                    return conflict("has one version: nothing to promote");
-                }
-                if aborted {
-                    return conflict("is aborted: resume it before promoting");
-                }
-                if let Some(progress) = next.rollout.as_mut() {
-                    progress.phase = Phase::Promoted;
-                    progress.step_started_unix_ms = now_unix_ms();
-                } else {
-                    let mut w = vec![0; names.len()];
-                    w[names.len() - 1] = 100;
-                    next.weights = Some(w);
-                }
-            }
-            Action::Abort { reason } => {
-                if names.len() < 2 {
-                    return conflict("has one version: nothing to abort");
-                }
-                if !aborted {
-                    next.aborted = Some(Abort {
-                        reason: reason.clone(),
-                        by: actor.to_string(),
-                        at_unix_ms: now_unix_ms(),
-                        cause: Some(FailReason::Manual),
-                        evidence: None,
-                    });
-                    aborted_by = rolling.then_some("manual");
-                }
-            }
-            Action::AutoAbort { cause, evidence } => {
-                if aborted || !rolling {
-                    // Stale: the rollout ended or was aborted while the analysis looked.
-                    return Ok(self.generation);
-                }
-                next.aborted = Some(Abort {
-                    reason: format!(
-                        "analysis: {}",
-                        evidence
-                            .test
-                            .clone()
-                            .unwrap_or_else(|| cause.as_str().into())
-                    ),
-                    by: "analysis".into(),
-                    at_unix_ms: now_unix_ms(),
-                    cause: Some(*cause),
-                    evidence: Some(evidence.clone()),
-                });
-                aborted_by = Some(cause.as_str());
-            }
-            Action::RolloutStart => {
-                let Some(plan) = &route.rollout else {
-                    return conflict("has no rollout configured");
-                };
-                if aborted {
-                    return conflict("is aborted: resume or reset it before a new rollout");
-                }
-                if rolling {
-                    return conflict("already has a rollout in progress");
-                }
-                next.weights = None;
-                let now = now_unix_ms();
-                next.rollout = Some(RolloutProgress {
-                    phase: if plan.steps.len() == 1 {
-                        Phase::Promoted
-                    } else {
-                        Phase::Progressing
-                    },
-                    step: 0,
-                    step_started_unix_ms: now,
-                    started_unix_ms: now,
-                });
-            }
-            Action::RolloutPause => {
-                if aborted || state != RolloutState::Progressing {
-                    return conflict("has no progressing rollout to pause");
-                }
-                if let Some(p) = next.rollout.as_mut() {
-                    p.phase = Phase::Paused;
-                }
-            }
-            Action::RolloutResume => {
-                if aborted || state != RolloutState::Paused {
-                    return conflict("has no paused rollout to resume");
-                }
-                if let Some(p) = next.rollout.as_mut() {
-                    p.phase = Phase::Progressing;
-                    p.step_started_unix_ms = now_unix_ms();
-                }
-            }
-            Action::Advance { from_step } => {
-                let (Some(plan), Some(p)) = (&route.rollout, next.rollout.as_mut()) else {
-                    return Ok(self.generation);
-                };
-                if aborted || p.phase != Phase::Progressing || p.step != *from_step {
-                    return Ok(self.generation);
-                }
-                p.step += 1;
-                p.step_started_unix_ms = now_unix_ms();
-                if p.step + 1 >= plan.steps.len() {
-                    p.step = plan.steps.len() - 1;
-                    p.phase = Phase::Promoted;
-                }
-            }
-            Action::Switch => {
-                if route.strategy != Strategy::BlueGreen {
-                    return conflict("is not a blue_green route");
-                }
-                if aborted {
-                    return conflict("is aborted: resume or reset it before switching");
-                }
-                let snapshot = self.shared.snapshot.load();
-                let index = snapshot.route_index(route_name).unwrap_or(0);
-                let weights: Vec<u32> = snapshot.routes[index]
-                    .versions
-                    .iter()
-                    .map(|v| v.weight)
-                    .collect();
-                let active = weights.iter().position(|w| *w > 0).unwrap_or(0);
-                let standby = 1 - active.min(1);
-                let standby_state = &snapshot.routes[index].versions[standby];
-                if !self
-                    .resources
-                    .health
-                    .any_healthy(&standby_state.endpoints, route.health_check.as_ref())
-                {
-                    return conflict(&format!(
-                        "cannot switch: standby {} has no healthy endpoint",
-                        standby_state.name
-                    ));
-                }
-                let mut w = vec![0; 2];
-                w[standby] = 100;
-                next.weights = Some(w);
-            }
-            Action::Resume => {
-                if !aborted {
-                    return Err(ActionError::Conflict(format!(
-                        "route {route_name} is not aborted"
-                    )));
-                }
-                next.aborted = None;
-            }
-            Action::Reset => {
-                next.weights = None;
-                next.aborted = None;
-                next.rollout = None;
-            }
-        }
-        if next == current && !matches!(action, Action::Reset) {
-            return Ok(self.generation);
-        }
-
-        let previous = self.overrides.clone();
-        if next.weights.is_none() && next.aborted.is_none() && next.rollout.is_none() {
-            self.overrides.routes.remove(route_name);
-        } else {
-            self.overrides.routes.insert(route_name.to_string(), next);
-        }
-        if let Some(error) = self.persist() {
-            if !matches!(action, Action::Abort { .. } | Action::AutoAbort { .. }) {
-                self.overrides = previous;
-                return Err(ActionError::Persist(error));
-            }
-            // The kill switch applies even when the disk fails: stopping traffic comes first.
-        }
-        self.install();
-        if let Some(reason) = aborted_by {
-            self.shared
-                .metrics
-                .rollout_aborts
-                .with_label_values(&[route_name, reason])
-                .inc();
-        }
-        self.notify(route_name, &action, previous.routes.get(route_name));
-        let after = self.weights_in_service(route_name);
-        tracing::info!(
-            target: "switchyard::audit",
-            actor,
-            action = action.as_str(),
-            route = route_name,
-            before,
-            after,
-            generation = self.generation,
-            "operator action applied"
-        );
-        Ok(self.generation)
-    }
-}
-
-/// Orders an API weight map by the route's versions, refusing missing, unknown or all-zero sets.
-fn weights_in_order(
-    names: &[String],
-    weights: &BTreeMap<String, u32>,
-) -> Result<Vec<u32>, ActionError> {
-    let unknown: Vec<&str> = weights
-        .keys()
-        .filter(|k| !names.contains(k))
-        .map(String::as_str)
-        .collect();
-    if !unknown.is_empty() {
-        return Err(ActionError::Invalid(format!(
-            "unknown version(s) {} (this route has: {})",
-            unknown.join(", "),
-            names.join(", ")
-        )));
-    }
-    let missing: Vec<&str> = names
-        .iter()
-        .filter(|n| !weights.contains_key(*n))
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        return Err(ActionError::Invalid(format!(
-            "every version needs a weight; missing: {}",
-            missing.join(", ")
-        )));
-    }
-    let ordered: Vec<u32> = names.iter().map(|n| weights[n]).collect();
-    if ordered.iter().all(|w| *w == 0) {
-        return Err(ActionError::Invalid(
-            "all weights are 0: at least one version needs a positive weight".into(),
-        ));
-    }
-    Ok(ordered)
 }

@@ -2,7 +2,7 @@
 //! Per-version handles are resolved when a snapshot is built ([`Metrics::version`]), so a request
 //! only indexes an array and increments: no label hashing, formatting or allocation per request.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use prometheus::{
@@ -12,9 +12,9 @@ use prometheus::{
 
 pub mod latency;
 
-use latency::VersionStats;
+use latency::{DurationFamily, StatsByVersion, VersionStats};
 
-/// Latency buckets for services: 1 ms to 10 s.
+/// Latency buckets of the shadow requests: 1 ms to 30 s.
 pub const DURATION_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
@@ -31,7 +31,6 @@ const FAILURE_KINDS: [FailureKind; 4] = [
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
-    duration: HistogramVec,
     upstream_errors: IntCounterVec,
     in_flight: IntGaugeVec,
     weight: IntGaugeVec,
@@ -47,6 +46,8 @@ pub struct Metrics {
     pub rollout_canary_weight: IntGaugeVec,
     /// `switchyard_rollout_aborts_total{route,reason}`.
     pub rollout_aborts: IntCounterVec,
+    /// `switchyard_state_persist_failures_total`: release-state changes the store refused.
+    pub state_persist_failures: IntCounter,
     mirror_requests: IntCounterVec,
     retries: IntCounterVec,
     /// `switchyard_rate_limited_total{route}`: requests answered 429.
@@ -55,22 +56,21 @@ pub struct Metrics {
     shadow_duration: HistogramVec,
     /// Label sets (route, version) that have series, so removed versions can be pruned.
     labelled: Mutex<HashSet<(String, String)>>,
-    /// Analysis counts per (route, version), kept across snapshots like the series.
-    stats: Mutex<HashMap<(String, String), Arc<VersionStats>>>,
+    /// The latency and outcome record per (route, version): exported as
+    /// `switchyard_request_duration_seconds` and read by the analysis.
+    stats: StatsByVersion,
 }
 
 /// The handles of one (route, version), resolved once per snapshot.
 #[derive(Clone)]
 pub struct VersionMetrics {
     requests: [IntCounter; 5],
-    /// Request duration, from the request head to the last byte of the response.
-    pub duration: Histogram,
     upstream_errors: [IntCounter; 4],
     /// Requests being served.
     pub in_flight: IntGauge,
     /// Retries sent.
     pub retries: IntCounter,
-    /// Counts read by the canary analysis: the same measurement, a second consumer.
+    /// The one latency and outcome record: `/metrics` exports it, the analysis reads it.
     pub stats: Arc<VersionStats>,
 }
 
@@ -88,169 +88,142 @@ impl VersionMetrics {
     }
 }
 
+/// Creates and registers metric families.
+struct Families<'a>(&'a Registry);
+
+impl Families<'_> {
+    fn register<C: prometheus::core::Collector + Clone + 'static>(
+        &self,
+        c: Result<C, prometheus::Error>,
+    ) -> Result<C, prometheus::Error> {
+        let c = c?;
+        self.0.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
+    fn counters(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<IntCounterVec, prometheus::Error> {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    fn gauges(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<IntGaugeVec, prometheus::Error> {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    fn counter(&self, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
+        self.register(IntCounter::new(name, help))
+    }
+}
+
 impl Metrics {
     /// Creates a registry with every family registered.
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "switchyard_requests_total",
-                "Requests finished, by route, version and status class.",
-            ),
-            &["route", "version", "status_class"],
-        )?;
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "switchyard_request_duration_seconds",
-                "Time from the request head to the last byte of the response.",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            &["route", "version"],
-        )?;
-        let upstream_errors = IntCounterVec::new(
-            Opts::new(
-                "switchyard_upstream_errors_total",
-                "Upstream failures before a complete response head, by kind.",
-            ),
-            &["route", "version", "kind"],
-        )?;
-        let in_flight = IntGaugeVec::new(
-            Opts::new("switchyard_requests_in_flight", "Requests being served."),
-            &["route", "version"],
-        )?;
-        let weight = IntGaugeVec::new(
-            Opts::new(
-                "switchyard_route_weight",
-                "Effective weight of each version in the current snapshot.",
-            ),
-            &["route", "version"],
-        )?;
-        let config_generation = IntGauge::new(
-            "switchyard_config_generation",
-            "Generation of the routing snapshot in service.",
-        )?;
-        let config_reloads = IntCounterVec::new(
-            Opts::new(
-                "switchyard_config_reloads_total",
-                "Configuration reloads, by result (ok, error).",
-            ),
+        let f = Families(&registry);
+        let rv = &["route", "version"];
+        let stats = StatsByVersion::default();
+        registry.register(Box::new(DurationFamily::new(stats.clone())?))?;
+        let config_reloads = f.counters(
+            "switchyard_config_reloads_total",
+            "Configuration reloads, by result (ok, error).",
             &["result"],
         )?;
-        let no_route = IntCounter::new(
-            "switchyard_no_route_total",
-            "Requests that matched no route (answered 404).",
-        )?;
-        let rollout_state = IntGaugeVec::new(
-            Opts::new(
-                "switchyard_rollout_state",
-                "Rollout state: 0 idle, 1 progressing, 2 paused, 3 promoted, 4 aborted.",
-            ),
-            &["route"],
-        )?;
-        let rollout_canary_weight = IntGaugeVec::new(
-            Opts::new(
-                "switchyard_rollout_canary_weight",
-                "The canary's share of traffic in percent, by rollout step.",
-            ),
-            &["route"],
-        )?;
-        let rollout_aborts = IntCounterVec::new(
-            Opts::new(
-                "switchyard_rollout_aborts_total",
-                "Rollouts aborted, by reason.",
-            ),
-            &["route", "reason"],
-        )?;
-        let mirror_requests = IntCounterVec::new(
-            Opts::new(
-                "switchyard_mirror_requests_total",
-                "Mirroring decisions: sent, dropped_queue_full, skipped_method, skipped_body_size, failed.",
-            ),
-            &["route", "outcome"],
-        )?;
-        let shadow_comparisons = IntCounterVec::new(
-            Opts::new(
-                "switchyard_shadow_comparisons_total",
-                "Shadow answers compared with live: identical, different, incomplete.",
-            ),
-            &["route", "result"],
-        )?;
-        let shadow_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "switchyard_shadow_duration_seconds",
-                "Duration of shadow requests, to the last byte.",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            &["route"],
-        )?;
-        let retries = IntCounterVec::new(
-            Opts::new(
-                "switchyard_retries_total",
-                "Requests retried on another endpoint after a connect failure.",
-            ),
-            &["route", "version"],
-        )?;
-        let rate_limited = IntCounterVec::new(
-            Opts::new(
-                "switchyard_rate_limited_total",
-                "Requests refused with 429 by a route's rate limit.",
-            ),
-            &["route"],
-        )?;
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "switchyard_build_info",
-                "Always 1; labelled with the version.",
-            ),
-            &["version"],
-        )?;
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(duration.clone()),
-            Box::new(upstream_errors.clone()),
-            Box::new(in_flight.clone()),
-            Box::new(weight.clone()),
-            Box::new(config_generation.clone()),
-            Box::new(config_reloads.clone()),
-            Box::new(no_route.clone()),
-            Box::new(rollout_state.clone()),
-            Box::new(rollout_canary_weight.clone()),
-            Box::new(rollout_aborts.clone()),
-            Box::new(mirror_requests.clone()),
-            Box::new(rate_limited.clone()),
-            Box::new(retries.clone()),
-            Box::new(shadow_comparisons.clone()),
-            Box::new(shadow_duration.clone()),
-            Box::new(build_info),
-        ] {
-            registry.register(c)?;
-        }
         for result in ["ok", "error"] {
             config_reloads.with_label_values(&[result]);
         }
+        f.gauges(
+            "switchyard_build_info",
+            "Always 1; labelled with the version.",
+            &["version"],
+        )?
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
         Ok(Metrics {
-            registry,
-            requests,
-            duration,
-            upstream_errors,
-            in_flight,
-            weight,
-            config_generation,
+            requests: f.counters(
+                "switchyard_requests_total",
+                "Requests finished, by route, version and status class.",
+                &["route", "version", "status_class"],
+            )?,
+            upstream_errors: f.counters(
+                "switchyard_upstream_errors_total",
+                "Upstream failures before a complete response head, by kind.",
+                &["route", "version", "kind"],
+            )?,
+            in_flight: f.gauges("switchyard_requests_in_flight", "Requests being served.", rv)?,
+            weight: f.gauges(
+                "switchyard_route_weight",
+                "Effective weight of each version in the current snapshot.",
+                rv,
+            )?,
+            config_generation: f.register(IntGauge::new(
+                "switchyard_config_generation",
+                "Generation of the routing snapshot in service.",
+            ))?,
             config_reloads,
-            no_route,
-            rollout_state,
-            rollout_canary_weight,
-            rollout_aborts,
-            mirror_requests,
-            rate_limited,
-            retries,
-            shadow_comparisons,
-            shadow_duration,
+            no_route: f.counter(
+                "switchyard_no_route_total",
+                "Requests that matched no route (answered 404).",
+            )?,
+            rollout_state: f.gauges(
+                "switchyard_rollout_state",
+                "Rollout state: 0 idle, 1 progressing, 2 paused, 3 promoted, 4 aborted.",
+                &["route"],
+            )?,
+            rollout_canary_weight: f.gauges(
+                "switchyard_rollout_canary_weight",
+                "The canary's share of traffic in percent, by rollout step.",
+                &["route"],
+            )?,
+            rollout_aborts: f.counters(
+                "switchyard_rollout_aborts_total",
+                "Rollouts aborted, by reason.",
+                &["route", "reason"],
+            )?,
+            state_persist_failures: f.counter(
+                "switchyard_state_persist_failures_total",
+                "Release-state changes the state store could not save (refused, or for an \
+                 analysis abort applied in this process only).",
+            )?,
+            mirror_requests: f.counters(
+                "switchyard_mirror_requests_total",
+                "Mirroring decisions: sent, dropped_queue_full, skipped_method, skipped_body_size, failed.",
+                &["route", "outcome"],
+            )?,
+            retries: f.counters(
+                "switchyard_retries_total",
+                "Requests retried on another endpoint after a connect failure.",
+                rv,
+            )?,
+            rate_limited: f.counters(
+                "switchyard_rate_limited_total",
+                "Requests refused with 429 by a route's rate limit.",
+                &["route"],
+            )?,
+            shadow_comparisons: f.counters(
+                "switchyard_shadow_comparisons_total",
+                "Shadow answers compared with live: identical, different, incomplete.",
+                &["route", "result"],
+            )?,
+            shadow_duration: f.register(HistogramVec::new(
+                HistogramOpts::new(
+                    "switchyard_shadow_duration_seconds",
+                    "Duration of shadow requests, to the last byte.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["route"],
+            ))?,
+            registry,
             labelled: Mutex::default(),
-            stats: Mutex::default(),
+            stats,
         })
     }
 
@@ -266,7 +239,6 @@ impl Metrics {
         VersionMetrics {
             requests: STATUS_CLASSES
                 .map(|class| self.requests.with_label_values(&[route, version, class])),
-            duration: self.duration.with_label_values(&[route, version]),
             upstream_errors: FAILURE_KINDS.map(|k| {
                 self.upstream_errors
                     .with_label_values(&[route, version, k.as_str()])
@@ -316,7 +288,6 @@ impl Metrics {
             }
             let rv = [route.as_str(), version.as_str()];
             let _ = self.weight.remove_label_values(&rv);
-            let _ = self.duration.remove_label_values(&rv);
             let _ = self.in_flight.remove_label_values(&rv);
             let _ = self.retries.remove_label_values(&rv);
             for class in STATUS_CLASSES {

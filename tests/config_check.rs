@@ -122,3 +122,57 @@ fn a_missing_file_is_named() {
         "{text}"
     );
 }
+
+fn write(dir: &Path, text: &str) -> std::path::PathBuf {
+    let file = dir.join("switchyard.yaml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn check_refuses_an_exposed_admin_endpoint_without_a_token_as_run_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("admin:\n  addr: \"0.0.0.0:9901\"\n{GOOD}");
+    let file = write(dir.path(), &text);
+    let (ok, out) = check(&file);
+    assert!(!ok, "{out}");
+    assert!(out.contains(":2:") && out.contains("admin.addr"), "{out}");
+    assert!(out.contains("no token is configured"), "{out}");
+
+    let run = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("no token is configured"));
+}
+
+#[test]
+fn check_refuses_a_state_file_in_a_directory_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("state_file: \"missing/state.json\"\n{GOOD}");
+    let (ok, out) = check(&write(dir.path(), &text));
+    assert!(!ok, "{out}");
+    assert!(out.contains(":1:") && out.contains("state_file"), "{out}");
+    assert!(out.contains("does not exist"), "{out}");
+}
+
+#[test]
+fn check_refuses_an_unreadable_token_file_and_warns_about_an_unset_token_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("admin:\n  addr: \"0.0.0.0:9901\"\n  token_file: \"no-such-token\"\n{GOOD}");
+    let (ok, out) = check(&write(dir.path(), &text));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("admin.token_file") && out.contains("no-such-token"),
+        "{out}"
+    );
+
+    // CI has no secrets: an unset variable is a warning for check, an error for run.
+    let var = "SWITCHYARD_TEST_TOKEN_NEVER_SET";
+    let text = format!("admin:\n  addr: \"0.0.0.0:9901\"\n  token_env: \"{var}\"\n{GOOD}");
+    let (ok, out) = check(&write(dir.path(), &text));
+    assert!(ok, "{out}");
+    assert!(out.contains("warning") && out.contains(var), "{out}");
+}

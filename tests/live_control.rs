@@ -441,7 +441,7 @@ routes:
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("admin.addr 0.0.0.0:0 is not loopback and no token is configured"),
+        stderr.contains("admin.addr: 0.0.0.0:0 is not loopback and no token is configured"),
         "{stderr}"
     );
 }
@@ -476,5 +476,54 @@ async fn a_configmap_symlink_swap_is_picked_up() {
         10,
         "the swapped config is in service"
     );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_cannot_be_saved_is_refused_and_changes_nothing() {
+    let s = Setup::new().await;
+    let state_dir = s.path("state");
+    std::fs::create_dir(&state_dir).unwrap();
+    let text = s.config(90, 10).replace(
+        &s.path("state.json").display().to_string(),
+        &state_dir.join("state.json").display().to_string(),
+    );
+    let file = s.path("switchyard.yaml");
+    std::fs::write(&file, text).unwrap();
+    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
+    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    // The disk goes away under the running proxy.
+    std::fs::remove_dir_all(&state_dir).unwrap();
+
+    let (name, value) = bearer();
+    let reply = send(
+        "POST",
+        &format!("{admin}/api/v1/routes/shop/abort"),
+        &[(name, &value)],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert!(
+        reply.body.contains("cannot save the state file") && reply.body.contains("state.json"),
+        "names the file and the cause: {}",
+        reply.body
+    );
+    let route = get(&client(), &format!("{admin}/api/v1/routes/shop"), &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&route.body).unwrap();
+    assert_eq!(v["state"], "steady", "nothing changed: {v:#}");
+    assert_eq!(v["versions"][1]["weight"], 10);
+
+    let args = ["ctl", "abort", "shop", "--admin", &admin, "--token", TOKEN].map(String::from);
+    let ctl = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(args)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(ctl.status.code(), Some(1), "{ctl:?}");
+    assert!(String::from_utf8_lossy(&ctl.stderr).contains("cannot save the state file"));
     proxy.shutdown().await;
 }

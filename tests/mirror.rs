@@ -269,7 +269,9 @@ routes:
     );
 
     // The table a performance engineer reads, from the same API.
-    let text = switchyard::cli::ctl::shadow_report(&report);
+    let view: switchyard::shadow::report::ReportView =
+        serde_json::from_value(report.clone()).unwrap();
+    let text = switchyard::cli::ctl::shadow_report(&view);
     assert!(text.contains("30 compared, 0.0% identical"), "{text}");
     assert!(
         text.contains("/price") && text.contains("10 -> 12"),

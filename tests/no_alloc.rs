@@ -2,6 +2,7 @@
 //! weight, rule, cohort and no-route paths.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the assertion
+#![allow(unsafe_code)] // a counting global allocator is unsafe by definition; it only forwards to System
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;

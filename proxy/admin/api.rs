@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use super::Admin;
-use crate::control::{Action, ActionError, ReloadSource};
+use crate::control::{Action, ActionError, ReloadError, ReloadSource};
 use crate::data::body::ResponseBody;
 use crate::data::snapshot::Snapshot;
 use crate::state::{Abort, RolloutState, WeightSource};
@@ -54,7 +54,7 @@ pub struct RolloutView {
     /// The canary's current weight.
     pub canary_weight: u32,
     /// The analysis's last look: verdict and both sides' figures.
-    pub analysis: Option<serde_json::Value>,
+    pub analysis: Option<crate::release::analysis::Look>,
 }
 
 /// An abort as the API shows it.
@@ -68,7 +68,7 @@ pub struct AbortView {
     pub at_unix_ms: u64,
     /// The analysis's figures, for an automatic abort.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evidence: Option<serde_json::Value>,
+    pub evidence: Option<crate::state::Evidence>,
 }
 
 /// One version as the API shows it.
@@ -84,6 +84,13 @@ pub struct VersionView {
     pub source: String,
     /// Endpoints.
     pub endpoints: Vec<String>,
+}
+
+/// The answer to a reload.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReloadView {
+    /// Generation of the snapshot now in service.
+    pub generation: u64,
 }
 
 /// All routes.
@@ -116,11 +123,7 @@ fn route_view(admin: &Admin, snapshot: &Snapshot, index: usize) -> RouteView {
             steps: plan.steps.clone(),
             step: o.and_then(|o| o.rollout.as_ref()).map(|r| r.step),
             canary_weight: route.versions[plan.canary].weight,
-            analysis: admin
-                .looks
-                .load()
-                .get(&route.name)
-                .and_then(|l| serde_json::to_value(l).ok()),
+            analysis: admin.looks.load().get(&route.name).cloned(),
         }
     });
     RouteView {
@@ -136,10 +139,7 @@ fn route_view(admin: &Admin, snapshot: &Snapshot, index: usize) -> RouteView {
             reason: a.reason.clone(),
             by: a.by.clone(),
             at_unix_ms: a.at_unix_ms,
-            evidence: a
-                .evidence
-                .as_ref()
-                .and_then(|e| serde_json::to_value(e).ok()),
+            evidence: a.evidence.clone(),
         }),
         rollout,
         versions: route
@@ -274,11 +274,11 @@ pub async fn dispatch(
         },
         ["reload"] => match method {
             Method::POST => match admin.control.reload(ReloadSource::Api).await {
-                Ok(generation) => json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "generation": generation }),
-                ),
-                Err(message) => error(StatusCode::UNPROCESSABLE_ENTITY, &message),
+                Ok(generation) => json(StatusCode::OK, &ReloadView { generation }),
+                Err(e @ ReloadError::Unavailable) => {
+                    error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+                }
+                Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
             },
             _ => method_not_allowed("POST"),
         },
@@ -311,10 +311,14 @@ async fn act(admin: &Admin, name: &str, action: Action, actor: &str) -> Response
         Err(e) => {
             let status = match e {
                 ActionError::NoRoute(_) => StatusCode::NOT_FOUND,
-                ActionError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                ActionError::Conflict(_) => StatusCode::CONFLICT,
-                ActionError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                ActionError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                ActionError::UnknownVersions { .. }
+                | ActionError::MissingWeights(_)
+                | ActionError::AllZero => StatusCode::UNPROCESSABLE_ENTITY,
+                ActionError::Conflict { .. } => StatusCode::CONFLICT,
+                // Nothing was acknowledged: the store could not make the change durable.
+                ActionError::Persist(_) | ActionError::Unavailable => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
             };
             error(status, &e.to_string())
         }

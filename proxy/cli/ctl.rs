@@ -10,7 +10,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::admin::api::{RouteView, RoutesView};
+use crate::admin::api::{ReloadView, RouteView, RoutesView};
+use crate::release::analysis::stats::Verdict;
+use crate::release::analysis::Look;
+use crate::shadow::report::ReportView;
+use crate::state::Side;
 
 /// Where the admin API is and how to reach it.
 #[derive(Debug, Clone)]
@@ -154,12 +158,12 @@ pub async fn run(target: &Target, command: &CtlCommand) -> Result<String, CtlErr
             out
         }
         CtlCommand::Reload => {
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(parse_err)?;
-            format!("reloaded: generation {}\n", v["generation"])
+            let view: ReloadView = serde_json::from_str(&text).map_err(parse_err)?;
+            format!("reloaded: generation {}\n", view.generation)
         }
         CtlCommand::Report(_) => {
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(parse_err)?;
-            shadow_report(&v)
+            let view: ReportView = serde_json::from_str(&text).map_err(parse_err)?;
+            shadow_report(&view)
         }
         _ => {
             let view: RouteView = serde_json::from_str(&text).map_err(parse_err)?;
@@ -269,31 +273,8 @@ pub fn table(routes: &[RouteView]) -> String {
                 "{}: rollout {} -> {} {} (step {step}, canary at {}%, steps {:?})",
                 r.name, ro.baseline, ro.canary, ro.state, ro.canary_weight, ro.steps
             );
-            if let Some(a) = &ro.analysis {
-                let verdict = a["verdict"].as_str().unwrap_or("?");
-                let side = |s: &serde_json::Value| {
-                    format!(
-                        "{} req, {:.2}% errors, p50 {} ms, p99 {} ms",
-                        s["requests"],
-                        s["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
-                        s["p50_ms"]
-                            .as_f64()
-                            .map_or("-".into(), |v| format!("{v:.1}")),
-                        s["p99_ms"]
-                            .as_f64()
-                            .map_or("-".into(), |v| format!("{v:.1}")),
-                    )
-                };
-                let _ = writeln!(
-                    out,
-                    "  analysis: {verdict}{}\n  baseline: {}\n  canary:   {}",
-                    a["why"]
-                        .as_str()
-                        .map(|w| format!(" ({w})"))
-                        .unwrap_or_default(),
-                    side(&a["evidence"]["baseline"]),
-                    side(&a["evidence"]["canary"]),
-                );
+            if let Some(look) = &ro.analysis {
+                let _ = writeln!(out, "{}", analysis_lines(look));
             }
         }
         if let Some(a) = &r.aborted {
@@ -303,78 +284,96 @@ pub fn table(routes: &[RouteView]) -> String {
     out
 }
 
+/// The analysis' last look: the verdict and both sides' figures.
+fn analysis_lines(look: &Look) -> String {
+    let (verdict, why) = match &look.verdict {
+        Verdict::Pass => ("pass", None),
+        Verdict::Hold { why } => ("hold", Some(why.clone())),
+        Verdict::Fail { reason } => ("fail", Some(reason.as_str().to_string())),
+    };
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+    let side = |s: &Side| {
+        format!(
+            "{} req, {:.2}% errors, p50 {} ms, p99 {} ms",
+            s.requests,
+            s.error_rate * 100.0,
+            ms(s.p50_ms),
+            ms(s.p99_ms),
+        )
+    };
+    format!(
+        "  analysis: {verdict}{}\n  baseline: {}\n  canary:   {}",
+        why.map(|w| format!(" ({w})")).unwrap_or_default(),
+        side(&look.evidence.baseline),
+        side(&look.evidence.canary),
+    )
+}
+
 /// The shadow report as a performance engineer reads it.
-pub fn shadow_report(v: &serde_json::Value) -> String {
-    let t = &v["total"];
+pub fn shadow_report(v: &ReportView) -> String {
+    let t = &v.total;
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{}: {} compared, {}% identical ({} identical once noise is set aside), {} status mismatches, {} shadow failures, {} live incomplete",
-        v["route"].as_str().unwrap_or("?"),
-        t["compared"],
-        t["identical_percent"],
-        t["noise_only"],
-        t["status_mismatches"],
-        t["shadow_failures"],
-        t["live_incomplete"],
+        v.route,
+        t.compared,
+        t.identical_percent,
+        t.noise_only,
+        t.status_mismatches,
+        t.shadow_failures,
+        t.live_incomplete,
     );
-    let ms = |x: &serde_json::Value| x.as_f64().map_or("-".to_string(), |v| format!("{v:.1} ms"));
-    let pct = |x: &serde_json::Value| x.as_f64().map_or("-".to_string(), |v| format!("{v:+.1}%"));
-    let l = &t["latency"];
+    let ms = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+    let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:+.1}%"));
+    let l = &t.latency;
     let _ = writeln!(
         out,
         "{:<10}{:>12}{:>12}{:>12}",
         "latency", "p50", "p95", "p99"
     );
-    for (label, key, f) in [
-        (
-            "live",
-            "live_ms",
-            &ms as &dyn Fn(&serde_json::Value) -> String,
-        ),
-        ("shadow", "shadow_ms", &ms),
-        ("change", "change_percent", &pct),
+    for (label, row, f) in [
+        ("live", &l.live_ms, &ms as &dyn Fn(Option<f64>) -> String),
+        ("shadow", &l.shadow_ms, &ms),
+        ("change", &l.change_percent, &pct),
     ] {
         let _ = writeln!(
             out,
             "{label:<10}{:>12}{:>12}{:>12}",
-            f(&l[key][0]),
-            f(&l[key][1]),
-            f(&l[key][2])
+            f(row[0]),
+            f(row[1]),
+            f(row[2])
         );
     }
     let _ = writeln!(
         out,
         "errors    live {:.2}%, shadow {:.2}%",
-        l["live_error_rate"].as_f64().unwrap_or(0.0) * 100.0,
-        l["shadow_error_rate"].as_f64().unwrap_or(0.0) * 100.0
+        l.live_error_rate * 100.0,
+        l.shadow_error_rate * 100.0
     );
-    if let Some(top) = t["top_differences"].as_array().filter(|a| !a.is_empty()) {
+    if !t.top_differences.is_empty() {
         let _ = writeln!(
             out,
             "top differences (count, field, example live -> shadow):"
         );
-        for d in top {
+        for d in &t.top_differences {
             let _ = writeln!(
                 out,
                 "  {:>6}  {:<28} {} -> {}",
-                d["count"],
-                d["path"].as_str().unwrap_or(""),
-                d["live"].as_str().unwrap_or(""),
-                d["shadow"].as_str().unwrap_or("")
+                d.count, d.path, d.live, d.shadow
             );
         }
     }
-    if let Some(paths) = v["paths"].as_object() {
+    if !v.paths.is_empty() {
         let _ = writeln!(out, "per path: compared, identical %, shadow p99 change");
-        for (path, p) in paths {
+        for (path, p) in &v.paths {
             let _ = writeln!(
                 out,
                 "  {:<32} {:>7} {:>8}% {:>9}",
                 path,
-                p["compared"],
-                p["identical_percent"],
-                pct(&p["latency"]["change_percent"][2])
+                p.compared,
+                p.identical_percent,
+                pct(p.latency.change_percent[2])
             );
         }
     }

@@ -198,12 +198,21 @@ pub async fn spawn_faulty_upstream(
     Ok(addr)
 }
 
-/// Runs the demo.
-pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
+/// What the demo started: the upstreams and the proxy in front of them.
+struct Demo {
+    running: app::Running,
+    stable: SocketAddr,
+    canary: SocketAddr,
+    canary_faults: Arc<AtomicU64>,
+    base: String,
+    admin_url: String,
+}
+
+/// Starts the upstreams and the proxy; the wanted ports when free, any free port otherwise.
+async fn start(options: &DemoOptions) -> Result<Demo, DemoError> {
     let stable = spawn_upstream("stable").await?;
     let canary_faults = Arc::new(AtomicU64::new(0));
     let canary = spawn_faulty_upstream("canary", canary_faults.clone()).await?;
-
     let free_or_any = |wanted: SocketAddr| match std::net::TcpListener::bind(wanted) {
         Ok(probe) => {
             drop(probe);
@@ -222,55 +231,66 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let proxy = running
         .addr("public")
         .ok_or_else(|| DemoError::Request("no listener".into()))?;
-    let base = format!("http://{proxy}");
     let admin = running
         .admin_addr()
         .ok_or_else(|| DemoError::Request("no admin listener".into()))?;
-    let admin_url = format!("http://{admin}");
+    Ok(Demo {
+        running,
+        stable,
+        canary,
+        canary_faults,
+        base: format!("http://{proxy}"),
+        admin_url: format!("http://{admin}"),
+    })
+}
 
-    println!("Switchyard demo");
-    println!("  stable upstream   {stable}");
-    println!("  canary upstream   {canary}");
-    println!(
-        "  proxy             {base}   route \"shop\": stable {}, canary {CANARY_WEIGHT}",
-        100 - CANARY_WEIGHT
-    );
-    println!("  admin API         {admin_url}");
-    println!();
+/// Sends the demo's requests and reads which version answered.
+struct Probe {
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    base: String,
+}
 
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let get = |headers: &'static [(&'static str, &'static str)]| {
-        let client = client.clone();
-        let base = base.clone();
-        async move {
-            let mut request = Request::get(format!("{base}/"));
-            for (k, v) in headers {
-                request = request.header(*k, *v);
-            }
-            let request = request
-                .body(Empty::new())
-                .map_err(|e| DemoError::Request(e.to_string()))?;
-            let response = client
-                .request(request)
-                .await
-                .map_err(|e| DemoError::Request(e.to_string()))?;
-            let version = response
-                .headers()
-                .get(&X_SWITCHYARD_VERSION)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?")
-                .to_string();
-            // Drain the body so the connection returns to the pool.
-            let _ = response.into_body().collect().await;
-            Ok::<_, DemoError>(version)
+impl Probe {
+    /// One GET with `headers`; returns the `x-switchyard-version` that answered.
+    async fn get(&self, headers: &[(&str, &str)]) -> Result<String, DemoError> {
+        let mut request = Request::get(format!("{}/", self.base));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
         }
-    };
+        let request = request
+            .body(Empty::new())
+            .map_err(|e| DemoError::Request(e.to_string()))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| DemoError::Request(e.to_string()))?;
+        let version = response
+            .headers()
+            .get(&X_SWITCHYARD_VERSION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_string();
+        // Drain the body so the connection returns to the pool.
+        let _ = response.into_body().collect().await;
+        Ok(version)
+    }
 
-    let split = || async {
+    /// The same request `n` times; the versions that answered.
+    async fn repeat(&self, n: usize, headers: &[(&str, &str)]) -> Result<Vec<String>, DemoError> {
+        let mut seen = Vec::with_capacity(n);
+        for _ in 0..n {
+            seen.push(self.get(headers).await?);
+        }
+        Ok(seen)
+    }
+
+    /// 1,000 requests; prints the split.
+    async fn split(&self) -> Result<(), DemoError> {
         let total = 1_000u32;
         let mut on_canary = 0u32;
         for _ in 0..total {
-            if get(&[]).await? == "canary" {
+            if self.get(&[]).await? == "canary" {
                 on_canary += 1;
             }
         }
@@ -281,22 +301,60 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
             on_canary,
             f64::from(on_canary) / 10.0
         );
-        Ok::<_, DemoError>(())
-    };
-    println!("1. 1000 requests, split by weight:");
-    split().await?;
-
-    let mut pinned = Vec::new();
-    for _ in 0..5 {
-        pinned.push(get(&[("x-canary", "always")]).await?);
+        Ok(())
     }
+}
+
+/// Runs the demo.
+pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
+    let demo = start(&options).await?;
+    let (base, admin_url) = (demo.base.clone(), demo.admin_url.clone());
+    println!("Switchyard demo");
+    println!("  stable upstream   {}", demo.stable);
+    println!("  canary upstream   {}", demo.canary);
+    println!(
+        "  proxy             {base}   route \"shop\": stable {}, canary {CANARY_WEIGHT}",
+        100 - CANARY_WEIGHT
+    );
+    println!("  admin API         {admin_url}");
+    println!();
+
+    let probe = Probe {
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        base: base.clone(),
+    };
+    splits(&probe, &admin_url).await?;
+    rollouts(&admin_url, &base, &demo.canary_faults).await?;
+    dark_launch(&admin_url, &base).await?;
+
+    if options.once {
+        demo.running.shutdown().await;
+        return Ok(());
+    }
+    println!("Try it:");
+    println!("  curl -si {base}/");
+    println!("  curl -si -H 'x-canary: always' {base}/");
+    println!("  curl -si -H 'x-user-id: alice' {base}/");
+    println!("  curl -s {admin_url}/metrics | grep switchyard_requests_total");
+    println!("  cargo run --release -- ctl --admin {admin_url} status");
+    println!("  cargo run --release -- ctl --admin {admin_url} abort shop --reason 'demo'");
+    println!("  cargo run --release -- ctl --admin {admin_url} rollout start shop");
+    println!("Serving until Ctrl-C.");
+    let signal = app::shutdown_signal().await;
+    println!("{signal}: draining and exiting.");
+    demo.running.shutdown().await;
+    Ok(())
+}
+
+/// Parts 1 to 4 of the tour: a weighted split, a rule, a cohort, a weight change through `ctl`
+/// that leaves the cohort where it was.
+async fn splits(probe: &Probe, admin_url: &str) -> Result<(), DemoError> {
+    println!("1. 1000 requests, split by weight:");
+    probe.split().await?;
+    let pinned = probe.repeat(5, &[("x-canary", "always")]).await?;
     println!("2. 5 requests with header x-canary: always (a rule pins them):");
     println!("     {}", pinned.join(" "));
-
-    let mut alice = Vec::new();
-    for _ in 0..5 {
-        alice.push(get(&[("x-user-id", "alice")]).await?);
-    }
+    let alice = probe.repeat(5, &[("x-user-id", "alice")]).await?;
     let bucket = bucket_of(SALT, b"alice");
     let canary_from = BUCKETS - CANARY_WEIGHT * BUCKETS / 100;
     println!("3. 5 requests from user alice (cohort on x-user-id):");
@@ -309,7 +367,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     println!("4. A weight change through the admin API, as a release pipeline would make it:");
     println!("     $ switchyard ctl --admin {admin_url} weights shop stable=50 canary=50");
     let target = crate::cli::ctl::Target {
-        admin: admin_url.clone(),
+        admin: admin_url.to_string(),
         token: None,
         json: false,
     };
@@ -324,36 +382,13 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         println!("     {line}");
     }
     println!("   1000 more requests:");
-    split().await?;
-    let mut alice = Vec::new();
-    for _ in 0..3 {
-        alice.push(get(&[("x-user-id", "alice")]).await?);
-    }
+    probe.split().await?;
+    let alice = probe.repeat(3, &[("x-user-id", "alice")]).await?;
     println!(
         "   alice (bucket {bucket}) stays where she was: {}   (the canary now owns 5000..9999)",
         alice.join(" ")
     );
     println!();
-
-    rollouts(&admin_url, &base, &canary_faults).await?;
-    dark_launch(&admin_url, &base).await?;
-
-    if options.once {
-        running.shutdown().await;
-        return Ok(());
-    }
-    println!("Try it:");
-    println!("  curl -si {base}/");
-    println!("  curl -si -H 'x-canary: always' {base}/");
-    println!("  curl -si -H 'x-user-id: alice' {base}/");
-    println!("  curl -s {admin_url}/metrics | grep switchyard_requests_total");
-    println!("  cargo run --release -- ctl --admin {admin_url} status");
-    println!("  cargo run --release -- ctl --admin {admin_url} abort shop --reason 'demo'");
-    println!("  cargo run --release -- ctl --admin {admin_url} rollout start shop");
-    println!("Serving until Ctrl-C.");
-    let signal = app::shutdown_signal().await;
-    println!("{signal}: draining and exiting.");
-    running.shutdown().await;
     Ok(())
 }
 
@@ -491,18 +526,22 @@ async fn dark_launch(admin_url: &str, base: &str) -> Result<(), DemoError> {
     };
     let command = crate::cli::ctl::CtlCommand::Report("catalog".into());
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut report = serde_json::Value::Null;
+    let mut report = None;
     while Instant::now() < deadline {
         let text = crate::cli::ctl::run(&target, &command)
             .await
             .map_err(|e| DemoError::Request(e.to_string()))?;
-        report = serde_json::from_str(&text).map_err(|e| DemoError::Request(e.to_string()))?;
-        if report["total"]["compared"].as_u64() >= Some(200) {
+        let view: crate::shadow::report::ReportView =
+            serde_json::from_str(&text).map_err(|e| DemoError::Request(e.to_string()))?;
+        let enough = view.total.compared >= 200;
+        report = Some(view);
+        if enough {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("     $ switchyard ctl --admin {admin_url} report catalog");
+    let report = report.ok_or_else(|| DemoError::Request("no shadow report".into()))?;
     for line in crate::cli::ctl::shadow_report(&report).lines() {
         println!("     {line}");
     }

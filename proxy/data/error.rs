@@ -67,7 +67,7 @@ pub enum ProxyError {
         kind: FailureKind,
         /// The underlying error, for logs.
         #[source]
-        source: Option<hyper_util::client::legacy::Error>,
+        source: Option<Box<hyper_util::client::legacy::Error>>,
     },
 }
 

@@ -322,7 +322,7 @@ fn blame(
             version: version.name.clone(),
             endpoint: endpoint.to_string(),
             kind: upstream::failure_kind(&error),
-            source: Some(error),
+            source: Some(Box::new(error)),
         },
     }
 }

@@ -91,7 +91,6 @@ impl Drop for Record {
         let elapsed = self.started.elapsed();
         version.metrics.in_flight.dec();
         version.metrics.count_status(self.status);
-        version.metrics.duration.observe(elapsed.as_secs_f64());
         if self.status != CLIENT_CLOSED {
             let failed = self.status >= 500 || self.grpc_failure;
             version.metrics.stats.record(failed, elapsed);

@@ -3,8 +3,13 @@
 //! `switchyard_request_duration_seconds` histogram and the analysis subtracts two copies to get a
 //! window, so every request is measured once and both read the same numbers.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto;
 
 /// Number of latency buckets: 0.5 ms × 1.2^i, so about 10% resolution from 0.5 ms to 60 s.
 pub const LATENCY_BUCKETS: usize = 68;
@@ -43,6 +48,7 @@ pub struct VersionStats {
     requests: AtomicU64,
     errors: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS],
+    sum_micros: AtomicU64,
 }
 
 impl Default for VersionStats {
@@ -51,6 +57,7 @@ impl Default for VersionStats {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
         }
     }
 }
@@ -64,6 +71,8 @@ impl VersionStats {
         }
         let ms = elapsed.as_secs_f64() * 1000.0;
         self.latency[bucket_of(ms)].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// A copy of the cumulative counts.
@@ -147,5 +156,89 @@ impl Counts {
             .filter(|i| bucket_lower_ms(*i) >= ms)
             .map(|i| self.latency[i])
             .sum()
+    }
+}
+
+/// Every `STRIDE`-th fine bucket is exported: bounds about 2.07× apart, 0.5 ms to 59 s.
+const STRIDE: usize = 4;
+
+/// The (route, version) records, kept across snapshots like the series.
+pub type StatsByVersion = Arc<Mutex<HashMap<(String, String), Arc<VersionStats>>>>;
+
+/// `switchyard_request_duration_seconds`, read from the same records the analysis reads.
+pub struct DurationFamily {
+    desc: Desc,
+    stats: StatsByVersion,
+}
+
+impl DurationFamily {
+    /// The family over `stats`.
+    pub fn new(stats: StatsByVersion) -> Result<DurationFamily, prometheus::Error> {
+        let desc = Desc::new(
+            "switchyard_request_duration_seconds".into(),
+            "Time from the request head to the last byte of the response, of the requests the \
+             canary analysis counts (not those the client abandoned or got wrong)."
+                .into(),
+            vec!["route".into(), "version".into()],
+            HashMap::new(),
+        )?;
+        Ok(DurationFamily { desc, stats })
+    }
+}
+
+fn label(name: &str, value: &str) -> proto::LabelPair {
+    let mut pair = proto::LabelPair::default();
+    pair.set_name(name.into());
+    pair.set_value(value.into());
+    pair
+}
+
+fn histogram_of(counts: &Counts, sum_micros: u64) -> proto::Histogram {
+    let mut buckets = Vec::with_capacity(LATENCY_BUCKETS / STRIDE + 1);
+    let mut cumulative = 0;
+    for (i, n) in counts.latency.iter().enumerate() {
+        cumulative += n;
+        if i % STRIDE == 0 && i + 1 < LATENCY_BUCKETS {
+            let mut b = proto::Bucket::default();
+            b.set_upper_bound(bucket_upper_ms(i) / 1000.0);
+            b.set_cumulative_count(cumulative);
+            buckets.push(b);
+        }
+    }
+    let mut h = proto::Histogram::default();
+    h.set_sample_count(cumulative);
+    h.set_sample_sum(sum_micros as f64 / 1e6);
+    h.set_bucket(buckets);
+    h
+}
+
+impl Collector for DurationFamily {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<proto::MetricFamily> {
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys: Vec<_> = stats.keys().collect();
+        keys.sort();
+        let metrics = keys
+            .into_iter()
+            .map(|key| {
+                let s = &stats[key];
+                let mut m = proto::Metric::default();
+                m.set_label(vec![label("route", &key.0), label("version", &key.1)]);
+                m.set_histogram(histogram_of(
+                    &s.counts(),
+                    s.sum_micros.load(Ordering::Relaxed),
+                ));
+                m
+            })
+            .collect();
+        let mut family = proto::MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(proto::MetricType::HISTOGRAM);
+        family.set_metric(metrics);
+        vec![family]
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -29,7 +29,7 @@ use stats::{judge, Counts, Evidence, FailReason, Verdict};
 const TICK: Duration = Duration::from_millis(250);
 
 /// The last look at a route, for the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Look {
     /// When (ms since the Unix epoch).
     pub at_unix_ms: u64,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::metrics::latency::Counts;
 use crate::shadow::compare::FieldDiff;
@@ -165,7 +165,7 @@ fn percent(part: u64, whole: u64) -> f64 {
 }
 
 /// The shadow report of a route.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ReportView {
     /// Route name.
     pub route: String,
@@ -176,7 +176,7 @@ pub struct ReportView {
 }
 
 /// Aggregates of one path (or of all).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct PathView {
     /// Exchanges with both answers complete.
     pub compared: u64,
@@ -227,7 +227,7 @@ impl PathView {
 }
 
 /// A differing field with its count and one example.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct FieldView {
     /// `status`, `header:NAME`, `body` or a JSON pointer.
     pub path: String,
@@ -240,7 +240,7 @@ pub struct FieldView {
 }
 
 /// Latency quantiles (ms, bucket upper bounds, about 10% resolution) and error rates.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct LatencyView {
     /// Live p50, p95, p99.
     pub live_ms: [Option<f64>; 3],

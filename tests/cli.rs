@@ -1,0 +1,51 @@
+//! The command line as a user meets it: each subcommand's help lists its own flags only, and
+//! `ctl`'s flags work before or after the verb.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the assertion
+
+use std::process::Command;
+
+fn switchyard(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env_remove("SWITCHYARD_ADMIN")
+        .env_remove("SWITCHYARD_CONFIG")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn each_subcommand_help_lists_only_its_own_flags() {
+    let (_, ctl) = switchyard(&["ctl", "status", "--help"]);
+    for own in ["--admin", "--token", "--json"] {
+        assert!(ctl.contains(own), "ctl status --help lacks {own}: {ctl}");
+    }
+    for foreign in ["--config", "--log-format", "--worker-threads"] {
+        assert!(!ctl.contains(foreign), "ctl status --help shows {foreign}: {ctl}");
+    }
+    let (_, check) = switchyard(&["check", "--help"]);
+    assert!(check.contains("--config"), "{check}");
+    assert!(!check.contains("--admin") && !check.contains("--worker-threads"), "{check}");
+    let (_, demo) = switchyard(&["demo", "--help"]);
+    assert!(demo.contains("--listen") && !demo.contains("--config"), "{demo}");
+}
+
+#[test]
+fn ctl_flags_work_before_and_after_the_verb() {
+    // Nothing listens on the dead port: both orders reach the point of calling it (exit 3, the
+    // address named), neither is a usage error (exit 2).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let (before, out_before) = switchyard(&["ctl", "--admin", &url, "--json", "status"]);
+    let (after, out_after) = switchyard(&["ctl", "status", "--admin", &url, "--json"]);
+    assert_eq!(before, Some(3), "{out_before}");
+    assert_eq!(after, Some(3), "{out_after}");
+    assert!(out_after.contains(&url), "{out_after}");
+}
