@@ -57,7 +57,11 @@ fn traffic(proxy: &switchyard::app::Running, stop: Arc<AtomicBool>) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
-            let path = if n % 4 == 0 { "/catalog/items/1" } else { "/" };
+            let path = if n.is_multiple_of(4) {
+                "/catalog/items/1"
+            } else {
+                "/"
+            };
             let request = http::Request::get(format!("{base}{path}"))
                 .body(http_body_util::Empty::new())
                 .unwrap();

@@ -50,7 +50,7 @@ async fn catalogue(build: &'static str) -> SocketAddr {
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(0);
                     let dark = build == "dark";
-                    let price = 10 + item % 7 + u64::from(dark && item % 4 == 0);
+                    let price = 10 + item % 7 + u64::from(dark && item.is_multiple_of(4));
                     let beta = if dark { r#", "beta": true"# } else { "" };
                     let body = format!(
                         r#"{{"id": {item}, "name": "item {item}", "price": {price}, "currency": "EUR", "served_at": {n}, "request_id": "{build}-{n}"{beta}}}"#
