@@ -402,7 +402,7 @@ async fn the_admin_api_refuses_unauthorised_and_malformed_changes() {
             format!("{admin}/api/v1/nothing"),
             "",
             404,
-            "no API path",
+            "no admin path",
         ),
     ] {
         let reply = send(method, &url, &h, body).await;
