@@ -72,14 +72,14 @@ async fn generation(admin: &str) -> u64 {
 }
 
 async fn wait_for_generation_above(admin: &str, previous: u64) -> u64 {
-    for _ in 0..(LIMIT.as_millis() / 20) {
-        let g = generation(admin).await;
-        if g > previous {
-            return g;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("generation stayed at {previous} for {LIMIT:?}");
+    let mut g = previous;
+    let moved = eventually(LIMIT, async || {
+        g = generation(admin).await;
+        g > previous
+    })
+    .await;
+    assert!(moved, "generation stayed at {previous} for {LIMIT:?}");
+    g
 }
 
 /// Sends `n` requests and returns how many the canary served.
@@ -141,20 +141,21 @@ async fn weight_changes_and_file_rewrites_under_load_drop_no_request() {
         if i == 9 {
             write_atomically(&file, &s.config(100, 0).replace("weight: 0", "weight: -1"));
             let mut error = None;
-            for _ in 0..(LIMIT.as_millis() / 20) {
+            eventually(LIMIT, async || {
                 let reply = get(&client(), &format!("{admin}/api/v1/config"), &[]).await;
                 let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
-                if let Some(e) = v["last_error"].as_str() {
-                    error = Some(e.to_string());
-                    assert_eq!(
-                        v["generation"].as_u64().unwrap(),
-                        g,
-                        "the running config stays"
-                    );
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+                let Some(e) = v["last_error"].as_str() else {
+                    return false;
+                };
+                error = Some(e.to_string());
+                assert_eq!(
+                    v["generation"].as_u64().unwrap(),
+                    g,
+                    "the running config stays"
+                );
+                true
+            })
+            .await;
             let error = error.expect("the invalid file was reported");
             assert!(
                 error.contains("switchyard.yaml:") && error.contains("weight -1 is negative"),
