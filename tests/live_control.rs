@@ -528,3 +528,52 @@ async fn a_change_that_cannot_be_saved_is_refused_and_changes_nothing() {
     assert!(String::from_utf8_lossy(&ctl.stderr).contains("cannot save the state file"));
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_refuses_what_a_start_would_refuse_a_broken_ca_file() {
+    let s = Setup::new().await;
+    let file = s.path("switchyard.yaml");
+    std::fs::write(&file, s.config(90, 10)).unwrap();
+    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
+    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let before = generation(&admin).await;
+
+    std::fs::write(s.path("ca.pem"), "not a certificate\n").unwrap();
+    let with_tls = s.config(90, 10).replace(
+        &format!("endpoints: [\"{}\"]", s.canary.addr),
+        &format!(
+            "endpoints: [\"{}\"], tls: {{ ca: \"{}\" }}",
+            s.canary.addr,
+            s.path("ca.pem").display()
+        ),
+    );
+    assert_ne!(with_tls, s.config(90, 10), "the canary got a tls section");
+    std::fs::write(&file, &with_tls).unwrap();
+    let (name, value) = bearer();
+    let reply = send(
+        "POST",
+        &format!("{admin}/api/v1/reload"),
+        &[(name, &value)],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(
+        reply.body.contains("ca.pem"),
+        "names the CA file: {}",
+        reply.body
+    );
+    assert_eq!(
+        generation(&admin).await,
+        before,
+        "the running configuration stays"
+    );
+
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(2), "check refuses it too");
+    proxy.shutdown().await;
+}
