@@ -1,11 +1,13 @@
 //! The admin endpoint, on its own listener: health (`/healthz`, `/readyz`), Prometheus metrics
-//! (`/metrics`), the JSON API under `/api/v1` (see `docs/openapi.yaml`) and the release page (`/ui/`).
+//! (`/metrics`), the JSON API under `/api/v1` (see `docs/openapi.yaml`) and the release page
+//! (`/ui/`).
 //!
 //! Reads are open; every mutation needs `Authorization: Bearer <token>` when a token is
 //! configured, compared in constant time. Without a token the admin endpoint must be on loopback
 //! (checked at start).
 
 pub mod api;
+pub mod routes;
 pub mod stats;
 pub mod ui;
 
@@ -21,6 +23,7 @@ use subtle::ConstantTimeEq;
 use crate::control::{ControlHandle, ReloadStatus};
 use crate::data::body::ResponseBody;
 use crate::data::shared::Shared;
+use routes::{Found, Op};
 
 /// What the admin handlers share.
 pub struct Admin {
@@ -62,10 +65,18 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let path = request.uri().path().to_string();
-    match (request.method(), path.as_str()) {
-        (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => readiness(&admin),
-        (&Method::GET, "/metrics") => {
+    if path == "/ui" || path.starts_with("/ui/") {
+        return ui::serve(request.method(), &path); // static files, not an API operation
+    }
+    let (op, route) = match routes::find(request.method(), &path) {
+        Found::Op(op, route) => (op, route.map(str::to_string)),
+        Found::MethodNotAllowed(allow) => return api::method_not_allowed(allow),
+        Found::NoSuchPath => return api::no_such_path(&path),
+    };
+    match op {
+        Op::Healthz => plain(StatusCode::OK, "ok\n"),
+        Op::Readyz => readiness(&admin),
+        Op::Metrics => {
             let mut r = Response::new(ResponseBody::bytes(admin.shared.metrics.encode()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -73,12 +84,10 @@ pub async fn handle(
             );
             r
         }
-        (_, "/healthz" | "/readyz" | "/metrics") => api::method_not_allowed("GET"),
-        (method, p) if p == "/ui" || p.starts_with("/ui/") => ui::serve(method, p),
-        (_, p) if p.starts_with("/api/v1/") => {
+        _ => {
             let mutation = request.method() != Method::GET && request.method() != Method::HEAD;
             if mutation && !admin.authorized(&request) {
-                tracing::warn!(target: "switchyard::audit", %peer, method = %request.method(), path = p, "unauthorized admin request refused");
+                tracing::warn!(target: "switchyard::audit", %peer, method = %request.method(), path, "unauthorized admin request refused");
                 let mut r = api::error(
                     StatusCode::UNAUTHORIZED,
                     "a valid bearer token is required (Authorization: Bearer <token>)",
@@ -87,12 +96,15 @@ pub async fn handle(
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 return r;
             }
-            api::dispatch(&admin, peer, request).await
+            api::dispatch(&admin, peer, op, route.as_deref().unwrap_or(""), request).await
         }
-        _ => api::error(StatusCode::NOT_FOUND, "no such admin path"),
     }
 }
 
+/// Ready when every listener is bound and a snapshot is in service. The body names the
+/// snapshot's generation and every version whose endpoints are all down on their health checks:
+/// the proxy still serves (their share went to the others), so it stays ready, but an operator
+/// reading `/readyz` sees why.
 fn readiness(admin: &Admin) -> Response<ResponseBody> {
     if !admin.listening.load(Ordering::Acquire) {
         return plain(
@@ -101,20 +113,20 @@ fn readiness(admin: &Admin) -> Response<ResponseBody> {
         );
     }
     let snapshot = admin.shared.snapshot.load();
+    let mut body = format!("ready: generation {}\n", snapshot.generation);
     for route in &snapshot.routes {
         for v in &route.versions {
-            if v.weight > 0 && v.endpoints.is_empty() {
-                return plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "not ready: route {} version {} has traffic and no endpoint\n",
-                        route.name, v.name
-                    ),
-                );
+            if !v.health.is_empty() && v.health.iter().all(|h| h.down_on_checks()) {
+                body.push_str(&format!(
+                    "down: route {} version {}: all {} endpoint(s) fail their health check\n",
+                    route.name,
+                    v.name,
+                    v.health.len()
+                ));
             }
         }
     }
-    plain(StatusCode::OK, "ready\n")
+    plain(StatusCode::OK, body)
 }
 
 fn plain(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<ResponseBody> {

@@ -14,6 +14,9 @@ pub mod state_file;
 pub mod store;
 pub mod watch;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

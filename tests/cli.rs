@@ -27,13 +27,22 @@ fn each_subcommand_help_lists_only_its_own_flags() {
         assert!(ctl.contains(own), "ctl status --help lacks {own}: {ctl}");
     }
     for foreign in ["--config", "--log-format", "--worker-threads"] {
-        assert!(!ctl.contains(foreign), "ctl status --help shows {foreign}: {ctl}");
+        assert!(
+            !ctl.contains(foreign),
+            "ctl status --help shows {foreign}: {ctl}"
+        );
     }
     let (_, check) = switchyard(&["check", "--help"]);
     assert!(check.contains("--config"), "{check}");
-    assert!(!check.contains("--admin") && !check.contains("--worker-threads"), "{check}");
+    assert!(
+        !check.contains("--admin") && !check.contains("--worker-threads"),
+        "{check}"
+    );
     let (_, demo) = switchyard(&["demo", "--help"]);
-    assert!(demo.contains("--listen") && !demo.contains("--config"), "{demo}");
+    assert!(
+        demo.contains("--listen") && !demo.contains("--config"),
+        "{demo}"
+    );
 }
 
 #[test]

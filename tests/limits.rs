@@ -164,7 +164,7 @@ async fn a_listener_at_its_connection_limit_holds_new_connections_back() {
         String::from_utf8_lossy(&out).into_owned()
     });
     assert!(
-        !eventually(Duration::from_millis(300), || upstream.count() > 1).await,
+        !eventually(Duration::from_millis(300), async || upstream.count() > 1).await,
         "the second connection waits"
     );
     drop(first);
@@ -189,7 +189,7 @@ async fn a_version_at_its_circuit_breaker_limit_answers_503() {
         let url = format!("{base}/slow?delay_ms=1500");
         slow.spawn(async move { get(&client(), &url, &[]).await.status });
     }
-    assert!(eventually(Duration::from_secs(10), || upstream.count() == 2).await);
+    assert!(eventually(Duration::from_secs(10), async || upstream.count() == 2).await);
     let reply = get(&client(), &format!("{base}/fast"), &[]).await;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert!(

@@ -72,14 +72,14 @@ async fn generation(admin: &str) -> u64 {
 }
 
 async fn wait_for_generation_above(admin: &str, previous: u64) -> u64 {
-    for _ in 0..(LIMIT.as_millis() / 20) {
-        let g = generation(admin).await;
-        if g > previous {
-            return g;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("generation stayed at {previous} for {LIMIT:?}");
+    let mut g = previous;
+    let moved = eventually(LIMIT, async || {
+        g = generation(admin).await;
+        g > previous
+    })
+    .await;
+    assert!(moved, "generation stayed at {previous} for {LIMIT:?}");
+    g
 }
 
 /// Sends `n` requests and returns how many the canary served.
@@ -141,20 +141,21 @@ async fn weight_changes_and_file_rewrites_under_load_drop_no_request() {
         if i == 9 {
             write_atomically(&file, &s.config(100, 0).replace("weight: 0", "weight: -1"));
             let mut error = None;
-            for _ in 0..(LIMIT.as_millis() / 20) {
+            eventually(LIMIT, async || {
                 let reply = get(&client(), &format!("{admin}/api/v1/config"), &[]).await;
                 let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
-                if let Some(e) = v["last_error"].as_str() {
-                    error = Some(e.to_string());
-                    assert_eq!(
-                        v["generation"].as_u64().unwrap(),
-                        g,
-                        "the running config stays"
-                    );
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+                let Some(e) = v["last_error"].as_str() else {
+                    return false;
+                };
+                error = Some(e.to_string());
+                assert_eq!(
+                    v["generation"].as_u64().unwrap(),
+                    g,
+                    "the running config stays"
+                );
+                true
+            })
+            .await;
             let error = error.expect("the invalid file was reported");
             assert!(
                 error.contains("switchyard.yaml:") && error.contains("weight -1 is negative"),
@@ -402,7 +403,7 @@ async fn the_admin_api_refuses_unauthorised_and_malformed_changes() {
             format!("{admin}/api/v1/nothing"),
             "",
             404,
-            "no API path",
+            "no admin path",
         ),
     ] {
         let reply = send(method, &url, &h, body).await;
@@ -525,5 +526,54 @@ async fn a_change_that_cannot_be_saved_is_refused_and_changes_nothing() {
     .unwrap();
     assert_eq!(ctl.status.code(), Some(1), "{ctl:?}");
     assert!(String::from_utf8_lossy(&ctl.stderr).contains("cannot save the state file"));
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_refuses_what_a_start_would_refuse_a_broken_ca_file() {
+    let s = Setup::new().await;
+    let file = s.path("switchyard.yaml");
+    std::fs::write(&file, s.config(90, 10)).unwrap();
+    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
+    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let before = generation(&admin).await;
+
+    std::fs::write(s.path("ca.pem"), "not a certificate\n").unwrap();
+    let with_tls = s.config(90, 10).replace(
+        &format!("endpoints: [\"{}\"]", s.canary.addr),
+        &format!(
+            "endpoints: [\"{}\"], tls: {{ ca: \"{}\" }}",
+            s.canary.addr,
+            s.path("ca.pem").display()
+        ),
+    );
+    assert_ne!(with_tls, s.config(90, 10), "the canary got a tls section");
+    std::fs::write(&file, &with_tls).unwrap();
+    let (name, value) = bearer();
+    let reply = send(
+        "POST",
+        &format!("{admin}/api/v1/reload"),
+        &[(name, &value)],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(
+        reply.body.contains("ca.pem"),
+        "names the CA file: {}",
+        reply.body
+    );
+    assert_eq!(
+        generation(&admin).await,
+        before,
+        "the running configuration stays"
+    );
+
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(2), "check refuses it too");
     proxy.shutdown().await;
 }

@@ -56,17 +56,15 @@ async fn known_traffic_gives_exact_counters_and_histogram_counts() {
     };
     let mut text = String::new();
     // Records finish when each response body ends; poll briefly until all 1000 are in.
-    for _ in 0..200 {
+    eventually(Duration::from_secs(10), async || {
         text = get(&client(), &format!("{admin}/metrics"), &[]).await.body;
         let total: f64 = [("stable", "2xx"), ("canary", "2xx"), ("canary", "5xx")]
             .iter()
             .filter_map(|(v, c)| metric(&text, &series(v, c)))
             .sum();
-        if total >= 1000.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        total >= 1000.0
+    })
+    .await;
     assert_eq!(
         metric(&text, &series("stable", "2xx")),
         Some(900.0),

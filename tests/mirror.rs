@@ -76,7 +76,7 @@ async fn a_post_is_not_copied_by_default_and_is_when_opted_in() {
     .await;
     assert_eq!(reply.status, 200);
     assert!(
-        eventually(Duration::from_secs(10), || shadow.count() == 1).await,
+        eventually(Duration::from_secs(10), async || shadow.count() == 1).await,
         "the GET is copied"
     );
     assert_eq!(shadow.last().path, "/item", "the POST was not");
@@ -99,7 +99,7 @@ async fn a_post_is_not_copied_by_default_and_is_when_opted_in() {
     .await;
     assert_eq!(reply.status, 200);
     assert!(
-        eventually(Duration::from_secs(10), || shadow2.count() == 1).await,
+        eventually(Duration::from_secs(10), async || shadow2.count() == 1).await,
         "the POST is copied"
     );
     let seen = shadow2.last();
@@ -122,7 +122,7 @@ async fn a_dead_or_slow_shadow_leaves_live_answers_intact() {
         );
     }
     assert!(
-        eventually(Duration::from_secs(10), || {
+        eventually(Duration::from_secs(10), async || {
             let m = proxy.metrics().encode();
             outcome(&String::from_utf8_lossy(&m), "failed") == 20.0
         })
@@ -237,22 +237,12 @@ routes:
     }
     let admin = format!("http://{}", proxy.admin_addr().unwrap());
     let mut report = Value::Null;
-    for _ in 0..200 {
-        report = serde_json::from_str(
-            &get(
-                &client(),
-                &format!("{admin}/api/v1/routes/shop/shadow/report"),
-                &[],
-            )
-            .await
-            .body,
-        )
-        .unwrap();
-        if report["total"]["compared"] == 30 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(10), async || {
+        let url = format!("{admin}/api/v1/routes/shop/shadow/report");
+        report = serde_json::from_str(&get(&client(), &url, &[]).await.body).unwrap();
+        report["total"]["compared"] == 30
+    })
+    .await;
     assert_eq!(report["total"]["compared"], 30, "{report:#}");
     assert_eq!(report["total"]["identical"], 0);
     let top = report["total"]["top_differences"].as_array().unwrap();

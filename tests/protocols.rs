@@ -329,14 +329,11 @@ async fn a_grpc_call_keeps_its_trailers_and_a_failure_trailer_counts_as_an_error
     assert_eq!(collected.trailers().unwrap()["grpc-status"], "14");
 
     let stats = &proxy.snapshot().routes[0].versions[1].metrics.stats;
-    let mut counts = stats.counts();
-    for _ in 0..100 {
-        if counts.requests == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        counts = stats.counts();
-    }
+    eventually(Duration::from_secs(10), async || {
+        stats.counts().requests == 2
+    })
+    .await;
+    let counts = stats.counts();
     assert_eq!(
         (counts.requests, counts.errors),
         (2, 1),

@@ -159,34 +159,24 @@ routes:
     }
 
     async fn wait_for_state(&self, state: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        loop {
-            let v = self.route().await;
-            if v["rollout"]["state"] == state {
-                return v;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never reached {state}: {v:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mut v = Value::Null;
+        let reached = eventually(LIMIT, async || {
+            v = self.route().await;
+            v["rollout"]["state"] == state
+        })
+        .await;
+        assert!(reached, "never reached {state}: {v:#}");
+        v
     }
 
     async fn wait_for_event(&self, event: &str) -> Value {
-        for _ in 0..(LIMIT.as_millis() / 50) {
-            if let Some(e) = self
-                .events
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|e| e["event"] == event)
-            {
-                return e.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no {event} event");
+        let find = || {
+            let events = self.events.lock().unwrap();
+            events.iter().find(|e| e["event"] == event).cloned()
+        };
+        let seen = eventually(LIMIT, async || find().is_some()).await;
+        assert!(seen, "no {event} event");
+        find().unwrap()
     }
 }
 
@@ -430,16 +420,11 @@ routes:
     // A slow request on blue is in flight while the switch happens.
     let slow_url = format!("{url}slow?delay_ms=1500");
     let in_flight = tokio::spawn(async move { get(&client(), &slow_url, &[]).await });
-    assert!(eventually(Duration::from_secs(10), || blue.count() >= 1).await);
-    let mut switched = false;
-    for _ in 0..100 {
-        let reply = send("POST", &switch, &[], "").await;
-        if reply.status == 200 {
-            switched = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(eventually(Duration::from_secs(10), async || blue.count() >= 1).await);
+    let switched = eventually(Duration::from_secs(5), async || {
+        send("POST", &switch, &[], "").await.status == 200
+    })
+    .await;
     assert!(
         switched,
         "the switch went through once green passed its checks"
@@ -498,19 +483,13 @@ async fn a_version_whose_endpoints_fail_health_checks_loses_its_share() {
     .await;
     let admin = format!("http://{}", proxy.admin_addr().unwrap());
     let mut source = Value::Null;
-    for _ in 0..200 {
-        let v: Value = serde_json::from_str(
-            &get(&client(), &format!("{admin}/api/v1/routes/shop"), &[])
-                .await
-                .body,
-        )
-        .unwrap();
+    eventually(Duration::from_secs(5), async || {
+        let url = format!("{admin}/api/v1/routes/shop");
+        let v: Value = serde_json::from_str(&get(&client(), &url, &[]).await.body).unwrap();
         source = v["versions"][1]["source"].clone();
-        if source == "unhealthy" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        source == "unhealthy"
+    })
+    .await;
     assert_eq!(source, "unhealthy");
     let before = canary.count();
     let url = format!("http://{}/", proxy.addr("public").unwrap());
@@ -530,7 +509,7 @@ async fn a_version_whose_endpoints_fail_health_checks_loses_its_share() {
     // Healthy again: the share comes back.
     canary.faults.health_status.store(200, Ordering::Relaxed);
     assert!(
-        eventually(Duration::from_secs(10), || proxy.snapshot().routes[0]
+        eventually(Duration::from_secs(10), async || proxy.snapshot().routes[0]
             .versions[1]
             .weight
             == 50)

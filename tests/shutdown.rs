@@ -46,7 +46,7 @@ routes:
         in_flight.spawn(async move { get(&client(), &url, &[]).await });
     }
     assert!(
-        eventually(Duration::from_secs(10), || stable.count() == 10).await,
+        eventually(Duration::from_secs(10), async || stable.count() == 10).await,
         "all ten requests reached the upstream before the signal"
     );
 
@@ -65,13 +65,11 @@ routes:
     assert_eq!(completed, 10);
 
     let mut status = None;
-    for _ in 0..1_000 {
-        if let Some(s) = child.try_wait().unwrap() {
-            status = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_secs(10), async || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    })
+    .await;
     let status = status.unwrap_or_else(|| {
         let _ = child.kill();
         panic!("the proxy did not exit within 10 s of draining")

@@ -74,7 +74,7 @@ fn traffic(proxy: &switchyard::app::Running, stop: Arc<AtomicBool>) {
     });
 }
 
-/// Runs `script` every 50 ms until it returns `want`, for at most `limit`; returns the last value.
+/// Runs `script` until it returns `want`, for at most `limit`; returns the last value.
 async fn until_page_shows(
     browser: &Browser,
     limit: Duration,
@@ -82,14 +82,13 @@ async fn until_page_shows(
     script: &str,
     args: Value,
 ) -> Value {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let seen = browser.execute(script, args.clone()).await;
-        if &seen == want || tokio::time::Instant::now() >= deadline {
-            return seen;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut seen = Value::Null;
+    eventually(limit, async || {
+        seen = browser.execute(script, args.clone()).await;
+        &seen == want
+    })
+    .await;
+    seen
 }
 
 const SHARES: &str = "return [...document.querySelectorAll(`[data-route='${arguments[0]}'] tr[data-version] td.name`)]
@@ -214,7 +213,9 @@ async fn the_page_shows_the_split_follows_a_ctl_change_live_and_aborts_with_the_
         .await;
     browser.click("#confirm-ok").await;
     assert!(
-        until_zero(Duration::from_secs(5), || canary_weight(&admin)).await == 0,
+        eventually(Duration::from_secs(5), async || canary_weight(&admin).await
+            == 0)
+        .await,
         "the canary is at 0 after the abort"
     );
     let want = json!(["stable 100%", "canary 0%"]);
@@ -251,22 +252,6 @@ async fn the_page_shows_the_split_follows_a_ctl_change_live_and_aborts_with_the_
     browser.quit().await;
     stop.store(true, Ordering::Relaxed);
     proxy.shutdown().await;
-}
-
-/// Calls `read` every 50 ms until it returns 0 or `limit` passes; returns the last value.
-async fn until_zero<F, Fut>(limit: Duration, mut read: F) -> u64
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = u64>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let v = read().await;
-        if v == 0 || tokio::time::Instant::now() >= deadline {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -386,26 +371,27 @@ async fn the_stats_count_every_request_of_each_version_with_its_latency() {
             _ => to_canary += 1,
         }
     }
-    let read = || async {
-        let reply = get(&client(), &format!("{admin}/api/v1/stats"), &[]).await;
+    let admin_stats = format!("{admin}/api/v1/stats");
+    let read = async || {
+        let reply = get(&client(), &admin_stats, &[]).await;
         assert_eq!(reply.status, 200);
         serde_json::from_str::<Value>(&reply.body).unwrap()
     };
-    // A request is counted when its response body ends, just after the client has it.
-    let mut stats = read().await;
-    for _ in 0..100 {
-        let counted: u64 = stats["routes"][0]["versions"]
+    let counted = |stats: &Value| -> u64 {
+        stats["routes"][0]["versions"]
             .as_array()
             .unwrap()
             .iter()
             .map(|v| v["requests"].as_u64().unwrap())
-            .sum();
-        if counted == 60 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+            .sum()
+    };
+    // A request is counted when its response body ends, just after the client has it.
+    let mut stats = Value::Null;
+    eventually(Duration::from_secs(5), async || {
         stats = read().await;
-    }
+        counted(&stats) == 60
+    })
+    .await;
     let route = &stats["routes"][0];
     assert_eq!(
         (route["name"].as_str(), route["strategy"].as_str()),

@@ -109,18 +109,14 @@ async fn route(admin: &str, name: &str) -> Value {
 
 /// Polls the route until `done` holds (at most `limit`).
 async fn wait_for(admin: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let v = route(admin, "shop").await;
-        if done(&v) {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never reached: {v:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut v = Value::Null;
+    let reached = eventually(limit, async || {
+        v = route(admin, "shop").await;
+        done(&v)
+    })
+    .await;
+    assert!(reached, "never reached: {v:#}");
+    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

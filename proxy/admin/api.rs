@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
+use super::routes::Op;
 use super::Admin;
 use crate::control::{Action, ActionError, ReloadError, ReloadSource};
 use crate::data::body::ResponseBody;
@@ -171,118 +172,78 @@ struct AbortBody {
     reason: Option<String>,
 }
 
-/// Routes an `/api/v1/...` request.
+/// Serves one `/api/v1` operation; `name` is the route segment of the path, if it has one.
 pub async fn dispatch(
     admin: &Admin,
     peer: SocketAddr,
+    op: Op,
+    name: &str,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let segments: Vec<&str> = path
-        .trim_start_matches("/api/v1/")
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
     let actor = peer.to_string();
+    let action = match op {
+        Op::ListRoutes => return list_routes(admin),
+        Op::ShowRoute => return show_route(admin, name),
+        Op::ShadowReport | Op::ShadowReset => return shadow(admin, op, name, &actor),
+        Op::Config => return json(StatusCode::OK, &**admin.status.load()),
+        Op::Stats => return super::stats::answer(admin),
+        Op::Reload => return reload(admin).await,
+        Op::SetWeights => match read_json::<BTreeMap<String, u32>>(request).await {
+            Ok(weights) => Action::SetWeights(weights),
+            Err(r) => return r,
+        },
+        Op::Promote | Op::RolloutPromote => Action::Promote,
+        Op::Resume => Action::Resume,
+        Op::Reset => Action::Reset,
+        Op::RolloutStart => Action::RolloutStart,
+        Op::RolloutPause => Action::RolloutPause,
+        Op::RolloutResume => Action::RolloutResume,
+        Op::Switch => Action::Switch,
+        Op::Abort | Op::RolloutAbort => {
+            let default = if op == Op::Abort {
+                "aborted by an operator"
+            } else {
+                "rollout aborted by an operator"
+            };
+            match abort_action(request, default).await {
+                Ok(a) => a,
+                Err(r) => return r,
+            }
+        }
+        Op::Healthz | Op::Readyz | Op::Metrics => return no_such_path(request.uri().path()),
+    };
+    act(admin, name, action, &actor).await
+}
 
-    match segments.as_slice() {
-        ["routes"] => match method {
-            Method::GET => {
-                let snapshot = admin.shared.snapshot.load();
-                json(
-                    StatusCode::OK,
-                    &RoutesView {
-                        generation: snapshot.generation,
-                        routes: (0..snapshot.routes.len())
-                            .map(|i| route_view(admin, &snapshot, i))
-                            .collect(),
-                    },
-                )
-            }
-            _ => method_not_allowed("GET"),
+fn list_routes(admin: &Admin) -> Response<ResponseBody> {
+    let snapshot = admin.shared.snapshot.load();
+    json(
+        StatusCode::OK,
+        &RoutesView {
+            generation: snapshot.generation,
+            routes: (0..snapshot.routes.len())
+                .map(|i| route_view(admin, &snapshot, i))
+                .collect(),
         },
-        ["routes", name] => match method {
-            Method::GET => show_route(admin, name),
-            _ => method_not_allowed("GET"),
-        },
-        ["routes", name, "weights"] => match method {
-            Method::PUT => {
-                let weights: BTreeMap<String, u32> = match read_json(request).await {
-                    Ok(w) => w,
-                    Err(r) => return r,
-                };
-                act(admin, name, Action::SetWeights(weights), &actor).await
-            }
-            _ => method_not_allowed("PUT"),
-        },
-        ["routes", name, "rollout", verb @ ("start" | "pause" | "resume" | "promote" | "abort")] => {
-            if method != Method::POST {
-                return method_not_allowed("POST");
-            }
-            let action = match *verb {
-                "start" => Action::RolloutStart,
-                "pause" => Action::RolloutPause,
-                "resume" => Action::RolloutResume,
-                "promote" => Action::Promote,
-                _ => match abort_action(request, "rollout aborted by an operator").await {
-                    Ok(a) => a,
-                    Err(r) => return r,
-                },
-            };
-            act(admin, name, action, &actor).await
-        }
-        ["routes", name, "shadow", "report"] => match method {
-            Method::GET if admin.shared.snapshot.load().route_index(name).is_some() => {
-                json(StatusCode::OK, &admin.mirrors.report(name))
-            }
-            Method::GET => error(StatusCode::NOT_FOUND, &format!("no route named {name:?}")),
-            _ => method_not_allowed("GET"),
-        },
-        ["routes", name, "shadow", "reset"] => match method {
-            Method::POST if admin.shared.snapshot.load().route_index(name).is_some() => {
-                admin.mirrors.reset(name);
-                tracing::info!(target: "switchyard::audit", actor = %actor, action = "shadow-reset", route = *name, "shadow report reset");
-                json(StatusCode::OK, &admin.mirrors.report(name))
-            }
-            Method::POST => error(StatusCode::NOT_FOUND, &format!("no route named {name:?}")),
-            _ => method_not_allowed("POST"),
-        },
-        ["routes", name, "switch"] => match method {
-            Method::POST => act(admin, name, Action::Switch, &actor).await,
-            _ => method_not_allowed("POST"),
-        },
-        ["routes", name, verb @ ("promote" | "abort" | "resume" | "reset")] => {
-            if method != Method::POST {
-                return method_not_allowed("POST");
-            }
-            let action = match *verb {
-                "promote" => Action::Promote,
-                "resume" => Action::Resume,
-                "reset" => Action::Reset,
-                _ => match abort_action(request, "aborted by an operator").await {
-                    Ok(a) => a,
-                    Err(r) => return r,
-                },
-            };
-            act(admin, name, action, &actor).await
-        }
-        ["stats"] => super::stats::dispatch(admin, &method),
-        ["config"] => match method {
-            Method::GET => json(StatusCode::OK, &**admin.status.load()),
-            _ => method_not_allowed("GET"),
-        },
-        ["reload"] => match method {
-            Method::POST => match admin.control.reload(ReloadSource::Api).await {
-                Ok(generation) => json(StatusCode::OK, &ReloadView { generation }),
-                Err(e @ ReloadError::Unavailable) => {
-                    error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
-                }
-                Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
-            },
-            _ => method_not_allowed("POST"),
-        },
-        _ => error(StatusCode::NOT_FOUND, &format!("no API path {path}")),
+    )
+}
+
+fn shadow(admin: &Admin, op: Op, name: &str, actor: &str) -> Response<ResponseBody> {
+    if admin.shared.snapshot.load().route_index(name).is_none() {
+        return no_such_route(name);
+    }
+    if op == Op::ShadowReset {
+        admin.mirrors.reset(name);
+        tracing::info!(target: "switchyard::audit", actor, action = "shadow-reset", route = name, "shadow report reset");
+    }
+    json(StatusCode::OK, &admin.mirrors.report(name))
+}
+
+async fn reload(admin: &Admin) -> Response<ResponseBody> {
+    match admin.control.reload(ReloadSource::Api).await {
+        Ok(generation) => json(StatusCode::OK, &ReloadView { generation }),
+        Err(e @ ReloadError::Unavailable) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
     }
 }
 
@@ -301,7 +262,7 @@ fn show_route(admin: &Admin, name: &str) -> Response<ResponseBody> {
     let snapshot = admin.shared.snapshot.load();
     match snapshot.route_index(name) {
         Some(i) => json(StatusCode::OK, &route_view(admin, &snapshot, i)),
-        None => error(StatusCode::NOT_FOUND, &format!("no route named {name:?}")),
+        None => no_such_route(name),
     }
 }
 
@@ -310,7 +271,7 @@ async fn act(admin: &Admin, name: &str, action: Action, actor: &str) -> Response
         Ok(_) => show_route(admin, name),
         Err(e) => {
             let status = match e {
-                ActionError::NoRoute(_) => StatusCode::NOT_FOUND,
+                ActionError::NoRoute(_) => return no_such_route(name),
                 ActionError::UnknownVersions { .. }
                 | ActionError::MissingWeights(_)
                 | ActionError::AllZero => StatusCode::UNPROCESSABLE_ENTITY,
@@ -374,6 +335,32 @@ pub fn error(status: StatusCode, message: &str) -> Response<ResponseBody> {
     json(
         status,
         &serde_json::json!({ "error": { "status": status.as_u16(), "message": message } }),
+    )
+}
+
+/// 404 for a path the API does not have: `{"error": {"code": "no_such_path", ...}}`.
+pub fn no_such_path(path: &str) -> Response<ResponseBody> {
+    coded_error(
+        StatusCode::NOT_FOUND,
+        "no_such_path",
+        &format!("no admin path {path}"),
+    )
+}
+
+/// 404 for an operation on a route the configuration does not have:
+/// `{"error": {"code": "no_such_route", ...}}`.
+pub fn no_such_route(name: &str) -> Response<ResponseBody> {
+    coded_error(
+        StatusCode::NOT_FOUND,
+        "no_such_route",
+        &format!("no route named {name:?}"),
+    )
+}
+
+fn coded_error(status: StatusCode, code: &str, message: &str) -> Response<ResponseBody> {
+    json(
+        status,
+        &serde_json::json!({ "error": { "status": status.as_u16(), "code": code, "message": message } }),
     )
 }
 

@@ -7,7 +7,7 @@
 //! how it is released (its strategy and its shadow version), which the page needs to offer the
 //! right actions and reports.
 
-use http::{Method, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde::Serialize;
 
 use super::api;
@@ -59,12 +59,9 @@ pub struct VersionCounts {
     pub latency: Vec<u64>,
 }
 
-/// Answers `/api/v1/stats`.
-pub fn dispatch(admin: &Admin, method: &Method) -> Response<ResponseBody> {
-    match *method {
-        Method::GET => api::json(StatusCode::OK, &view(admin)),
-        _ => api::method_not_allowed("GET"),
-    }
+/// Answers `GET /api/v1/stats`.
+pub fn answer(admin: &Admin) -> Response<ResponseBody> {
+    api::json(StatusCode::OK, &view(admin))
 }
 
 /// Reads every version's counts from the snapshot in service.

@@ -89,7 +89,7 @@ pub fn serve(method: &Method, path: &str) -> Response<ResponseBody> {
     }
     let name = path.strip_prefix("/ui/").unwrap_or_default();
     let Some((_, content_type, content)) = FILES.iter().find(|(n, _, _)| *n == name) else {
-        return api::error(StatusCode::NOT_FOUND, "no such file in the release page");
+        return api::no_such_path(path);
     };
     let mut r = Response::new(ResponseBody::text(*content));
     let headers = r.headers_mut();

@@ -315,7 +315,7 @@ pub fn shadow_report(v: &ReportView) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: {} compared, {}% identical ({} identical once noise is set aside), {} status mismatches, {} shadow failures, {} live incomplete",
+        "{}: {} compared, {:?}% identical ({} identical once noise is set aside), {} status mismatches, {} shadow failures, {} live incomplete",
         v.route,
         t.compared,
         t.identical_percent,
@@ -369,7 +369,7 @@ pub fn shadow_report(v: &ReportView) -> String {
         for (path, p) in &v.paths {
             let _ = writeln!(
                 out,
-                "  {:<32} {:>7} {:>8}% {:>9}",
+                "  {:<32} {:>7} {:>8?}% {:>9}",
                 path,
                 p.compared,
                 p.identical_percent,

@@ -17,7 +17,12 @@ pub struct CtlArgs {
     )]
     admin: String,
     /// Bearer token for changes.
-    #[arg(long, global = true, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]

@@ -38,6 +38,11 @@ impl EndpointHealth {
             && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms()
     }
 
+    /// True when an active check has marked it unhealthy.
+    pub fn down_on_checks(&self) -> bool {
+        self.active.load(Ordering::Relaxed) == UNHEALTHY
+    }
+
     /// True when an active check has passed its healthy threshold.
     pub fn checked_healthy(&self) -> bool {
         self.active.load(Ordering::Relaxed) == HEALTHY
@@ -82,5 +87,39 @@ impl EndpointHealth {
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Passive ejection on paused time: five failures eject for 10 s, the next ejection lasts
+    /// twice as long, a success in between resets the count.
+    #[tokio::test(start_paused = true)]
+    async fn ejection_lasts_its_time_and_doubles_on_paused_time() {
+        let e = EndpointHealth::default();
+        for _ in 0..EJECT_AFTER_FAILURES - 1 {
+            e.observe(true);
+        }
+        e.observe(false);
+        e.observe(true);
+        assert!(e.usable(), "a success resets the consecutive count");
+        for _ in 0..EJECT_AFTER_FAILURES {
+            e.observe(true);
+        }
+        assert!(!e.usable(), "ejected after {EJECT_AFTER_FAILURES} failures");
+        tokio::time::advance(BASE_EJECTION - Duration::from_millis(5)).await;
+        assert!(!e.usable(), "still ejected just before the ejection time");
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(e.usable(), "back after the ejection time");
+
+        for _ in 0..EJECT_AFTER_FAILURES {
+            e.observe(true);
+        }
+        tokio::time::advance(BASE_EJECTION + Duration::from_millis(10)).await;
+        assert!(!e.usable(), "the second ejection lasts twice as long");
+        tokio::time::advance(BASE_EJECTION).await;
+        assert!(e.usable());
     }
 }

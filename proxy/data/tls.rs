@@ -211,6 +211,18 @@ pub fn client_config(tls: Option<&UpstreamTls>) -> Result<rustls::ClientConfig, 
     )
 }
 
+/// A client configuration that trusts no root: every handshake fails verification.
+pub fn client_config_trusting_nothing() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+        // The ring provider supports the safe default versions: this cannot fail.
+        .expect("ring supports TLS 1.2 and 1.3")
+}
+
 /// Loads every TLS file a configuration names, so `check` and reloads catch a bad file before
 /// anything is served with it.
 pub fn check_files(config: &crate::config::Config) -> Result<(), TlsError> {

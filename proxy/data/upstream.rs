@@ -7,9 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hyper_rustls::{
-    ConfigBuilderExt as _, FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder,
-};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -93,17 +91,12 @@ where
     http.set_connect_timeout(Some(key.connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);
-    // The files were checked when the configuration was loaded; if one has gone bad since, the
-    // webpki roots stand in (and verification against a private CA fails loudly as a 502).
+    // The files were checked when the configuration was loaded; if one has gone bad since, no
+    // root is trusted: the handshake fails (a 502 naming the upstream) rather than trusting the
+    // public roots in place of the configured CA.
     let tls = crate::data::tls::client_config(key.tls.as_ref()).unwrap_or_else(|error| {
-        tracing::error!(%error, "upstream TLS: using the webpki roots instead");
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_webpki_roots().with_no_client_auth())
-        // The ring provider supports the safe default versions: this cannot fail.
-        .expect("ring supports TLS 1.2 and 1.3")
+        tracing::error!(%error, "upstream TLS: the CA file no longer loads; trusting no root");
+        crate::data::tls::client_config_trusting_nothing()
     });
     let mut builder = HttpsConnectorBuilder::new()
         .with_tls_config(tls)

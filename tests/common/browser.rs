@@ -107,27 +107,20 @@ impl Browser {
     }
 
     async fn wait_for_driver(&mut self) {
-        let deadline = tokio::time::Instant::now() + DRIVER_START;
-        loop {
-            if let Ok(Some(status)) = self.driver.try_wait() {
-                panic!("chromedriver exited at start ({status}); is chromium installed?");
+        let (driver, client) = (&mut self.driver, &self.client);
+        let status = format!("{}/status", self.base);
+        let up = crate::common::eventually(DRIVER_START, async || {
+            if let Ok(Some(exit)) = driver.try_wait() {
+                panic!("chromedriver exited at start ({exit}); is chromium installed?");
             }
-            let request = http::Request::get(format!("{}/status", self.base))
+            let request = http::Request::get(&status)
                 .body(Full::new(Bytes::new()))
                 .expect("a status request");
-            if let Ok(Ok(r)) =
-                tokio::time::timeout(Duration::from_secs(2), self.client.request(request)).await
-            {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "chromedriver did not answer within {DRIVER_START:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            let answer = tokio::time::timeout(Duration::from_secs(2), client.request(request));
+            matches!(answer.await, Ok(Ok(r)) if r.status().is_success())
+        })
+        .await;
+        assert!(up, "chromedriver did not answer within {DRIVER_START:?}");
     }
 
     /// One WebDriver command; returns its `value`, panics on a WebDriver error.

@@ -233,16 +233,17 @@ pub fn dead_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-/// Polls `check` every 10 ms for at most `limit`; returns whether it became true.
-pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+/// Polls `check` every 10 ms for at most `limit`; returns whether it became true. The one
+/// polling loop of the test suite: `check` may await (an HTTP call, a metrics scrape).
+pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
-        if check() {
+        if check().await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    check()
+    check().await
 }
 
 /// Any method with a text body and headers; the body of the reply is collected.
