@@ -135,7 +135,7 @@ async function poll() {
 
 function showToken() {
   const state = document.getElementById("token-state");
-  state.textContent = token() ? "token in use (this tab only)" : "no token in this tab: reading only";
+  state.textContent = token() ? "token in use (this tab only)" : "no token in this tab";
   document.getElementById("token-forget").disabled = !token();
 }
 
