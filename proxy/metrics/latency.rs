@@ -264,10 +264,10 @@ mod tests {
         assert_eq!(h.get_sample_count(), 3);
         assert!((h.get_sample_sum() - 0.106).abs() < 1e-9);
         let bound = |le: f64| {
-            h.get_bucket()
+            h.bucket()
                 .iter()
-                .find(|b| b.get_upper_bound() == le)
-                .map(|b| b.get_cumulative_count())
+                .find(|b| b.upper_bound() == le)
+                .map(|b| b.cumulative_count())
         };
         // Bounds are 0.5 ms × 1.2^(4k), to the microsecond.
         assert_eq!(bound(0.000_5), Some(0));
