@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(h.get_sample_count(), 3);
         assert!((h.get_sample_sum() - 0.106).abs() < 1e-9);
         let bound = |le: f64| {
-            h.bucket()
+            h.get_bucket()
                 .iter()
                 .find(|b| b.upper_bound() == le)
                 .map(|b| b.cumulative_count())
