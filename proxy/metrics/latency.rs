@@ -200,7 +200,8 @@ fn histogram_of(counts: &Counts, sum_micros: u64) -> proto::Histogram {
         cumulative += n;
         if i % STRIDE == 0 && i + 1 < LATENCY_BUCKETS {
             let mut b = proto::Bucket::default();
-            b.set_upper_bound(bucket_upper_ms(i) / 1000.0);
+            // The bound to the microsecond, so `le` reads 0.00215, not 0.0021499084799999997.
+            b.set_upper_bound((bucket_upper_ms(i) * 1000.0).round() / 1e6);
             b.set_cumulative_count(cumulative);
             buckets.push(b);
         }
@@ -240,5 +241,40 @@ impl Collector for DurationFamily {
         family.set_field_type(proto::MetricType::HISTOGRAM);
         family.set_metric(metrics);
         vec![family]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_duration_histogram_is_read_from_the_analysis_record() {
+        let stats = StatsByVersion::default();
+        let shop = Arc::new(VersionStats::default());
+        stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(("shop".into(), "stable".into()), shop.clone());
+        for ms in [1, 5, 100] {
+            shop.record(false, Duration::from_millis(ms));
+        }
+        let family = DurationFamily::new(stats).expect("valid family").collect();
+        let h = family[0].get_metric()[0].get_histogram();
+        assert_eq!(h.get_sample_count(), 3);
+        assert!((h.get_sample_sum() - 0.106).abs() < 1e-9);
+        let bound = |le: f64| {
+            h.get_bucket()
+                .iter()
+                .find(|b| b.upper_bound() == le)
+                .map(|b| b.cumulative_count())
+        };
+        // Bounds are 0.5 ms × 1.2^(4k), to the microsecond.
+        assert_eq!(bound(0.000_5), Some(0));
+        assert_eq!(bound(0.001_037), Some(1));
+        assert_eq!(bound(0.009_244), Some(2));
+        assert_eq!(bound(0.170_911), Some(3));
+        // The analysis reads the same record.
+        assert_eq!(shop.counts().requests, 3);
     }
 }
