@@ -86,6 +86,13 @@ pub async fn handle(
         }
         _ => {
             let mutation = request.method() != Method::GET && request.method() != Method::HEAD;
+            if mutation && cross_origin(&request) {
+                tracing::warn!(target: "switchyard::audit", %peer, method = %request.method(), path, "cross-origin admin change refused");
+                return api::error(
+                    StatusCode::FORBIDDEN,
+                    "a change from another origin is refused (a web page cannot drive the admin API; ctl and the release page can)",
+                );
+            }
             if mutation && !admin.authorized(&request) {
                 tracing::warn!(target: "switchyard::audit", %peer, method = %request.method(), path, "unauthorized admin request refused");
                 let mut r = api::error(
@@ -99,6 +106,25 @@ pub async fn handle(
             api::dispatch(&admin, peer, op, route.as_deref().unwrap_or(""), request).await
         }
     }
+}
+
+/// True when a browser sent the request from a page of another origin. Browsers send `Origin` on
+/// cross-origin POST and PUT; `ctl` and scripts send none; the release page sends its own, which
+/// matches `Host`. Without this, any page open in a browser on the operator's machine could abort
+/// a route through a loopback admin endpoint that has no token.
+fn cross_origin(request: &Request<Incoming>) -> bool {
+    let Some(origin) = request.headers().get(header::ORIGIN) else {
+        return false;
+    };
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(HeaderValue::as_bytes);
+    let origin_host = origin
+        .as_bytes()
+        .strip_prefix(b"http://")
+        .or_else(|| origin.as_bytes().strip_prefix(b"https://"));
+    origin_host.is_none() || origin_host != host
 }
 
 /// Ready when every listener is bound and a snapshot is in service. The body names the

@@ -23,6 +23,10 @@ fn demo_once_shows_split_rule_cohort_and_a_ctl_weight_change() {
     );
     assert!(text.contains("1000 requests, split by weight"), "{text}");
     assert!(
+        text.contains("release page      http://127.0.0.1:") && text.contains("/ui/"),
+        "{text}"
+    );
+    assert!(
         text.contains("canary canary canary canary canary"),
         "{text}"
     );

@@ -577,3 +577,30 @@ async fn a_reload_refuses_what_a_start_would_refuse_a_broken_ca_file() {
     assert_eq!(check.status.code(), Some(2), "check refuses it too");
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_web_page_of_another_origin_cannot_change_a_loopback_admin_without_a_token() {
+    let stable = Upstream::start("stable").await;
+    let canary = Upstream::start("canary").await;
+    let proxy = start_proxy(
+        &two_versions(&stable, &canary, (90, 10), "")
+            .replace("listeners:", "admin: { addr: \"127.0.0.1:0\" }\nlisteners:"),
+    )
+    .await;
+    let admin_addr = proxy.admin_addr().unwrap();
+    let abort = format!("http://{admin_addr}/api/v1/routes/shop/abort");
+    // What a browser sends for a form or fetch() POST from another site.
+    let reply = send("POST", &abort, &[("origin", "http://evil.example")], "").await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert_eq!(
+        proxy.snapshot().routes[0].versions[1].weight,
+        10,
+        "nothing changed"
+    );
+    // The release page, served by the admin listener itself, is the same origin.
+    let own = format!("http://{admin_addr}");
+    let reply = send("POST", &abort, &[("origin", own.as_str())], "").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(proxy.snapshot().routes[0].versions[1].weight, 0);
+    proxy.shutdown().await;
+}

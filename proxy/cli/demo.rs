@@ -317,6 +317,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         100 - CANARY_WEIGHT
     );
     println!("  admin API         {admin_url}");
+    println!("  release page      {admin_url}/ui/");
     println!();
 
     let probe = Probe {
@@ -331,13 +332,20 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         demo.running.shutdown().await;
         return Ok(());
     }
+    // Light traffic while serving, so the release page's figures move (stops after 30 minutes).
+    tokio::spawn(background_traffic(
+        base.clone(),
+        Duration::from_secs(30 * 60),
+    ));
     println!("Try it:");
+    println!("  open {admin_url}/ui/ in a browser: weights, live figures, the aborted rollout, the dark launch's report");
     println!("  curl -si {base}/");
     println!("  curl -si -H 'x-canary: always' {base}/");
     println!("  curl -si -H 'x-user-id: alice' {base}/");
     println!("  curl -s {admin_url}/metrics | grep switchyard_requests_total");
     println!("  cargo run --release -- ctl --admin {admin_url} status");
     println!("  cargo run --release -- ctl --admin {admin_url} abort shop --reason 'demo'");
+    println!("  cargo run --release -- ctl --admin {admin_url} reset shop   # lift the abort, back to the file");
     println!("  cargo run --release -- ctl --admin {admin_url} rollout start shop");
     println!("Serving until Ctrl-C.");
     let signal = app::shutdown_signal().await;
@@ -390,6 +398,20 @@ async fn splits(probe: &Probe, admin_url: &str) -> Result<(), DemoError> {
     );
     println!();
     Ok(())
+}
+
+/// About 20 requests a second to `base` for at most `limit`.
+async fn background_traffic(base: String, limit: Duration) {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(request) = Request::get(format!("{base}/")).body(Empty::new()) {
+            if let Ok(r) = client.request(request).await {
+                let _ = r.into_body().collect().await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Part 5 and 6 of the tour: a rollout that steps up to promotion on a healthy canary, then one
@@ -472,7 +494,7 @@ async fn rollouts(
     }
     stop.store(true, Ordering::Relaxed);
     canary_faults.store(0, Ordering::Relaxed);
-    ctl(crate::cli::ctl::CtlCommand::Reset("shop".into())).await?;
+    // The aborted rollout stays, with its evidence, for the release page to show.
     println!();
     Ok(())
 }
