@@ -6,6 +6,7 @@
 //! (checked at start).
 
 pub mod api;
+pub mod fleet;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +37,8 @@ pub struct Admin {
     pub looks: crate::release::analysis::Looks,
     /// Dark-launch reports.
     pub mirrors: std::sync::Arc<crate::shadow::mirror::Mirrors>,
+    /// The fleet this replica belongs to, when configured.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl Admin {

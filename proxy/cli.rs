@@ -133,6 +133,8 @@ enum CtlSub {
         /// Route name.
         route: String,
     },
+    /// The fleet: live replicas, the store's health, rollout leaders.
+    Fleet,
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default `info`).
@@ -189,6 +191,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 CtlSub::Rollout { verb, route } => ctl::CtlCommand::Rollout(verb, route),
                 CtlSub::Switch { route } => ctl::CtlCommand::Switch(route),
                 CtlSub::Report { route } => ctl::CtlCommand::Report(route),
+                CtlSub::Fleet => ctl::CtlCommand::Fleet,
             };
             let target = ctl::Target {
                 admin: args.admin,

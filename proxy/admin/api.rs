@@ -267,6 +267,7 @@ pub async fn dispatch(
             };
             act(admin, name, action, &actor).await
         }
+        ["fleet"] => super::fleet::answer(admin, &method),
         ["config"] => match method {
             Method::GET => json(StatusCode::OK, &**admin.status.load()),
             _ => method_not_allowed("GET"),
@@ -322,9 +323,29 @@ async fn act(admin: &Admin, name: &str, action: Action, actor: &str) -> Response
                     StatusCode::SERVICE_UNAVAILABLE
                 }
             };
+            if status == StatusCode::CONFLICT {
+                // The route's current state, so the caller can decide again on it.
+                return conflict(admin, name, &e.to_string());
+            }
             error(status, &e.to_string())
         }
     }
+}
+
+/// 409 with the route's current state beside the error.
+fn conflict(admin: &Admin, name: &str, message: &str) -> Response<ResponseBody> {
+    let snapshot = admin.shared.snapshot.load();
+    let current = snapshot
+        .route_index(name)
+        .and_then(|i| serde_json::to_value(route_view(admin, &snapshot, i)).ok());
+    let status = StatusCode::CONFLICT;
+    json(
+        status,
+        &serde_json::json!({
+            "error": { "status": status.as_u16(), "message": message },
+            "route": current,
+        }),
+    )
 }
 
 async fn read_body(request: Request<Incoming>) -> Result<Bytes, Response<ResponseBody>> {

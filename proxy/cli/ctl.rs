@@ -12,6 +12,8 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::admin::api::{RouteView, RoutesView};
 
+mod fleet;
+
 /// Where the admin API is and how to reach it.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -46,6 +48,8 @@ pub enum CtlCommand {
     Switch(String),
     /// The shadow comparison report of a route.
     Report(String),
+    /// The live replicas of the fleet, the store's health, the rollout leaders.
+    Fleet,
 }
 
 /// Why a ctl command failed; each maps to an exit code.
@@ -137,6 +141,7 @@ pub async fn run(target: &Target, command: &CtlCommand) -> Result<String, CtlErr
             format!("/api/v1/routes/{route}/shadow/report"),
             None,
         ),
+        CtlCommand::Fleet => (Method::GET, "/api/v1/fleet".to_string(), None),
     };
     let text = call(target, method, &path, body).await?;
     if target.json {
@@ -161,6 +166,7 @@ pub async fn run(target: &Target, command: &CtlCommand) -> Result<String, CtlErr
             let v: serde_json::Value = serde_json::from_str(&text).map_err(parse_err)?;
             shadow_report(&v)
         }
+        CtlCommand::Fleet => fleet::table(&serde_json::from_str(&text).map_err(parse_err)?),
         _ => {
             let view: RouteView = serde_json::from_str(&text).map_err(parse_err)?;
             table(std::slice::from_ref(&view))

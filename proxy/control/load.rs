@@ -21,5 +21,9 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
         file: file.to_path_buf(),
         source: Box::new(e),
     })?;
+    crate::fleet::check_files(&config).map_err(|e| ConfigError::Files {
+        file: file.to_path_buf(),
+        source: Box::new(e),
+    })?;
     Ok(Loaded { config, text })
 }
