@@ -404,6 +404,12 @@ async fn without_etcd_quorum_every_replica_keeps_serving_and_changes_wait() {
         assert_eq!(weights(r).await, [80, 20], "nothing moved on {}", r.name);
     }
 
+    // A replica restarted meanwhile serves what the fleet last agreed (its cache), not the file.
+    rig.replicas[2].kill();
+    let restarted = rig.spawn(2, "").await;
+    rig.replicas[2] = restarted;
+    assert_eq!(weights(&rig.replicas[2]).await, [80, 20]);
+
     rig.cluster.start_member(1).unwrap();
     rig.cluster.start_member(2).unwrap();
     assert!(
@@ -429,5 +435,96 @@ async fn without_etcd_quorum_every_replica_keeps_serving_and_changes_wait() {
             })
             .await
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_off_from_etcd_a_replica_stops_a_failing_canary_alone_and_publishes_the_abort_later() {
+    let _one = SERIAL.lock().await;
+    let mut rig = Rig::start(
+        3,
+        RolloutSpec {
+            min_requests: 10,
+            ..SLOW
+        },
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = rig.load(stop.clone(), 100);
+    let start = post(&rig.replicas[0], "/api/v1/routes/shop/rollout/start").await;
+    assert_eq!(start.status, 200, "{}", start.body);
+    for r in &rig.replicas {
+        assert!(
+            until(Duration::from_secs(5), || async {
+                weights(r).await == [90, 10]
+            })
+            .await
+        );
+    }
+    rig.cluster.stop_member(1);
+    rig.cluster.stop_member(2);
+    for r in &rig.replicas {
+        assert!(
+            until(Duration::from_secs(15), || async {
+                fleet(r).await["store"]["state"] == "down"
+            })
+            .await
+        );
+    }
+    rig.canary.faults.delay_ms.store(80, Ordering::Relaxed);
+    for r in &rig.replicas {
+        assert!(
+            until(Duration::from_secs(30), || async {
+                route(r).await["state"] == "aborted"
+            })
+            .await,
+            "{} stopped the canary on its own: {}",
+            r.name,
+            route(r).await
+        );
+        assert_eq!(weights(r).await, [100, 0]);
+        let by = route(r).await["aborted"]["by"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(by, format!("analysis on {}", r.name), "its own analysis");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.await;
+
+    rig.cluster.start_member(1).unwrap();
+    rig.cluster.start_member(2).unwrap();
+    let mut client = etcd_client::Client::connect(rig.cluster.endpoints(), None)
+        .await
+        .unwrap();
+    let key = format!("{}/routes/shop", rig::PREFIX);
+    let mut stored = Value::Null;
+    for _ in 0..300 {
+        if let Ok(r) = client.get(key.clone(), None).await {
+            if let Some(kv) = r.kvs().first() {
+                stored = serde_json::from_slice(kv.value()).unwrap();
+                if stored["aborted"].is_object() {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        stored["aborted"].is_object(),
+        "the abort reached etcd: {stored}"
+    );
+    let by = stored["aborted"]["by"].as_str().unwrap();
+    for r in &rig.replicas {
+        assert!(
+            until(Duration::from_secs(10), || async {
+                route(r).await["aborted"]["by"] == by
+            })
+            .await,
+            "{} serves the fleet's abort: {}",
+            r.name,
+            route(r).await
+        );
+        assert_eq!(weights(r).await, [100, 0]);
     }
 }
