@@ -95,7 +95,10 @@ async fn main() {
                 everywhere.push(started.elapsed());
                 break;
             }
-            assert!(Instant::now() < deadline, "change {n} not everywhere in 5 s");
+            assert!(
+                Instant::now() < deadline,
+                "change {n} not everywhere in 5 s"
+            );
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
     }

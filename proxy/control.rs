@@ -84,7 +84,7 @@ enum Command {
     },
     Act {
         route: String,
-        action: Action,
+        action: Box<Action>,
         actor: String,
         reply: oneshot::Sender<Result<u64, ActionError>>,
     },
@@ -119,7 +119,7 @@ impl ControlHandle {
         self.tx
             .send(Command::Act {
                 route: route.to_string(),
-                action,
+                action: Box::new(action),
                 actor: actor.to_string(),
                 reply,
             })
@@ -290,9 +290,9 @@ impl Control {
                         reply,
                     } => {
                         let outcome = if self.fleet.is_some() {
-                            self.act_fleet(&route, action, &actor).await
+                            self.act_fleet(&route, *action, &actor).await
                         } else {
-                            self.act(&route, action, &actor)
+                            self.act(&route, *action, &actor)
                         };
                         let _ = reply.send(outcome);
                     }

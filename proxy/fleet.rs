@@ -60,7 +60,7 @@ pub enum Remote {
         /// The route.
         route: String,
         /// Its new state.
-        stored: Stored,
+        stored: Box<Stored>,
         /// The revision of the change.
         revision: i64,
     },

@@ -139,7 +139,7 @@ impl Control {
                 Ok(self.generation)
             }
             Err(CommitError::Conflict { current, revision }) => {
-                if self.take_remote(route_name, current, revision) {
+                if self.take_remote(route_name, *current, revision) {
                     self.install_and_cache();
                 }
                 Err(ActionError::Conflict {
@@ -196,7 +196,7 @@ impl Control {
                 route,
                 stored,
                 revision,
-            } => changed = self.take_remote(&route, stored, revision),
+            } => changed = self.take_remote(&route, *stored, revision),
         }
         let pending = std::mem::take(&mut self.link().pending);
         for (route, (action, agreed)) in pending {

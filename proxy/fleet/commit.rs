@@ -51,7 +51,7 @@ pub enum CommitError {
     /// The route changed since it was read; this is its state now.
     Conflict {
         /// The current state.
-        current: Stored,
+        current: Box<Stored>,
         /// The revision it was read at.
         revision: i64,
     },
@@ -153,7 +153,10 @@ impl Fleet {
             });
             return Err(CommitError::NotLeader(name));
         }
-        Err(CommitError::Conflict { current, revision })
+        Err(CommitError::Conflict {
+            current: Box::new(current),
+            revision,
+        })
     }
 }
 

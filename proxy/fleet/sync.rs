@@ -120,13 +120,13 @@ async fn follow(
             let Some(kv) = event.kv() else { continue };
             let Ok(key) = kv.key_str() else { continue };
             if let Some(route) = Keys::name_under(&keys.routes(), key) {
-                let stored = match event.event_type() {
+                let stored = Box::new(match event.event_type() {
                     EventType::Put => decode(kv),
                     EventType::Delete => Stored {
                         state: None,
                         mod_revision: 0,
                     },
-                };
+                });
                 let change = Remote::Changed {
                     route: route.to_string(),
                     stored,

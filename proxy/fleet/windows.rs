@@ -114,7 +114,7 @@ impl Exchange for Windows {
         if !self.fleet.leads(route) {
             return Role::Follow;
         }
-        let mut total = local.clone();
+        let mut total = Box::new(local.clone());
         let mut shares = vec![Share {
             replica: me.to_string(),
             baseline_requests: local.baseline.requests,

@@ -85,7 +85,7 @@ pub enum Role {
     /// Lead the fleet's analysis of the route: decide on the live replicas' windows summed.
     Lead {
         /// The sum.
-        total: Window,
+        total: Box<Window>,
         /// Each replica's part of it.
         shares: Vec<Share>,
     },
@@ -243,7 +243,7 @@ fn look_at(
 ) -> (Look, Option<Finding>) {
     let (judged, shares, may_advance, may_abort) = match role {
         Role::Alone => (local, Vec::new(), true, true),
-        Role::Lead { total, shares } => (total, shares, true, true),
+        Role::Lead { total, shares } => (*total, shares, true, true),
         Role::Follow => (local, Vec::new(), false, false),
         Role::CutOff => (local, Vec::new(), false, true),
     };

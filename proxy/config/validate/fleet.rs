@@ -155,7 +155,7 @@ mod tests {
 
     fn fleet(block: &str) -> Result<crate::config::Config, String> {
         let text = format!(
-            "listeners: [{{ name: p, addr: \"127.0.0.1:0\" }}]\nroutes:\n  - name: shop\n    versions: [{{ name: a, endpoints: [\"127.0.0.1:1\"] }}]\n{block}"
+            "listeners: [{{ name: p, addr: \"127.0.0.1:0\" }}]\nroutes:\n  - name: shop\n    versions: [{{ name: a, endpoints: [\"127.0.0.1:1\"], weight: 1 }}]\n{block}"
         );
         parse(Path::new("t.yaml"), &text).map_err(|e| e.to_string())
     }
