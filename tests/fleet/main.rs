@@ -78,6 +78,20 @@ async fn a_weight_set_on_one_replica_is_in_force_on_all_three_within_a_second() 
         }
     }
 
+    let ctl = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["ctl", "--admin", &rig.replicas[1].admin_url(""), "fleet"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&ctl.stdout);
+    assert!(
+        ctl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ctl.stderr)
+    );
+    for name in ["edge-0", "edge-1", "edge-2", "store up"] {
+        assert!(table.contains(name), "ctl fleet shows {name}:\n{table}");
+    }
+
     // A route defined differently on a live replica: changes that move traffic wait.
     let changed = rig.config(2, "    max_body_bytes: 1024\n");
     std::fs::write(&rig.replicas[2].config, changed).unwrap();
@@ -95,6 +109,11 @@ async fn a_weight_set_on_one_replica_is_in_force_on_all_three_within_a_second() 
     assert!(
         body.contains("edge-2") && body.contains("defined differently"),
         "{body}"
+    );
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["route"]["name"], "shop",
+        "the current state comes with a 409"
     );
     let abort = post(&rig.replicas[0], "/api/v1/routes/shop/abort").await;
     assert_eq!(
