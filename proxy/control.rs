@@ -6,7 +6,7 @@
 //!
 //! A change the store cannot make durable is refused and the state in service stays as it was.
 //!
-//! In a fleet ([`fleet_link`]) etcd is the store of record: an action commits with a
+//! In a fleet (`fleet_link`) etcd is the store of record: an action commits with a
 //! compare-and-swap on the route's revision before it is installed, and the changes made through
 //! other replicas arrive from the watch as commands like any other; the state file is then a cache.
 
