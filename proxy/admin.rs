@@ -7,6 +7,7 @@
 //! (checked at start).
 
 pub mod api;
+pub mod fleet;
 pub mod routes;
 pub mod stats;
 pub mod ui;
@@ -41,6 +42,8 @@ pub struct Admin {
     pub looks: crate::release::analysis::Looks,
     /// Dark-launch reports.
     pub mirrors: std::sync::Arc<crate::shadow::mirror::Mirrors>,
+    /// The fleet this replica belongs to, when configured.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl Admin {

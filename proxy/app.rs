@@ -49,6 +49,9 @@ pub enum StartError {
     /// The configuration file's directory cannot be watched.
     #[error("cannot watch the configuration file: {0}")]
     Watch(#[from] notify::Error),
+    /// The fleet block cannot be set up (TLS files, password).
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
 }
 
 /// A running proxy.
@@ -59,6 +62,8 @@ pub struct Running {
     control: ControlHandle,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
+    /// The fleet's presence task, which gives up the lease on shutdown.
+    presence: Option<JoinHandle<()>>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
@@ -141,7 +146,16 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
     let global = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let per_listener: Vec<Option<usize>> =
         config.listeners.iter().map(|l| l.max_connections).collect();
-    let (control, shared, status) = Control::new(config, file.clone(), metrics);
+    let fleet = config
+        .fleet
+        .clone()
+        .map(|f| crate::fleet::Fleet::new(f, &metrics))
+        .transpose()?;
+    let (mut control, shared, status) = Control::new(config, file.clone(), metrics);
+    let (remote_tx, remote_rx) = tokio::sync::mpsc::channel(64);
+    if let Some(f) = &fleet {
+        control.join_fleet(f.clone(), remote_rx);
+    }
     let mirrors = control.mirrors();
     let control = control.spawn();
     let watcher = match &file {
@@ -152,7 +166,27 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
     if file.is_some() {
         spawn_sighup(control.clone(), shutdown.subscribe());
     }
-    let looks = spawn_analysis(shared.clone(), control.clone(), shutdown.subscribe());
+    let addresses = crate::fleet::presence::Addresses {
+        listeners: bound
+            .iter()
+            .map(|(name, addr, ..)| (name.clone(), addr.to_string()))
+            .collect(),
+        admin: admin_bound.as_ref().map(|(_, a)| a.to_string()),
+    };
+    let presence = match &fleet {
+        Some(f) => Some(join_fleet(f, &shared, remote_tx, addresses, &shutdown).await),
+        None => None,
+    };
+    let exchange = fleet.as_ref().map(|f| {
+        crate::fleet::windows::Windows::spawn(f.clone(), shutdown.subscribe())
+            as Arc<dyn crate::release::analysis::Exchange>
+    });
+    let looks = spawn_analysis(
+        shared.clone(),
+        control.clone(),
+        shutdown.subscribe(),
+        exchange,
+    );
     for store in &stores {
         store.spawn_reloader(shutdown.subscribe());
     }
@@ -168,6 +202,7 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
         listening: Default::default(),
         looks,
         mirrors,
+        fleet,
     });
     let admin_addr = admin_bound.map(|(listener, addr)| {
         tracing::info!(%addr, "admin listening");
@@ -199,6 +234,7 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
         control,
         shutdown,
         servers,
+        presence,
         _watcher: watcher,
     })
 }
@@ -336,6 +372,10 @@ impl Running {
                 tracing::error!(%error, "listener task failed");
             }
         }
+        if let Some(presence) = self.presence {
+            // Gives up the lease, so leadership moves without waiting for the TTL.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), presence).await;
+        }
     }
 }
 
@@ -359,14 +399,44 @@ pub async fn shutdown_signal() -> &'static str {
     }
 }
 
+/// Starts the fleet's watch and presence, and waits (briefly) for the fleet's state to be
+/// installed before traffic is served; returns the presence task.
+async fn join_fleet(
+    fleet: &Arc<crate::fleet::Fleet>,
+    shared: &Arc<Shared>,
+    remote: tokio::sync::mpsc::Sender<crate::fleet::Remote>,
+    addresses: crate::fleet::presence::Addresses,
+    shutdown: &watch::Sender<bool>,
+) -> JoinHandle<()> {
+    crate::fleet::sync::spawn(fleet.clone(), remote, shutdown.subscribe());
+    let presence = crate::fleet::presence::spawn(
+        fleet.clone(),
+        shared.clone(),
+        addresses,
+        shutdown.subscribe(),
+    );
+    if !fleet
+        .wait_installed(crate::fleet::REQUEST_TIMEOUT * 2)
+        .await
+    {
+        tracing::warn!(
+            error = fleet.status().last_error.as_deref().unwrap_or(""),
+            "fleet store unreachable at start: serving the cached fleet state (state_file) if any, \
+             else the configuration file, until etcd answers"
+        );
+    }
+    presence
+}
+
 /// Starts the rollout analysis and hands its findings to the control task, which applies them.
 fn spawn_analysis(
     shared: Arc<Shared>,
     control: ControlHandle,
     shutdown: watch::Receiver<bool>,
+    exchange: Option<Arc<dyn crate::release::analysis::Exchange>>,
 ) -> crate::release::analysis::Looks {
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let looks = crate::release::analysis::spawn(shared, tx, shutdown);
+    let looks = crate::release::analysis::spawn_with(shared, tx, shutdown, exchange);
     tokio::spawn(async move {
         while let Some((route, finding)) = rx.recv().await {
             let action = control::Action::from(finding);

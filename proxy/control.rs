@@ -5,9 +5,14 @@
 //! (build a snapshot, swap it) -> reply.
 //!
 //! A change the store cannot make durable is refused and the state in service stays as it was.
+//!
+//! In a fleet (`fleet_link`) etcd is the store of record: an action commits with a
+//! compare-and-swap on the route's revision before it is installed, and the changes made through
+//! other replicas arrive from the watch as commands like any other; the state file is then a cache.
 
 pub mod apply;
 pub mod build;
+mod fleet_link;
 pub mod load;
 mod reload;
 pub mod state_file;
@@ -86,7 +91,7 @@ enum Command {
     },
     Act {
         route: String,
-        action: Action,
+        action: Box<Action>,
         actor: String,
         reply: oneshot::Sender<Result<u64, ActionError>>,
     },
@@ -121,7 +126,7 @@ impl ControlHandle {
         self.tx
             .send(Command::Act {
                 route: route.to_string(),
-                action,
+                action: Box::new(action),
                 actor: actor.to_string(),
                 reply,
             })
@@ -129,6 +134,21 @@ impl ControlHandle {
             .map_err(|_| ActionError::Unavailable)?;
         rx.await.map_err(|_| ActionError::Unavailable)?
     }
+}
+
+/// What [`Control::tell`] reports about an applied action.
+struct Told<'a> {
+    action: &'a Action,
+    actor: &'a str,
+    aborted_rollout: Option<&'static str>,
+    previous: Option<&'a RouteOverride>,
+    /// `name=weight` in service before.
+    before: String,
+}
+
+/// A route's next state as it is kept: `None` when nothing is left to override (back to the file).
+fn stored_form(next: RouteOverride) -> Option<RouteOverride> {
+    (next.weights.is_some() || next.aborted.is_some() || next.rollout.is_some()).then_some(next)
 }
 
 /// The state the control task owns.
@@ -143,6 +163,8 @@ pub struct Control {
     status: Arc<ArcSwap<ReloadStatus>>,
     resources: build::Resources,
     health_changes: Option<mpsc::Receiver<()>>,
+    /// The fleet this replica shares its release state with, when configured.
+    fleet: Option<fleet_link::FleetLink>,
 }
 
 /// The overrides to start from: the state file's, pruned to the routes the file still has; with
@@ -222,6 +244,7 @@ impl Control {
             status: status.clone(),
             resources,
             health_changes: Some(health_rx),
+            fleet: None,
         };
         (control, shared, status)
     }
@@ -235,6 +258,7 @@ impl Control {
     pub fn spawn(mut self) -> ControlHandle {
         let (tx, mut rx) = mpsc::channel(64);
         let mut health_changes = self.health_changes.take();
+        let mut remote = self.fleet.as_mut().and_then(|f| f.remote.take());
         self.resources.health.track(&self.config);
         tokio::spawn(async move {
             loop {
@@ -251,6 +275,15 @@ impl Control {
                         self.install();
                         continue;
                     }
+                    Some(change) = async {
+                        match remote.as_mut() {
+                            Some(r) => r.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        self.on_remote(change).await;
+                        continue;
+                    }
                 };
                 let Some(command) = command else { break };
                 match command {
@@ -263,7 +296,12 @@ impl Control {
                         actor,
                         reply,
                     } => {
-                        let _ = reply.send(self.act(&route, action, &actor));
+                        let outcome = if self.fleet.is_some() {
+                            self.act_fleet(&route, *action, &actor).await
+                        } else {
+                            self.act(&route, *action, &actor)
+                        };
+                        let _ = reply.send(outcome);
                     }
                 }
             }
@@ -331,6 +369,30 @@ impl Control {
 
     /// One action: the pure transition, then persist, install and tell (metrics, webhook, audit).
     fn act(&mut self, route_name: &str, action: Action, actor: &str) -> Result<u64, ActionError> {
+        let Some((_, transition)) = self.prepare(route_name, &action, actor)? else {
+            return Ok(self.generation);
+        };
+        let before = self.weights_in_service(route_name);
+        let previous = self.commit(route_name, transition.next, &action)?;
+        let told = Told {
+            action: &action,
+            actor,
+            aborted_rollout: transition.aborted_rollout,
+            previous: previous.as_ref(),
+            before,
+        };
+        self.tell(route_name, told);
+        Ok(self.generation)
+    }
+
+    /// The route's state in service and the transition `action` makes from it; `None` when the
+    /// action changes nothing.
+    fn prepare(
+        &self,
+        route_name: &str,
+        action: &Action,
+        actor: &str,
+    ) -> Result<Option<(RouteOverride, apply::Transition)>, ActionError> {
         let config = self.config.clone();
         let route = config
             .routes
@@ -355,30 +417,29 @@ impl Control {
             in_service: &in_service,
             healthy: &healthy,
         };
-        let Some(transition) = apply::apply(&current, &action, &facts)? else {
-            return Ok(self.generation);
-        };
-        let before = self.weights_in_service(route_name);
-        let previous = self.commit(route_name, transition.next, &action)?;
-        if let Some(reason) = transition.aborted_rollout {
+        Ok(apply::apply(&current, action, &facts)?.map(|t| (current, t)))
+    }
+
+    /// Tells about an applied action: the aborts metric, the webhook, the audit log.
+    fn tell(&self, route_name: &str, told: Told<'_>) {
+        if let Some(reason) = told.aborted_rollout {
             self.shared
                 .metrics
                 .rollout_aborts
                 .with_label_values(&[route_name, reason])
                 .inc();
         }
-        self.notify(route_name, &action, previous.as_ref());
+        self.notify(route_name, told.action, told.previous);
         tracing::info!(
             target: "switchyard::audit",
-            actor,
-            action = action.as_str(),
+            actor = told.actor,
+            action = told.action.as_str(),
             route = route_name,
-            before,
+            before = told.before,
             after = self.weights_in_service(route_name),
             generation = self.generation,
             "operator action applied"
         );
-        Ok(self.generation)
     }
 
     /// Persists the route's next state, then installs it; returns the route's previous state.
@@ -392,11 +453,9 @@ impl Control {
         action: &Action,
     ) -> Result<Option<RouteOverride>, ActionError> {
         let mut overrides = self.overrides.clone();
-        let previous = if next.weights.is_none() && next.aborted.is_none() && next.rollout.is_none()
-        {
-            overrides.routes.remove(route_name)
-        } else {
-            overrides.routes.insert(route_name.to_string(), next)
+        let previous = match stored_form(next) {
+            None => overrides.routes.remove(route_name),
+            Some(next) => overrides.routes.insert(route_name.to_string(), next),
         };
         if let Err(error) = self.store.save(&overrides) {
             self.shared.metrics.state_persist_failures.inc();

@@ -302,6 +302,14 @@ impl Metrics {
         });
     }
 
+    /// Registers a family owned elsewhere (the fleet's), exported with the others.
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);

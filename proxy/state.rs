@@ -16,7 +16,7 @@ use crate::config::Route;
 mod clock;
 mod evidence;
 pub use clock::now_unix_ms;
-pub use evidence::{Evidence, FailReason, Side};
+pub use evidence::{Evidence, FailReason, Share, Side};
 
 /// All routes' overrides, by route name.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["state"],
     &["data"],
     &["release", "shadow"],
+    &["fleet"],
     &["control"],
     &["admin"],
     &["app"],

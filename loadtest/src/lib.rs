@@ -12,6 +12,7 @@
 
 mod conn;
 mod engine;
+pub mod etcd;
 mod live;
 mod plan;
 mod report;

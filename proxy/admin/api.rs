@@ -187,6 +187,7 @@ pub async fn dispatch(
         Op::ShadowReport | Op::ShadowReset => return shadow(admin, op, name, &actor),
         Op::Config => return json(StatusCode::OK, &**admin.status.load()),
         Op::Stats => return super::stats::answer(admin),
+        Op::Fleet => return super::fleet::answer(admin),
         Op::Reload => return reload(admin).await,
         Op::SetWeights => match read_json::<BTreeMap<String, u32>>(request).await {
             Ok(weights) => Action::SetWeights(weights),
@@ -281,9 +282,29 @@ async fn act(admin: &Admin, name: &str, action: Action, actor: &str) -> Response
                     StatusCode::SERVICE_UNAVAILABLE
                 }
             };
+            if status == StatusCode::CONFLICT {
+                // The route's current state, so the caller can decide again on it.
+                return conflict(admin, name, &e.to_string());
+            }
             error(status, &e.to_string())
         }
     }
+}
+
+/// 409 with the route's current state beside the error.
+fn conflict(admin: &Admin, name: &str, message: &str) -> Response<ResponseBody> {
+    let snapshot = admin.shared.snapshot.load();
+    let current = snapshot
+        .route_index(name)
+        .and_then(|i| serde_json::to_value(route_view(admin, &snapshot, i)).ok());
+    let status = StatusCode::CONFLICT;
+    json(
+        status,
+        &serde_json::json!({
+            "error": { "status": status.as_u16(), "message": message },
+            "route": current,
+        }),
+    )
 }
 
 async fn read_body(request: Request<Incoming>) -> Result<Bytes, Response<ResponseBody>> {

@@ -45,6 +45,8 @@ pub enum Op {
     ShadowReset,
     /// `GET /api/v1/stats`.
     Stats,
+    /// `GET /api/v1/fleet`.
+    Fleet,
     /// `GET /api/v1/config`.
     Config,
     /// `POST /api/v1/reload`.
@@ -100,6 +102,7 @@ pub const OPERATIONS: &[(&str, &str, Op)] = &[
         Op::ShadowReset,
     ),
     ("GET", "/api/v1/stats", Op::Stats),
+    ("GET", "/api/v1/fleet", Op::Fleet),
     ("GET", "/api/v1/config", Op::Config),
     ("POST", "/api/v1/reload", Op::Reload),
 ];

@@ -16,6 +16,8 @@ use crate::release::analysis::Look;
 use crate::shadow::report::ReportView;
 use crate::state::Side;
 
+mod fleet;
+
 /// Where the admin API is and how to reach it.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -50,6 +52,8 @@ pub enum CtlCommand {
     Switch(String),
     /// The shadow comparison report of a route.
     Report(String),
+    /// The live replicas of the fleet, the store's health, the rollout leaders.
+    Fleet,
 }
 
 /// Why a ctl command failed; each maps to an exit code.
@@ -141,6 +145,7 @@ pub async fn run(target: &Target, command: &CtlCommand) -> Result<String, CtlErr
             format!("/api/v1/routes/{route}/shadow/report"),
             None,
         ),
+        CtlCommand::Fleet => (Method::GET, "/api/v1/fleet".to_string(), None),
     };
     let text = call(target, method, &path, body).await?;
     if target.json {
@@ -165,6 +170,7 @@ pub async fn run(target: &Target, command: &CtlCommand) -> Result<String, CtlErr
             let view: ReportView = serde_json::from_str(&text).map_err(parse_err)?;
             shadow_report(&view)
         }
+        CtlCommand::Fleet => fleet::table(&serde_json::from_str(&text).map_err(parse_err)?),
         _ => {
             let view: RouteView = serde_json::from_str(&text).map_err(parse_err)?;
             table(std::slice::from_ref(&view))

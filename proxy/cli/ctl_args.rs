@@ -86,6 +86,8 @@ pub enum CtlSub {
         /// Route name.
         route: String,
     },
+    /// The fleet: live replicas, the store's health, rollout leaders.
+    Fleet,
 }
 
 impl CtlArgs {
@@ -104,6 +106,7 @@ impl CtlArgs {
             CtlSub::Rollout { verb, route } => CtlCommand::Rollout(verb, route),
             CtlSub::Switch { route } => CtlCommand::Switch(route),
             CtlSub::Report { route } => CtlCommand::Report(route),
+            CtlSub::Fleet => CtlCommand::Fleet,
         };
         let target = Target {
             admin: self.admin,

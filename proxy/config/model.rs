@@ -25,6 +25,44 @@ pub struct Config {
     pub access_log: AccessLog,
     /// Downstream resource limits.
     pub limits: Limits,
+    /// The fleet this replica belongs to, when configured.
+    pub fleet: Option<Fleet>,
+}
+
+/// A fleet: replicas sharing their runtime state through etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    /// This replica's name, unique in the fleet.
+    pub name: String,
+    /// The etcd cluster.
+    pub etcd: Etcd,
+    /// TTL of this replica's lease: presence, published windows and rollout leadership end this
+    /// long after the replica stops renewing it.
+    pub lease_ttl: Duration,
+}
+
+/// How to reach the fleet's etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Etcd {
+    /// Member URLs, `http://host:port` or `https://host:port`.
+    pub endpoints: Vec<String>,
+    /// Key prefix, starting with `/`, without a trailing `/`.
+    pub prefix: String,
+    /// TLS towards the members.
+    pub tls: Option<EtcdTls>,
+    /// User name, and the environment variable holding the password.
+    pub user: Option<(String, String)>,
+}
+
+/// TLS files towards etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// CA bundle.
+    pub ca: PathBuf,
+    /// Client certificate and key.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// Name verified in the members' certificates.
+    pub server_name: Option<String>,
 }
 
 /// Downstream resource limits.

@@ -31,6 +31,59 @@ pub struct RawConfig {
     /// Resource limits of the downstream side.
     #[serde(default)]
     pub limits: Option<RawLimits>,
+    /// Replicas sharing one runtime state on etcd.
+    #[serde(default)]
+    pub fleet: Option<RawFleet>,
+}
+
+/// The fleet block: this replica's name and the etcd cluster the fleet shares.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    /// This replica's name, unique in the fleet; default: the host name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The etcd cluster.
+    pub etcd: RawEtcd,
+    /// TTL of this replica's lease (presence, windows, rollout leadership).
+    #[serde(default)]
+    pub lease_ttl: Option<String>,
+}
+
+/// Where the fleet's etcd is and how to reach it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEtcd {
+    /// `host:port` or `http(s)://host:port` of each member.
+    pub endpoints: Vec<String>,
+    /// Every key of the fleet lives under it.
+    pub prefix: String,
+    /// TLS towards etcd.
+    #[serde(default)]
+    pub tls: Option<RawEtcdTls>,
+    /// etcd user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Name of the environment variable holding the etcd password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+/// TLS towards etcd: the CA that signed the members' certificates, and a client certificate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEtcdTls {
+    /// PEM CA bundle.
+    pub ca: String,
+    /// PEM client certificate (with `key`).
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// PEM client key (with `cert`).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Name verified in the members' certificates; default: each endpoint's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 /// Resource limits.

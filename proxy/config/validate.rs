@@ -3,6 +3,7 @@
 //! Validation is total: it never stops at the first problem, so a user fixes a file in one pass.
 
 mod fields;
+mod fleet;
 mod limits;
 mod mirror;
 mod route;
@@ -60,6 +61,10 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
 
     let access_log = access_log(&mut p, raw.access_log.as_ref());
     let limits = limits::limits(&mut p, raw.limits.as_ref());
+    let fleet = raw
+        .fleet
+        .as_ref()
+        .and_then(|f| fleet::fleet(&mut p, f, base));
 
     if p.0.is_empty() {
         Ok(Config {
@@ -70,6 +75,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
             drain_timeout,
             state_file,
             access_log,
+            fleet,
         })
     } else {
         Err(p.0)

@@ -109,6 +109,21 @@ pub enum Conflict {
     /// `resume` of a route that is not aborted.
     #[error("is not aborted")]
     NotAborted,
+    /// In a fleet: another replica or operator changed the route since this replica read it.
+    #[error(
+        "was changed meanwhile through another replica or by the rollout leader: nothing was \
+         applied; the route's current state is in this answer"
+    )]
+    ChangedElsewhere,
+    /// In a fleet: live replicas define the route differently (a configuration update half-way).
+    #[error(
+        "is defined differently on live replica(s) {}: rollouts and weight changes wait until \
+         every replica runs the same definition", .0.join(", ")
+    )]
+    DefinitionDiffers(Vec<String>),
+    /// In a fleet: a rollout decision from a replica that no longer leads the rollout.
+    #[error("has its rollout led by {0}, not by this replica")]
+    NotLeader(String),
 }
 
 /// Why an action was refused.

@@ -25,6 +25,10 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
         file: file.to_path_buf(),
         source: Box::new(e),
     })?;
+    crate::fleet::check_files(&config).map_err(|e| ConfigError::Files {
+        file: file.to_path_buf(),
+        source: Box::new(e),
+    })?;
     let mut problems = Vec::new();
     if let Some(path) = &config.state_file {
         if let Err(why) = writable_dir_of(path) {

@@ -20,6 +20,12 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The fleet's etcd did not answer or has no quorum.
+    #[error("the fleet store (etcd) is unreachable: {reason}; nothing changed")]
+    FleetUnreachable {
+        /// What the client said.
+        reason: String,
+    },
 }
 
 /// Where the release state is kept.

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::data::shared::Shared;
 use crate::state::now_unix_ms;
+pub use crate::state::Share;
 use stats::{judge, Counts, Evidence, FailReason, Verdict};
 
 /// How often the task wakes to see which routes are due for a look.
@@ -67,12 +68,57 @@ pub enum Finding {
     },
 }
 
+/// A rollout's window: the baseline's and the canary's counts over the same span.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Window {
+    /// The baseline's counts.
+    pub baseline: Counts,
+    /// The canary's counts.
+    pub canary: Counts,
+}
+
+/// What this replica may decide about a rollout, and on which numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Role {
+    /// A single proxy: decide on the local window.
+    Alone,
+    /// Lead the fleet's analysis of the route: decide on the live replicas' windows summed.
+    Lead {
+        /// The sum.
+        total: Box<Window>,
+        /// Each replica's part of it.
+        shares: Vec<Share>,
+    },
+    /// Another replica leads: look (for the API) but decide nothing.
+    Follow,
+    /// The fleet store is unreachable: the only decision left is the safe one, an abort on the
+    /// local window; never an advance.
+    CutOff,
+}
+
+/// Where windows are shared beyond this replica (the fleet); `None` for a single proxy.
+pub trait Exchange: Send + Sync {
+    /// Shares this replica's window of a route's rollout (started at `rollout`), and says what
+    /// this replica may decide. Called from the analysis task: must not block.
+    fn exchange(&self, route: &str, rollout: u64, local: &Window) -> Role;
+}
+
 /// Starts the analysis task; it ends when `shutdown` fires. Findings leave through `findings`
 /// (route name, finding): the control task applies them, so it stays the single writer.
 pub fn spawn(
     shared: Arc<Shared>,
     findings: mpsc::Sender<(String, Finding)>,
+    shutdown: watch::Receiver<bool>,
+) -> Looks {
+    spawn_with(shared, findings, shutdown, None)
+}
+
+/// [`spawn`], sharing windows through `exchange` (a fleet).
+pub fn spawn_with(
+    shared: Arc<Shared>,
+    findings: mpsc::Sender<(String, Finding)>,
     mut shutdown: watch::Receiver<bool>,
+    exchange: Option<Arc<dyn Exchange>>,
 ) -> Looks {
     let looks: Looks = Arc::default();
     let published = looks.clone();
@@ -85,7 +131,7 @@ pub fn spawn(
                 _ = ticker.tick() => {}
                 _ = shutdown.changed() => break,
             }
-            let actions = look_at_all(&shared, &mut history, &published);
+            let actions = look_at_all(&shared, &mut history, &published, exchange.as_deref());
             for finding in actions {
                 if findings.send(finding).await.is_err() {
                     return;
@@ -100,6 +146,7 @@ fn look_at_all(
     shared: &Shared,
     history: &mut HashMap<String, RouteHistory>,
     published: &Looks,
+    exchange: Option<&dyn Exchange>,
 ) -> Vec<(String, Finding)> {
     let snapshot = shared.snapshot.load();
     let now = Instant::now();
@@ -158,54 +205,80 @@ fn look_at_all(
         let (Some(reference), Some(latest)) = (h.samples.front(), h.samples.back()) else {
             continue;
         };
-        let base_window = latest.1.since(&reference.1);
-        let canary_window = latest.2.since(&reference.2);
-        let (mut verdict, evidence) =
-            judge(&plan.analysis.thresholds, &base_window, &canary_window);
-
-        if !canary.health.iter().any(|e| e.usable()) {
-            verdict = Verdict::Fail {
-                reason: FailReason::NoHealthyEndpoint,
-            };
-        }
-        match &verdict {
-            Verdict::Fail { reason } => {
-                let mut evidence = evidence.clone();
-                if *reason == FailReason::NoHealthyEndpoint {
-                    evidence.test = Some(format!("no endpoint of {} is healthy", canary.name));
-                }
-                tracing::warn!(route = %route.name, reason = reason.as_str(), test = ?evidence.test, "canary failed analysis: aborting");
-                actions.push((
-                    route.name.clone(),
-                    Finding::Abort {
-                        cause: *reason,
-                        evidence,
-                    },
-                ));
-            }
-            Verdict::Pass if progress.phase == Phase::Progressing => {
-                let at_step = now_unix_ms().saturating_sub(progress.step_started_unix_ms);
-                if at_step >= plan.step_interval.as_millis() as u64 {
-                    actions.push((
-                        route.name.clone(),
-                        Finding::Advance {
-                            from_step: progress.step,
-                        },
-                    ));
-                }
-            }
-            _ => {}
-        }
-        looks.insert(
-            route.name.clone(),
-            Look {
-                at_unix_ms: now_unix_ms(),
-                verdict,
-                evidence,
-            },
+        let local = Window {
+            baseline: latest.1.since(&reference.1),
+            canary: latest.2.since(&reference.2),
+        };
+        let role = exchange.map_or(Role::Alone, |x| {
+            x.exchange(&route.name, progress.started_unix_ms, &local)
+        });
+        let canary_usable = canary.health.iter().any(|e| e.usable());
+        let (look, finding) = look_at(
+            route,
+            plan,
+            progress,
+            local,
+            role,
+            canary_usable,
+            &canary.name,
         );
+        actions.extend(finding.map(|f| (route.name.clone(), f)));
+        looks.insert(route.name.clone(), look);
     }
     history.retain(|name, _| live.contains(name));
     published.store(Arc::new(looks));
     actions
+}
+
+/// Judges one rollout's window in the role this replica has; returns the look for the API and
+/// the decision, if any.
+fn look_at(
+    route: &crate::config::Route,
+    plan: &crate::config::Rollout,
+    progress: &crate::state::RolloutProgress,
+    local: Window,
+    role: Role,
+    canary_usable: bool,
+    canary_name: &str,
+) -> (Look, Option<Finding>) {
+    let (judged, shares, may_advance, may_abort) = match role {
+        Role::Alone => (local, Vec::new(), true, true),
+        Role::Lead { total, shares } => (*total, shares, true, true),
+        Role::Follow => (local, Vec::new(), false, false),
+        Role::CutOff => (local, Vec::new(), false, true),
+    };
+    let (mut verdict, mut evidence) =
+        judge(&plan.analysis.thresholds, &judged.baseline, &judged.canary);
+    evidence.replicas = shares;
+    if !canary_usable {
+        verdict = Verdict::Fail {
+            reason: FailReason::NoHealthyEndpoint,
+        };
+    }
+    let finding = match &verdict {
+        Verdict::Fail { reason } if may_abort => {
+            let mut evidence = evidence.clone();
+            if *reason == FailReason::NoHealthyEndpoint {
+                evidence.test = Some(format!("no endpoint of {canary_name} is healthy"));
+            }
+            tracing::warn!(route = %route.name, reason = reason.as_str(), test = ?evidence.test, "canary failed analysis: aborting");
+            Some(Finding::Abort {
+                cause: *reason,
+                evidence,
+            })
+        }
+        Verdict::Pass if may_advance && progress.phase == Phase::Progressing => {
+            let at_step = now_unix_ms().saturating_sub(progress.step_started_unix_ms);
+            (at_step >= plan.step_interval.as_millis() as u64).then_some(Finding::Advance {
+                from_step: progress.step,
+            })
+        }
+        _ => None,
+    };
+    let look = Look {
+        at_unix_ms: now_unix_ms(),
+        verdict,
+        evidence,
+    };
+    (look, finding)
 }

@@ -74,4 +74,18 @@ pub struct Evidence {
     /// What was tested and its p-value, for a failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test: Option<String>,
+    /// In a fleet: each live replica's part of the window that was judged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Share>,
+}
+
+/// One replica's part of a fleet-wide window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    /// The replica.
+    pub replica: String,
+    /// Its baseline requests in the window.
+    pub baseline_requests: u64,
+    /// Its canary requests in the window.
+    pub canary_requests: u64,
 }

@@ -104,6 +104,7 @@ fn evidence() -> Evidence {
         baseline: side.clone(),
         canary: side,
         test: Some("error rate".into()),
+        replicas: Vec::new(),
     }
 }
 

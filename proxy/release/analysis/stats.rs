@@ -50,6 +50,7 @@ pub fn judge(t: &Thresholds, baseline: &Counts, canary: &Counts) -> (Verdict, Ev
         baseline: Side::of(baseline),
         canary: Side::of(canary),
         test: None,
+        replicas: Vec::new(),
     };
     let n = canary.requests;
     if n < t.min_requests {
