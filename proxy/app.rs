@@ -180,6 +180,7 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
     for ((name, addr, listener, tls), own) in bound.into_iter().zip(per_listener) {
         tracing::info!(listener = %name, %addr, tls = tls.is_some(), "listening");
         let shared = shared.clone();
+        let refused = Some(shared.metrics.clone());
         let service = move |downstream: Downstream, request| {
             handler::handle(shared.clone(), downstream, request)
         };
@@ -193,6 +194,7 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
                 global: Some(global.clone()),
                 listener: own.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             },
+            refused,
         };
         servers.push(tokio::spawn(server::serve(
             serving,
@@ -224,6 +226,7 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
             drain,
             limits,
             connections: server::ConnectionLimits::default(),
+            refused: None,
         };
         servers.push(tokio::spawn(server::serve(
             serving,

@@ -10,6 +10,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub mod downstream;
 pub mod latency;
 
 use latency::VersionStats;
@@ -53,6 +54,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     shadow_comparisons: IntCounterVec,
     shadow_duration: HistogramVec,
+    /// `switchyard_downstream_errors_total` and `switchyard_downstream_refused_total`.
+    pub downstream: downstream::DownstreamFamilies,
     /// Label sets (route, version) that have series, so removed versions can be pruned.
     labelled: Mutex<HashSet<(String, String)>>,
     /// Analysis counts per (route, version), kept across snapshots like the series.
@@ -72,6 +75,8 @@ pub struct VersionMetrics {
     pub retries: IntCounter,
     /// Counts read by the canary analysis: the same measurement, a second consumer.
     pub stats: Arc<VersionStats>,
+    /// Requests of this version that failed by the client's fault.
+    pub downstream: downstream::VersionFaults,
 }
 
 impl VersionMetrics {
@@ -231,7 +236,9 @@ impl Metrics {
         for result in ["ok", "error"] {
             config_reloads.with_label_values(&[result]);
         }
+        let downstream = downstream::DownstreamFamilies::register(&registry)?;
         Ok(Metrics {
+            downstream,
             registry,
             requests,
             duration,
@@ -273,6 +280,7 @@ impl Metrics {
             }),
             in_flight: self.in_flight.with_label_values(&[route, version]),
             retries: self.retries.with_label_values(&[route, version]),
+            downstream: self.downstream.version(route, version),
             stats: self
                 .stats
                 .lock()
@@ -319,6 +327,7 @@ impl Metrics {
             let _ = self.duration.remove_label_values(&rv);
             let _ = self.in_flight.remove_label_values(&rv);
             let _ = self.retries.remove_label_values(&rv);
+            self.downstream.remove(route, version);
             for class in STATUS_CLASSES {
                 let _ = self.requests.remove_label_values(&[route, version, class]);
             }

@@ -182,6 +182,10 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
             limits.header_read_timeout = duration(&mut p, "limits.header_read_timeout", t)
                 .unwrap_or(limits.header_read_timeout);
         }
+        if let Some(t) = &l.keep_alive_timeout {
+            limits.keep_alive_timeout = duration(&mut p, "limits.keep_alive_timeout", t)
+                .unwrap_or(limits.keep_alive_timeout);
+        }
     }
 
     if p.0.is_empty() {
