@@ -10,7 +10,8 @@
 //!   §8.3.1): 400;
 //! - `chunked` applied more than once (RFC 9112 §6.1): 400; another transfer coding before it,
 //!   which the proxy would pass on undecoded under a framing that no longer says so: 501;
-//! - `CONNECT`: 501, a reverse proxy opens no tunnels.
+//! - `CONNECT`: 501, a reverse proxy opens no tunnels;
+//! - an asterisk-form target (`*`) on a method other than `OPTIONS` (RFC 9112 §3.2.4): 400.
 //!
 //! Pure: a request head in, a verdict out.
 
@@ -46,6 +47,11 @@ pub fn check<B>(request: &Request<B>) -> Result<(), Refused> {
     if request.method() == Method::CONNECT {
         return Err(Refused::NotImplemented(
             "CONNECT is not supported by a reverse proxy",
+        ));
+    }
+    if request.uri().path() == "*" && request.method() != Method::OPTIONS {
+        return Err(Refused::BadRequest(
+            "an asterisk-form target is only for OPTIONS",
         ));
     }
     let headers = request.headers();
@@ -167,5 +173,11 @@ mod tests {
             bad(Request::builder().method(Method::CONNECT).uri("a:443")),
             Refused::NotImplemented(_)
         ));
+        assert_eq!(
+            bad(Request::builder().uri("*")),
+            Refused::BadRequest("an asterisk-form target is only for OPTIONS")
+        );
+        let options = Request::builder().method(Method::OPTIONS).uri("*");
+        assert_eq!(check(&options.body(()).unwrap()), Ok(()));
     }
 }
