@@ -57,6 +57,9 @@ pub struct Conn {
     /// 1 + the index of the request whose body framing was refused; 0 for none.
     refused_request: AtomicU32,
     refused_error: AtomicU8,
+    /// The deadline the supervisor sleeps until (ms from `accepted`; `u64::MAX`: none). An event
+    /// wakes it only when it makes the deadline earlier, so a request costs no extra wake-up.
+    armed_ms: AtomicU64,
     wake: Notify,
 }
 
@@ -83,23 +86,37 @@ impl Conn {
             body: AtomicU64::new(NO_BODY),
             refused_request: AtomicU32::new(0),
             refused_error: AtomicU8::new(0),
+            armed_ms: AtomicU64::new(u64::MAX),
             wake: Notify::new(),
         })
     }
 
     fn mark(&self, phase: u8) {
         let ms = self.accepted.elapsed().as_millis() as u64;
-        self.since_ms.store(ms, Ordering::Relaxed);
-        self.phase.store(phase, Ordering::Relaxed);
+        self.since_ms.store(ms, Ordering::SeqCst);
+        self.phase.store(phase, Ordering::SeqCst);
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.accepted).as_millis() as u64
+    }
+
+    /// Wakes the supervisor if the deadline is now earlier than the one it sleeps until.
+    fn nudge(&self) {
+        if let Some((at, _)) = self.deadline() {
+            if self.ms(at) < self.armed_ms.load(Ordering::SeqCst) {
+                self.wake.notify_one();
+            }
+        }
     }
 
     /// When the connection must be given up if nothing changes, and why.
     pub fn deadline(&self) -> Option<(Instant, Expiry)> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
             return None;
         }
-        let since = self.accepted + Duration::from_millis(self.since_ms.load(Ordering::Relaxed));
-        match self.phase.load(Ordering::Relaxed) {
+        let since = self.accepted + Duration::from_millis(self.since_ms.load(Ordering::SeqCst));
+        match self.phase.load(Ordering::SeqCst) {
             FIRST => Some((self.accepted + self.header_read, Expiry::HeaderRead)),
             HEAD => Some((since + self.header_read, Expiry::HeaderRead)),
             IDLE | H2 => Some((since + self.keep_alive, Expiry::KeepAlive)),
@@ -111,7 +128,7 @@ impl Conn {
     /// its response body is dropped.
     pub fn begin(self: &Arc<Self>) -> (RequestConn, InFlight) {
         let index = self.requests.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         (
             RequestConn {
                 conn: self.clone(),
@@ -121,14 +138,13 @@ impl Conn {
         )
     }
 
+    /// Follows the scanner; the reader nudges the supervisor once the bytes read are scanned.
     fn on_event(&self, event: Event, index: &mut u32) {
-        let quiet = self.in_flight.load(Ordering::Relaxed) == 0;
         match event {
             Event::Started => {
                 // The first head's deadline counts from accept, not from its first byte.
                 if self.phase.load(Ordering::Relaxed) != FIRST {
                     self.mark(HEAD);
-                    self.wake.notify_one();
                 }
             }
             Event::Head => {
@@ -145,19 +161,12 @@ impl Conn {
             Event::Ended => {
                 *index = index.wrapping_add(1);
                 self.mark(IDLE);
-                if quiet {
-                    self.wake.notify_one();
-                }
             }
-            Event::Preface => {
-                self.mark(H2);
-                self.wake.notify_one();
-            }
+            Event::Preface => self.mark(H2),
             Event::Opaque => {
                 if self.phase.load(Ordering::Relaxed) != H2 {
-                    self.phase.store(OPAQUE, Ordering::Relaxed);
+                    self.phase.store(OPAQUE, Ordering::SeqCst);
                 }
-                self.wake.notify_one();
             }
         }
     }
@@ -203,14 +212,14 @@ pub struct InFlight(Arc<Conn>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             // The keep-alive timeout counts from the end of the last response, and so does the
             // header-read timeout of a head that arrived while it was being served.
-            let phase = self.0.phase.load(Ordering::Relaxed);
+            let phase = self.0.phase.load(Ordering::SeqCst);
             if phase == IDLE || phase == H2 || phase == HEAD {
                 self.0.mark(phase);
             }
-            self.0.wake.notify_one();
+            self.0.nudge();
         }
     }
 }
@@ -265,6 +274,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
             return Poll::Ready(Ok(()));
         }
         let fed = scanner.feed(&buf.filled()[before..], |e| conn.on_event(e, index));
+        conn.nudge();
         if let Err(r) = fed {
             conn.refuse(*index, r.error);
             *refused = Some(r.error);
@@ -332,6 +342,14 @@ where
     let mut closing_idle = false;
     loop {
         let deadline = conn.deadline();
+        conn.armed_ms.store(
+            deadline.map_or(u64::MAX, |d| conn.ms(d.0)),
+            Ordering::SeqCst,
+        );
+        // An event between the two reads either shows here or saw the new armed deadline.
+        if conn.deadline() != deadline {
+            continue;
+        }
         // A far-off instant stands for "no deadline"; the branch is disabled then anyway.
         let at = deadline.map_or_else(|| Instant::now() + Duration::from_secs(86_400), |d| d.0);
         tokio::select! {
