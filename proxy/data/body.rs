@@ -197,6 +197,8 @@ impl Body for ResponseBody {
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The downstream request body on its way upstream, streamed as it arrives.
 pub struct RequestBody {
     /// `None`: an empty body (a retried request that had none).
@@ -291,8 +293,8 @@ impl RequestBody {
     fn fail(
         &mut self,
         fault: DownstreamFault,
-        error: Box<dyn std::error::Error + Send + Sync>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>> {
+        error: BoxError,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(cell) = &self.fault {
             cell.set(fault);
         }

@@ -16,14 +16,14 @@ pub enum ProxyError {
     #[error("not implemented: {0}")]
     NotImplemented(&'static str),
     /// The client's request body failed: malformed framing, or it ended or was abandoned early.
-    #[error("route {route}: the request body is {}{}", fault.as_str(), detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    #[error("route {route}: the request body is {}{}", fault.as_str(), detail.map(|d| format!(": {d}")).unwrap_or_default())]
     BadBody {
         /// Route name.
         route: String,
         /// What the client did wrong.
         fault: DownstreamFault,
-        /// What was wrong with it, when known (the framing error).
-        detail: Option<String>,
+        /// What was wrong with its framing, when the connection's scanner found it.
+        detail: Option<crate::data::framing::FramingError>,
     },
     /// No route matched host and path.
     #[error("no route matches this host and path")]
@@ -81,7 +81,8 @@ pub enum ProxyError {
         kind: FailureKind,
         /// The underlying error, for logs.
         #[source]
-        source: Option<hyper_util::client::legacy::Error>,
+        // Boxed: the client's error is large, and every `Result<_, ProxyError>` carries it.
+        source: Option<Box<hyper_util::client::legacy::Error>>,
     },
 }
 
@@ -217,7 +218,7 @@ mod tests {
         let bad = ProxyError::BadBody {
             route: "shop".into(),
             fault: DownstreamFault::Malformed,
-            detail: Some("chunk size is not hexadecimal digits".into()),
+            detail: Some(crate::data::framing::FramingError::ChunkSize),
         };
         assert_eq!(bad.blame(), Blame::Downstream(DownstreamFault::Malformed));
         assert_eq!(

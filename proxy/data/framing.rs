@@ -340,8 +340,7 @@ impl Scanner {
             let last = field("transfer-encoding")
                 .flat_map(|v| v.split(|b| *b == b','))
                 .map(trim)
-                .filter(|t| !t.is_empty())
-                .last()?;
+                .rfind(|t| !t.is_empty())?;
             return (version == 1 && last.eq_ignore_ascii_case(b"chunked"))
                 .then_some(Framing::Chunked);
         }

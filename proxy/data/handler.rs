@@ -288,7 +288,7 @@ fn guard_body(
         return Err(ProxyError::BadBody {
             route: route.name.clone(),
             fault: DownstreamFault::Malformed,
-            detail: Some(error.to_string()),
+            detail: Some(error),
         });
     }
     let too_large = || ProxyError::PayloadTooLarge {
@@ -352,11 +352,7 @@ fn blame(
         (_, Some(fault)) => ProxyError::BadBody {
             route: route.name.clone(),
             fault,
-            detail: downstream
-                .conn
-                .as_ref()
-                .and_then(|c| c.framing_error())
-                .map(|e| e.to_string()),
+            detail: downstream.conn.as_ref().and_then(|c| c.framing_error()),
         },
         (upstream::Failure::Timeout { endpoint }, None) => ProxyError::Upstream {
             route: route.name.clone(),
@@ -370,7 +366,7 @@ fn blame(
             version: version.name.clone(),
             endpoint: endpoint.to_string(),
             kind: upstream::failure_kind(&error),
-            source: Some(error),
+            source: Some(Box::new(error)),
         },
     }
 }
