@@ -236,9 +236,8 @@ impl Metrics {
         for result in ["ok", "error"] {
             config_reloads.with_label_values(&[result]);
         }
-        let downstream = downstream::DownstreamFamilies::register(&registry)?;
         Ok(Metrics {
-            downstream,
+            downstream: downstream::DownstreamFamilies::register(&registry)?,
             registry,
             requests,
             duration,

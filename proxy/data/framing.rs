@@ -28,6 +28,8 @@ pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
 pub const MAX_TRAILER_LINES: usize = 100;
 /// Header lines the scanner reads in a head; beyond, it steps aside (hyper applies its own limit).
 const MAX_HEAD_FIELDS: usize = 128;
+/// Head bytes whose copy the scanner keeps between requests; a larger one is freed.
+const SMALL_HEAD: usize = 2048;
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -172,6 +174,26 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// SP or HTAB.
+fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// VCHAR, obs-text and whitespace: what a quoted string, a quoted pair and a field value may hold
+/// (the quote and the backslash are matched before this is asked).
+fn is_text(b: u8) -> bool {
+    is_ws(b) || (b >= 0x21 && b != 0x7f)
+}
+
+/// Where a chunk line may end; a bare LF is never a line end in a chunked body.
+fn line_end(b: u8, otherwise: FramingError) -> Result<State, FramingError> {
+    match b {
+        b'\r' => Ok(State::ChunkLf),
+        b'\n' => Err(FramingError::LineEnding),
+        _ => Err(otherwise),
+    }
+}
+
 impl Scanner {
     /// A scanner for a new connection; heads longer than `max_head` bytes make it step aside.
     pub fn new(max_head: usize) -> Self {
@@ -290,7 +312,12 @@ impl Scanner {
             self.state = State::Preface(0);
             return;
         }
-        match self.framing() {
+        let framing = self.framing();
+        // An idle connection keeps no large buffer: a big head's copy is freed once read.
+        if self.head.capacity() > SMALL_HEAD {
+            self.head = Vec::new();
+        }
+        match framing {
             None => self.opaque(on),
             Some(Framing::Tunnel) => {
                 on(Event::Head);
@@ -378,16 +405,6 @@ impl Scanner {
     fn chunked_byte(&mut self, b: u8, on: &mut impl FnMut(Event)) -> Result<(), FramingError> {
         use FramingError as E;
         use State as S;
-        let ws = b == b' ' || b == b'\t';
-        // VCHAR, obs-text and whitespace: what a quoted string, a quoted pair and a field value
-        // may hold (the quote and the backslash are matched before this is asked).
-        let text = ws || (b >= 0x21 && b != 0x7f);
-        // Where a chunk line may end; a bare LF is never a line end in a chunked body.
-        let line_end = |b: u8, otherwise: E| match b {
-            b'\r' => Ok(S::ChunkLf),
-            b'\n' => Err(E::LineEnding),
-            _ => Err(otherwise),
-        };
         if self.state == S::SizeStart {
             self.chunk = 0;
             self.digits = 0;
@@ -405,6 +422,43 @@ impl Scanner {
             }
         }
         self.state = match self.state {
+            S::ChunkLf => match b {
+                b'\n' if self.chunk == 0 => {
+                    self.trailer_bytes = 0;
+                    self.trailer_lines = 0;
+                    S::TrailerStart
+                }
+                b'\n' => {
+                    on(Event::Chunk(self.chunk));
+                    S::Data(self.chunk)
+                }
+                _ => return Err(E::LineEnding),
+            },
+            S::DataCr if b == b'\r' => S::DataLf,
+            S::DataLf if b == b'\n' => S::SizeStart,
+            S::DataCr | S::DataLf => return Err(E::ChunkData),
+            S::TrailerStart | S::TrailerName | S::TrailerValue | S::TrailerLf | S::EndLf => {
+                match self.trailer_byte(b)? {
+                    Some(next) => next,
+                    None => {
+                        self.end(on);
+                        return Ok(());
+                    }
+                }
+            }
+            S::Idle | S::Head | S::Preface(_) | S::Length(_) | S::Data(_) | S::Opaque => self.state,
+            // The chunk line: its size and extensions.
+            _ => self.chunk_line_byte(b)?,
+        };
+        Ok(())
+    }
+
+    /// One byte of a chunk line before its CR: the size, then any extensions.
+    fn chunk_line_byte(&mut self, b: u8) -> Result<State, FramingError> {
+        use FramingError as E;
+        use State as S;
+        let (ws, text) = (is_ws(b), is_text(b));
+        Ok(match self.state {
             S::SizeStart | S::Size => match hex(b) {
                 Some(digit) => {
                     self.digits += 1;
@@ -468,21 +522,16 @@ impl Scanner {
             },
             S::ExtQuotedPair if text => S::ExtQuoted,
             S::ExtQuotedPair => return Err(E::ChunkExtension),
-            S::ChunkLf => match b {
-                b'\n' if self.chunk == 0 => {
-                    self.trailer_bytes = 0;
-                    self.trailer_lines = 0;
-                    S::TrailerStart
-                }
-                b'\n' => {
-                    on(Event::Chunk(self.chunk));
-                    S::Data(self.chunk)
-                }
-                _ => return Err(E::LineEnding),
-            },
-            S::DataCr if b == b'\r' => S::DataLf,
-            S::DataLf if b == b'\n' => S::SizeStart,
-            S::DataCr | S::DataLf => return Err(E::ChunkData),
+            state => state,
+        })
+    }
+
+    /// One byte of the trailer section; `None` when it ends the body.
+    fn trailer_byte(&mut self, b: u8) -> Result<Option<State>, FramingError> {
+        use FramingError as E;
+        use State as S;
+        let text = is_text(b);
+        Ok(Some(match self.state {
             S::TrailerStart => match b {
                 b'\r' => S::EndLf,
                 b'\n' => return Err(E::LineEnding),
@@ -508,17 +557,10 @@ impl Scanner {
                 _ => return Err(E::Trailer),
             },
             S::TrailerLf if b == b'\n' => S::TrailerStart,
-            S::EndLf if b == b'\n' => {
-                self.end(on);
-                return Ok(());
-            }
+            S::EndLf if b == b'\n' => return Ok(None),
             S::TrailerLf | S::EndLf => return Err(E::LineEnding),
-            // `feed` handles the other states itself.
-            state @ (S::Idle | S::Head | S::Preface(_) | S::Length(_) | S::Data(_) | S::Opaque) => {
-                state
-            }
-        };
-        Ok(())
+            state => state,
+        }))
     }
 
     fn in_chunk_line(&self) -> bool {
