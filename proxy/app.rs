@@ -217,6 +217,7 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
             drain,
             limits,
             connections: server::ConnectionLimits::default(),
+            refused: None,
         };
         servers.push(tokio::spawn(server::serve(
             serving,
@@ -285,6 +286,7 @@ fn serve_listeners(
     for ((name, addr, listener, tls), own) in bound.into_iter().zip(per_listener) {
         tracing::info!(listener = %name, %addr, tls = tls.is_some(), "listening");
         let shared = shared.clone();
+        let refused = Some(shared.metrics.clone());
         let service = move |downstream: Downstream, request| {
             handler::handle(shared.clone(), downstream, request)
         };
@@ -298,6 +300,7 @@ fn serve_listeners(
                 global: Some(global.clone()),
                 listener: own.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             },
+            refused,
         };
         servers.push(tokio::spawn(server::serve(
             serving,

@@ -4,13 +4,20 @@
 //! `server` accepts (TLS, HTTP/1.1, h2, h2c) and hands each request to `handler`, which loads the
 //! `snapshot` once, asks `route::decide` (pure), forwards through `upstream` with the rewritten
 //! `headers` and wrapped `body`, and answers failures through `error`'s one status mapping. The
-//! per-request `record` counts the outcome when the response body ends. Copies for a dark launch
+//! per-request `record` counts the outcome when the response body ends, blamed on the side that
+//! failed (`fault`). What clients send is checked on the way in: `conn` reads each connection
+//! through the `framing` scanner and enforces its timeouts, `strict` and `authority` check the
+//! request head before routing. Copies for a dark launch
 //! leave through `tap` (a `try_send` into a bounded queue the shadow module drains). Nothing here
 //! imports the control plane: it writes the snapshot, this module only reads it.
 
+pub mod authority;
 pub mod body;
+pub mod conn;
 pub mod endpoint;
 pub mod error;
+pub mod fault;
+pub mod framing;
 pub mod handler;
 pub mod headers;
 pub mod ratelimit;
@@ -18,6 +25,7 @@ pub mod record;
 pub mod server;
 pub mod shared;
 pub mod snapshot;
+pub mod strict;
 pub mod tap;
 pub mod tls;
 pub mod upstream;

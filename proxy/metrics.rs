@@ -10,6 +10,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub mod downstream;
 pub mod latency;
 
 use latency::{DurationFamily, StatsByVersion, VersionStats};
@@ -54,6 +55,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     shadow_comparisons: IntCounterVec,
     shadow_duration: HistogramVec,
+    /// `switchyard_downstream_errors_total` and `switchyard_downstream_refused_total`.
+    pub downstream: downstream::DownstreamFamilies,
     /// Label sets (route, version) that have series, so removed versions can be pruned.
     labelled: Mutex<HashSet<(String, String)>>,
     /// The latency and outcome record per (route, version): exported as
@@ -72,6 +75,8 @@ pub struct VersionMetrics {
     pub retries: IntCounter,
     /// The one latency and outcome record: `/metrics` exports it, the analysis reads it.
     pub stats: Arc<VersionStats>,
+    /// Requests of this version that failed by the client's fault.
+    pub downstream: downstream::VersionFaults,
 }
 
 impl VersionMetrics {
@@ -148,6 +153,7 @@ impl Metrics {
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
         Ok(Metrics {
+            downstream: downstream::DownstreamFamilies::register(&registry)?,
             requests: f.counters(
                 "switchyard_requests_total",
                 "Requests finished, by route, version and status class.",
@@ -245,6 +251,7 @@ impl Metrics {
             }),
             in_flight: self.in_flight.with_label_values(&[route, version]),
             retries: self.retries.with_label_values(&[route, version]),
+            downstream: self.downstream.version(route, version),
             stats: self
                 .stats
                 .lock()
@@ -290,6 +297,7 @@ impl Metrics {
             let _ = self.weight.remove_label_values(&rv);
             let _ = self.in_flight.remove_label_values(&rv);
             let _ = self.retries.remove_label_values(&rv);
+            self.downstream.remove(route, version);
             for class in STATUS_CLASSES {
                 let _ = self.requests.remove_label_values(&[route, version, class]);
             }

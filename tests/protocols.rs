@@ -504,3 +504,65 @@ routes:
     .await;
     assert_eq!(reply.status, 502, "{}", reply.body);
 }
+
+#[tokio::test]
+async fn health_checks_reach_a_tls_version_over_tls_with_its_ca() {
+    // An HTTPS-only upstream that counts the probes it is sent.
+    let store = switchyard::data::tls::CertStore::load(&switchyard::config::ListenerTls {
+        certificates: vec![switchyard::config::CertificateFiles {
+            server_names: vec![],
+            cert: dev("localhost.crt"),
+            key: dev("localhost.key"),
+        }],
+    })
+    .unwrap();
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(switchyard::data::tls::server_config(store).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let probes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = probes.clone();
+    tokio::spawn(async move {
+        for _ in 0..200 {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = service_fn(move |req: Request<Incoming>| {
+                    if req.uri().path() == "/healthz" {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok")))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    let proxy = start_proxy(&format!(
+        r#"
+listeners: [{{ name: public, addr: "127.0.0.1:0" }}]
+routes:
+  - name: secure
+    health_check: {{ path: /healthz, interval: 100ms, timeout: 1s, healthy_threshold: 1 }}
+    versions:
+      - name: stable
+        endpoints: ["{upstream}"]
+        weight: 1
+        tls: {{ ca: "{}", server_name: localhost }}
+"#,
+        dev("ca.crt").display()
+    ))
+    .await;
+    let healthy = || proxy.snapshot().routes[0].versions[0].health[0].checked_healthy();
+    assert!(
+        eventually(Duration::from_secs(10), async || healthy()).await,
+        "the endpoint passed a check made over TLS"
+    );
+    assert!(probes.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+}

@@ -76,6 +76,8 @@ pub struct Limits {
     pub max_request_headers: usize,
     /// How long a client may take to send a request head.
     pub header_read_timeout: Duration,
+    /// How long a connection may stay idle between requests.
+    pub keep_alive_timeout: Duration,
     /// A client that pauses its request body longer than this gets 408.
     pub request_body_idle_timeout: Duration,
     /// Concurrent HTTP/2 streams per downstream connection.
@@ -95,6 +97,7 @@ impl Default for Limits {
             max_request_header_bytes: 64 * 1024,
             max_request_headers: 100,
             header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(75),
             request_body_idle_timeout: Duration::from_secs(60),
             http2_max_concurrent_streams: 256,
             http2_initial_stream_window: 1024 * 1024,

@@ -102,6 +102,9 @@ pub struct RawLimits {
     /// How long a client may take to send a request head (slowloris defence).
     #[serde(default)]
     pub header_read_timeout: Option<String>,
+    /// How long a connection may stay idle between requests.
+    #[serde(default)]
+    pub keep_alive_timeout: Option<String>,
     /// A client that pauses its request body longer than this gets 408.
     #[serde(default)]
     pub request_body_idle_timeout: Option<String>,

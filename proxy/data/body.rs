@@ -1,6 +1,9 @@
 //! Body types. Downstream responses stream the upstream's body (or a short body the proxy wrote)
 //! and carry the request's [`Record`], finished when the body ends or is dropped. Request bodies
-//! stream to the upstream and count their bytes when the access log wants them.
+//! stream to the upstream, count their bytes when the access log wants them, and record in a
+//! [`FaultCell`] why they failed when the client is to blame (malformed or truncated framing, a
+//! client that left, stalled or went over the route's limit), since the upstream call that reads
+//! them learns only that the body failed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,6 +16,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::data::conn::{InFlight, RequestConn};
+use crate::data::fault::{classify_body_error, DownstreamFault, FaultCell};
 use crate::data::record::Record;
 
 /// Where a response body's bytes come from.
@@ -29,6 +34,8 @@ pub struct ResponseBody {
     source: Source,
     record: Option<Record>,
     capture: Option<Capture>,
+    /// Keeps the request in flight on its connection (no idle timeout) until dropped.
+    in_flight: Option<InFlight>,
 }
 
 /// A copy of a live answer for the shadow comparison, kept as it streams (up to a cap) and handed
@@ -89,6 +96,7 @@ impl ResponseBody {
             source: Source::Local(Full::new(text.into())),
             record: None,
             capture: None,
+            in_flight: None,
         }
     }
 
@@ -103,12 +111,19 @@ impl ResponseBody {
             source: Source::Upstream(body),
             record: None,
             capture: None,
+            in_flight: None,
         }
     }
 
     /// Attaches the request's record, finished when this body ends or is dropped.
     pub fn with_record(mut self, record: Record) -> Self {
         self.record = Some(record);
+        self
+    }
+
+    /// Keeps the request counted in flight on its connection until this body is dropped.
+    pub fn with_in_flight(mut self, in_flight: InFlight) -> Self {
+        self.in_flight = Some(in_flight);
         self
     }
 
@@ -182,6 +197,8 @@ impl Body for ResponseBody {
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The downstream request body on its way upstream, streamed as it arrives.
 pub struct RequestBody {
     /// `None`: an empty body (a retried request that had none).
@@ -190,13 +207,16 @@ pub struct RequestBody {
     tee: Option<Tee>,
     limit: Option<BodyLimit>,
     idle: Option<Idle>,
+    /// Where the client's fault is recorded when the body fails by it.
+    fault: Option<Arc<FaultCell>>,
+    /// The connection's scanner, for chunk sizes announced past the limit.
+    conn: Option<RequestConn>,
 }
 
 /// A client that stops sending its body for longer than this is cut off (408).
 struct Idle {
     timeout: std::time::Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
-    stalled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The error of a body whose client stopped sending.
@@ -204,12 +224,11 @@ struct Idle {
 #[error("the client stopped sending the request body")]
 pub struct BodyIdle;
 
-/// A route's body limit on a body of unknown length: past it, the body fails and the flag tells
-/// the handler to answer 413 rather than 502.
+/// A route's body limit on a body of unknown length: past it (or once a chunk is announced past
+/// it), the body fails and the fault cell tells the handler to answer 413 rather than 502.
 struct BodyLimit {
     max: u64,
     seen: u64,
-    exceeded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The error of a body cut off at its route's limit.
@@ -233,23 +252,54 @@ impl RequestBody {
             tee: None,
             limit: None,
             idle: None,
+            fault: None,
+            conn: None,
         }
     }
 
-    /// Fails the body when no frame arrives for `timeout`; `stalled` is set when that happens.
-    pub fn with_idle_timeout(
-        mut self,
-        timeout: std::time::Duration,
-        stalled: Arc<std::sync::atomic::AtomicBool>,
-    ) -> Self {
+    /// Fails the body when no frame arrives for `timeout` (a stalled client).
+    pub fn with_idle_timeout(mut self, timeout: std::time::Duration) -> Self {
         if !self.ended() {
             self.idle = Some(Idle {
                 timeout,
                 sleep: Box::pin(tokio::time::sleep(timeout)),
-                stalled,
             });
         }
         self
+    }
+
+    /// Records in `cell` the client's fault when this body fails by it.
+    pub fn with_fault(mut self, cell: Arc<FaultCell>) -> Self {
+        self.fault = Some(cell);
+        self
+    }
+
+    /// Reads the chunk sizes the connection's scanner saw, so a chunk announced past the limit
+    /// fails the body before its data is forwarded.
+    pub fn with_conn(mut self, conn: RequestConn) -> Self {
+        self.conn = Some(conn);
+        self
+    }
+
+    /// True when this body's chunks have announced more than its limit.
+    pub fn announced_past_limit(&self) -> bool {
+        match (&self.limit, &self.conn) {
+            (Some(limit), Some(conn)) => conn.declared().is_some_and(|d| d > limit.max),
+            _ => false,
+        }
+    }
+
+    /// Fails the body by the client's `fault`.
+    fn fail(
+        &mut self,
+        fault: DownstreamFault,
+        error: BoxError,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(cell) = &self.fault {
+            cell.set(fault);
+        }
+        self.tee = None;
+        Poll::Ready(Some(Err(error)))
     }
 
     /// An empty body, for a retry of a request that had none.
@@ -260,6 +310,8 @@ impl RequestBody {
             tee: None,
             limit: None,
             idle: None,
+            fault: None,
+            conn: None,
         }
     }
 
@@ -268,13 +320,9 @@ impl RequestBody {
         self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
-    /// Cuts the body off after `max` bytes; `exceeded` is set when that happens.
-    pub fn with_limit(mut self, max: u64, exceeded: Arc<std::sync::atomic::AtomicBool>) -> Self {
-        self.limit = Some(BodyLimit {
-            max,
-            seen: 0,
-            exceeded,
-        });
+    /// Cuts the body off after `max` bytes.
+    pub fn with_limit(mut self, max: u64) -> Self {
+        self.limit = Some(BodyLimit { max, seen: 0 });
         self
     }
 
@@ -333,9 +381,7 @@ impl Body for RequestBody {
         if let Some(idle) = this.idle.as_mut() {
             if polled.is_pending() {
                 if idle.sleep.as_mut().poll(cx).is_ready() {
-                    idle.stalled.store(true, Ordering::Relaxed);
-                    this.tee = None;
-                    return Poll::Ready(Some(Err(Box::new(BodyIdle))));
+                    return this.fail(DownstreamFault::Stalled, Box::new(BodyIdle));
                 }
             } else {
                 let deadline = tokio::time::Instant::now() + idle.timeout;
@@ -350,16 +396,22 @@ impl Body for RequestBody {
                 if let (Some(limit), Some(data)) = (&mut this.limit, frame.data_ref()) {
                     limit.seen += data.len() as u64;
                     if limit.seen > limit.max {
-                        limit.exceeded.store(true, Ordering::Relaxed);
-                        this.tee = None;
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                        return this.fail(DownstreamFault::TooLarge, Box::new(BodyTooLarge));
                     }
+                }
+                if this.announced_past_limit() {
+                    return this.fail(DownstreamFault::TooLarge, Box::new(BodyTooLarge));
                 }
                 this.tee_frame(Some(frame));
             }
             Poll::Ready(None) => this.tee_frame(None),
             // A broken upload is not copied: the tee is dropped with the body.
-            Poll::Ready(Some(Err(_))) => this.tee = None,
+            Poll::Ready(Some(Err(error))) => {
+                if let Some(cell) = &this.fault {
+                    cell.set(classify_body_error(error));
+                }
+                this.tee = None;
+            }
             Poll::Pending => {}
         }
         polled.map_err(Into::into)

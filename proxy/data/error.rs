@@ -3,6 +3,7 @@
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::data::body::ResponseBody;
+use crate::data::fault::{Blame, DownstreamFault};
 use crate::data::upstream::FailureKind;
 
 /// A request the proxy answers itself.
@@ -11,6 +12,19 @@ pub enum ProxyError {
     /// The request is malformed or ambiguous.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request asks for a method or transfer coding the proxy does not implement.
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
+    /// The client's request body failed: malformed framing, or it ended or was abandoned early.
+    #[error("route {route}: the request body is {}{}", fault.as_str(), detail.map(|d| format!(": {d}")).unwrap_or_default())]
+    BadBody {
+        /// Route name.
+        route: String,
+        /// What the client did wrong.
+        fault: DownstreamFault,
+        /// What was wrong with its framing, when the connection's scanner found it.
+        detail: Option<crate::data::framing::FramingError>,
+    },
     /// No route matched host and path.
     #[error("no route matches this host and path")]
     NoRoute,
@@ -67,6 +81,7 @@ pub enum ProxyError {
         kind: FailureKind,
         /// The underlying error, for logs.
         #[source]
+        // Boxed: the client's error is large, and every `Result<_, ProxyError>` carries it.
         source: Option<Box<hyper_util::client::legacy::Error>>,
     },
 }
@@ -75,7 +90,8 @@ impl ProxyError {
     /// The status this failure is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::BadBody { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -92,6 +108,21 @@ impl ProxyError {
         }
     }
 
+    /// The side this failure is blamed on: what it counts toward (see [`crate::data::fault`]).
+    pub fn blame(&self) -> Blame {
+        match self {
+            ProxyError::Upstream { kind, .. } => Blame::Upstream(Some(*kind)),
+            ProxyError::BadBody { fault, .. } => Blame::Downstream(*fault),
+            ProxyError::BodyStalled { .. } => Blame::Downstream(DownstreamFault::Stalled),
+            ProxyError::PayloadTooLarge { .. } => Blame::Downstream(DownstreamFault::TooLarge),
+            ProxyError::BadRequest(_) | ProxyError::NotImplemented(_) => {
+                Blame::Downstream(DownstreamFault::Malformed)
+            }
+            ProxyError::NoVersion { .. } | ProxyError::Overloaded { .. } => Blame::Proxy,
+            ProxyError::NoRoute | ProxyError::RateLimited { .. } => Blame::None,
+        }
+    }
+
     /// The plain-text response: status and one line naming the route and the cause.
     pub fn into_response(self) -> Response<ResponseBody> {
         let status = self.status();
@@ -104,6 +135,8 @@ impl ProxyError {
         let close = matches!(
             self,
             ProxyError::BadRequest(_)
+                | ProxyError::NotImplemented(_)
+                | ProxyError::BadBody { .. }
                 | ProxyError::PayloadTooLarge { .. }
                 | ProxyError::BodyStalled { .. }
         );
@@ -156,6 +189,54 @@ mod tests {
         assert_eq!(upstream(FailureKind::Reset).status(), 502);
         assert_eq!(upstream(FailureKind::Protocol).status(), 502);
         assert_eq!(upstream(FailureKind::Timeout).status(), 504);
+        assert_eq!(ProxyError::NotImplemented("x").status(), 501);
+        let stalled = ProxyError::BodyStalled {
+            route: "r".into(),
+            timeout: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(stalled.status(), 408);
+        for fault in [
+            DownstreamFault::Malformed,
+            DownstreamFault::Truncated,
+            DownstreamFault::Closed,
+        ] {
+            let bad = ProxyError::BadBody {
+                route: "r".into(),
+                fault,
+                detail: None,
+            };
+            assert_eq!(bad.status(), 400);
+        }
+    }
+
+    #[test]
+    fn each_failure_is_blamed_on_its_side() {
+        assert_eq!(
+            upstream(FailureKind::Protocol).blame(),
+            Blame::Upstream(Some(FailureKind::Protocol))
+        );
+        let bad = ProxyError::BadBody {
+            route: "shop".into(),
+            fault: DownstreamFault::Malformed,
+            detail: Some(crate::data::framing::FramingError::ChunkSize),
+        };
+        assert_eq!(bad.blame(), Blame::Downstream(DownstreamFault::Malformed));
+        assert_eq!(
+            bad.to_string(),
+            "route shop: the request body is malformed: chunk size is not hexadecimal digits"
+        );
+        let too_large = ProxyError::PayloadTooLarge {
+            route: "r".into(),
+            limit: 1,
+        };
+        assert_eq!(
+            too_large.blame(),
+            Blame::Downstream(DownstreamFault::TooLarge)
+        );
+        assert_eq!(
+            ProxyError::NoVersion { route: "r".into() }.blame(),
+            Blame::Proxy
+        );
     }
 
     #[test]

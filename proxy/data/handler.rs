@@ -1,8 +1,9 @@
-//! One request, in named phases: load the snapshot once, decide, start the record, rewrite
-//! headers, call the upstream under its timeout, answer. Every failure goes through
-//! `ProxyError::into_response`; every routed request is measured by its `Record`.
+//! One request, in named phases: refuse a malformed head, load the snapshot once, decide, start
+//! the record, rewrite headers, call the upstream under its timeout, check the answer's framing,
+//! answer. Every failure goes through `ProxyError::into_response`, blamed on the side that caused
+//! it; every routed request is measured by its `Record`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,6 +16,7 @@ use rand::Rng;
 use crate::config::Endpoint;
 use crate::data::body::{RequestBody, ResponseBody};
 use crate::data::error::ProxyError;
+use crate::data::fault::{DownstreamFault, FaultCell, Refusal};
 use crate::data::headers::{self, X_REQUEST_ID, X_SWITCHYARD_VERSION};
 use crate::data::record::{AccessEntry, Record};
 use crate::data::shared::{Downstream, Shared};
@@ -30,10 +32,10 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
-    let snapshot = shared.snapshot.load_full();
-    if let Some(refusal) = headers::ambiguous_framing(&request) {
-        return ProxyError::BadRequest(refusal).into_response();
+    if let Some(refused) = refuse_head(&shared, &request) {
+        return refused.into_response();
     }
+    let snapshot = shared.snapshot.load_full();
     let mut request = request;
     // An HTTP/1.1 upgrade (WebSocket) is routed like any request, then spliced after the 101.
     let upgrade = headers::is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
@@ -95,7 +97,7 @@ pub async fn handle(
     let response = match forward(
         &snapshot,
         decision,
-        downstream,
+        &downstream,
         parts,
         body,
         upgrade,
@@ -105,6 +107,7 @@ pub async fn handle(
     {
         Ok(response) => response,
         Err(error) => {
+            record.blame = error.blame();
             if let ProxyError::Upstream { kind, .. } = &error {
                 snapshot.routes[decision.route].versions[decision.version]
                     .metrics
@@ -118,12 +121,33 @@ pub async fn handle(
     response.map(|body| body.with_record(record))
 }
 
+/// What the proxy refuses before routing: an ambiguous or malformed head (400), a method or
+/// transfer coding it does not implement (501). Counted as refused, by kind.
+fn refuse_head(shared: &Shared, request: &Request<Incoming>) -> Option<ProxyError> {
+    let refused = match headers::ambiguous_framing(request) {
+        Some(reason) => ProxyError::BadRequest(reason),
+        None => match crate::data::strict::check(request) {
+            Ok(()) => return None,
+            Err(crate::data::strict::Refused::BadRequest(reason)) => ProxyError::BadRequest(reason),
+            Err(crate::data::strict::Refused::NotImplemented(reason)) => {
+                ProxyError::NotImplemented(reason)
+            }
+        },
+    };
+    let kind = match refused {
+        ProxyError::NotImplemented(_) => Refusal::Unsupported,
+        _ => Refusal::Malformed,
+    };
+    shared.metrics.downstream.refused(kind);
+    Some(refused)
+}
+
 /// The request's way to the upstream and back, in phases: endpoint, head, target, body, call,
 /// answer.
 async fn forward(
     snapshot: &Arc<Snapshot>,
     decision: Decision,
-    downstream: Downstream,
+    downstream: &Downstream,
     mut parts: Parts,
     body: Incoming,
     upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -140,7 +164,8 @@ async fn forward(
 
     let upgrade_protocol = upgrade
         .as_ref()
-        .and_then(|_| parts.headers.get(header::UPGRADE).cloned());
+        .and_then(|_| parts.headers.get(header::UPGRADE))
+        .and_then(headers::upgrade_without_h2c);
     let request_id = rewrite_head(&mut parts, downstream, upgrade_protocol.as_ref());
     // An upgraded connection is not copied: a shadow cannot join a WebSocket.
     let mirror = match upgrade_protocol {
@@ -156,12 +181,18 @@ async fn forward(
     set_target(&mut parts, version, endpoint, upgrade_protocol.is_some())?;
 
     let (draft, live_capture) = mirror.unzip();
-    let body = guard_body(route, &parts, body, bytes_in, draft, snapshot)?;
-    let outcome = upstream::call(route, version, endpoint, parts, body.body, record).await;
+    let GuardedBody { body, fault } =
+        guard_body(route, &parts, body, bytes_in, draft, snapshot, downstream)?;
+    record.body_fault = fault.clone();
+    let outcome = upstream::call(route, version, endpoint, parts, body, record).await;
     let response = match outcome {
         Ok(response) => response,
-        Err(failure) => return Err(blame(route, version, failure, &body.flags, snapshot)),
+        Err(failure) => {
+            let fault = fault.and_then(|f| f.get());
+            return Err(blame(route, version, failure, fault, snapshot, downstream));
+        }
     };
+    let response = check_answer(response, route, version, endpoint, upgrade.is_some())?;
     let answer = Answer {
         downstream_version,
         request_id,
@@ -175,7 +206,7 @@ async fn forward(
 /// and traceparent, Host. Returns the request id.
 fn rewrite_head(
     parts: &mut Parts,
-    downstream: Downstream,
+    downstream: &Downstream,
     upgrade_protocol: Option<&HeaderValue>,
 ) -> HeaderValue {
     // The target's authority (HTTP/2 :authority, or an HTTP/1.1 absolute-form target) wins over
@@ -232,20 +263,17 @@ fn set_target(
     Ok(())
 }
 
-/// What the request body's guards saw, read when the upstream call fails.
-#[derive(Default)]
-struct BodyFlags {
-    too_large: Option<Arc<AtomicBool>>,
-    stalled: Option<Arc<AtomicBool>>,
-}
-
+/// The request body on its way upstream, and where it records the client's fault.
 struct GuardedBody {
     body: RequestBody,
-    flags: BodyFlags,
+    /// Present when there is a body to fail.
+    fault: Option<Arc<FaultCell>>,
 }
 
-/// Wraps the request body in its guards: the route's size limit (413 at once when declared, or
-/// while streaming), the mirror tee, the idle timeout.
+/// Wraps the request body in its guards: the route's size limit (413 at once when declared or
+/// when a chunk is announced past it, or while streaming), the mirror tee, the idle timeout, and
+/// the record of the client's fault. A body whose framing the connection already refused is
+/// answered 400 before anything is sent upstream.
 fn guard_body(
     route: &RouteState,
     parts: &Parts,
@@ -253,9 +281,20 @@ fn guard_body(
     bytes_in: Option<Arc<AtomicU64>>,
     draft: Option<crate::data::tap::Draft>,
     snapshot: &Snapshot,
+    downstream: &Downstream,
 ) -> Result<GuardedBody, ProxyError> {
     let mut body = RequestBody::new(body, bytes_in);
-    let mut flags = BodyFlags::default();
+    if let Some(error) = downstream.conn.as_ref().and_then(|c| c.framing_error()) {
+        return Err(ProxyError::BadBody {
+            route: route.name.clone(),
+            fault: DownstreamFault::Malformed,
+            detail: Some(error),
+        });
+    }
+    let too_large = || ProxyError::PayloadTooLarge {
+        route: route.name.clone(),
+        limit: route.max_body_bytes.unwrap_or(0),
+    };
     if let Some(max) = route.max_body_bytes {
         let declared = parts
             .headers
@@ -263,61 +302,66 @@ fn guard_body(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         match declared {
-            Some(n) if n > max => {
-                return Err(ProxyError::PayloadTooLarge {
-                    route: route.name.clone(),
-                    limit: max,
-                })
-            }
+            Some(n) if n > max => return Err(too_large()),
             Some(_) => {}
             None => {
-                let flag = Arc::new(AtomicBool::new(false));
-                body = body.with_limit(max, flag.clone());
-                flags.too_large = Some(flag);
+                body = body.with_limit(max);
+                if let Some(conn) = &downstream.conn {
+                    body = body.with_conn(conn.clone());
+                }
+                if body.announced_past_limit() {
+                    return Err(too_large());
+                }
             }
         }
     }
     if let Some(draft) = draft {
         body = body.with_mirror(draft);
     }
+    let mut fault = None;
     if !body.ended() {
-        let flag = Arc::new(AtomicBool::new(false));
-        body = body.with_idle_timeout(
-            snapshot.config.limits.request_body_idle_timeout,
-            flag.clone(),
-        );
-        flags.stalled = Some(flag);
+        let cell = Arc::new(FaultCell::default());
+        body = body
+            .with_idle_timeout(snapshot.config.limits.request_body_idle_timeout)
+            .with_fault(cell.clone());
+        fault = Some(cell);
     }
-    Ok(GuardedBody { body, flags })
+    Ok(GuardedBody { body, fault })
 }
 
-/// Names the side that failed: a request body that stalled or grew past the limit is the
-/// client's; anything else is the upstream's.
+/// Names the side that failed: a request body that failed by the client (malformed, truncated,
+/// abandoned, stalled, past the limit) is the client's, answered 4xx; anything else is the
+/// upstream's.
 fn blame(
     route: &RouteState,
     version: &VersionState,
     failure: upstream::Failure,
-    flags: &BodyFlags,
+    fault: Option<DownstreamFault>,
     snapshot: &Snapshot,
+    downstream: &Downstream,
 ) -> ProxyError {
-    let set = |f: &Option<Arc<AtomicBool>>| f.as_ref().is_some_and(|f| f.load(Ordering::Relaxed));
-    match failure {
-        upstream::Failure::Error { .. } if set(&flags.stalled) => ProxyError::BodyStalled {
+    match (failure, fault) {
+        (_, Some(DownstreamFault::Stalled)) => ProxyError::BodyStalled {
             route: route.name.clone(),
             timeout: snapshot.config.limits.request_body_idle_timeout,
         },
-        upstream::Failure::Error { .. } if set(&flags.too_large) => ProxyError::PayloadTooLarge {
+        (_, Some(DownstreamFault::TooLarge)) => ProxyError::PayloadTooLarge {
             route: route.name.clone(),
             limit: route.max_body_bytes.unwrap_or(0),
         },
-        upstream::Failure::Timeout { endpoint } => ProxyError::Upstream {
+        (_, Some(fault)) => ProxyError::BadBody {
+            route: route.name.clone(),
+            fault,
+            detail: downstream.conn.as_ref().and_then(|c| c.framing_error()),
+        },
+        (upstream::Failure::Timeout { endpoint }, None) => ProxyError::Upstream {
             route: route.name.clone(),
             version: version.name.clone(),
             endpoint: endpoint.to_string(),
             kind: FailureKind::Timeout,
             source: None,
         },
-        upstream::Failure::Error { endpoint, error } => ProxyError::Upstream {
+        (upstream::Failure::Error { endpoint, error }, None) => ProxyError::Upstream {
             route: route.name.clone(),
             version: version.name.clone(),
             endpoint: endpoint.to_string(),
@@ -325,6 +369,45 @@ fn blame(
             source: Some(Box::new(error)),
         },
     }
+}
+
+/// Checks the framing of the upstream's answer (RFC 9112 §6): a `101` to a request that offered
+/// no upgrade, or a transfer coding other than chunked (which would reach the client undecoded
+/// under a framing that no longer says so), is an invalid response. A `Content-Length` next to
+/// `Transfer-Encoding` is removed: hyper framed the body by the encoding, and the client gets the
+/// body with one framing only.
+fn check_answer(
+    mut response: Response<Incoming>,
+    route: &RouteState,
+    version: &VersionState,
+    endpoint: &Endpoint,
+    upgrade: bool,
+) -> Result<Response<Incoming>, ProxyError> {
+    let invalid = || ProxyError::Upstream {
+        route: route.name.clone(),
+        version: version.name.clone(),
+        endpoint: endpoint.to_string(),
+        kind: FailureKind::Protocol,
+        source: None,
+    };
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS && !upgrade {
+        return Err(invalid());
+    }
+    let h = response.headers_mut();
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        let codings: Vec<&[u8]> = h
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty())
+            .collect();
+        if !matches!(codings[..], [c] if c.eq_ignore_ascii_case(b"chunked")) {
+            return Err(invalid());
+        }
+        h.remove(header::CONTENT_LENGTH);
+    }
+    Ok(response)
 }
 
 /// What the answer phase needs from the request.

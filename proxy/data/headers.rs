@@ -19,7 +19,7 @@ pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub static X_SWITCHYARD_VERSION: HeaderName = HeaderName::from_static("x-switchyard-version");
 
 /// Headers that are hop-by-hop whatever `Connection` says.
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -27,6 +27,8 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    // Only meaningful with `Upgrade: h2c`, which is never passed on.
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Removes `Connection`, every header it names, and the fixed hop-by-hop headers.
@@ -57,10 +59,19 @@ pub fn forward_request(
 ) -> HeaderValue {
     remove_hop_by_hop(headers);
 
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client}"),
-        _ => client.to_string(),
-    };
+    // Every X-Forwarded-For line is one list (RFC 9110 §5.3): all of them, in order, then the peer.
+    let mut forwarded_for = String::new();
+    for prior in headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        forwarded_for.push_str(prior);
+        forwarded_for.push_str(", ");
+    }
+    forwarded_for.push_str(&client.to_string());
     // Built from an IP address and an existing valid value, so always a valid header value.
     if let Ok(v) = HeaderValue::try_from(forwarded_for) {
         // insert replaces every earlier X-Forwarded-For line with the single joined list.
@@ -106,17 +117,46 @@ pub fn new_request_id() -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// True for an HTTP/1.1 upgrade request: `Connection` lists `upgrade` and `Upgrade` is present.
+/// True for an HTTP/1.1 upgrade request the proxy passes on: see [`upgrade_offered`].
 pub fn is_upgrade<B>(request: &http::Request<B>) -> bool {
+    let h = request.headers();
+    let values = |name| h.get_all(name).iter().map(HeaderValue::as_bytes);
     request.version() == http::Version::HTTP_11
-        && request.headers().contains_key(header::UPGRADE)
-        && request
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        && upgrade_offered(values(header::CONNECTION), values(header::UPGRADE))
+}
+
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// `h2c` (with or without a version): HTTP/2 over cleartext, which the proxy serves itself by
+/// prior knowledge. Passed upstream, an `Upgrade: h2c` would let a client open an HTTP/2
+/// connection to the endpoint past routing and limits; RFC 9113 §3.1 deprecates it anyway.
+fn is_h2c(protocol: &[u8]) -> bool {
+    let name = protocol.split(|b| *b == b'/').next().unwrap_or(protocol);
+    name.eq_ignore_ascii_case(b"h2c")
+}
+
+/// True when `Connection` lists `upgrade` and `Upgrade` names a protocol other than `h2c`: the
+/// upgrades the proxy splices (WebSocket). Also read by the request-framing scanner, so both agree
+/// on which requests end the HTTP/1.1 stream.
+pub fn upgrade_offered<'a>(
+    connection: impl Iterator<Item = &'a [u8]>,
+    upgrade: impl Iterator<Item = &'a [u8]>,
+) -> bool {
+    connection
+        .flat_map(tokens)
+        .any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+        && upgrade.flat_map(tokens).any(|t| !is_h2c(t))
+}
+
+/// The `Upgrade` value to pass upstream: the offered protocols without `h2c`.
+pub fn upgrade_without_h2c(value: &HeaderValue) -> Option<HeaderValue> {
+    let kept: Vec<&[u8]> = tokens(value.as_bytes()).filter(|t| !is_h2c(t)).collect();
+    HeaderValue::from_bytes(&kept.join(&b", "[..])).ok()
 }
 
 /// True when `TE` lists `trailers` (gRPC clients send it).
@@ -195,6 +235,39 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "shop.example.com");
         assert_eq!(id, "abc");
+    }
+
+    #[test]
+    fn every_forwarded_for_line_is_kept_in_order_with_the_peer_last() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.7, 198.51.100.2"),
+            ("x-forwarded-for", " "),
+            ("x-forwarded-for", "192.0.2.9"),
+        ]);
+        forward_request(&mut h, None, "127.0.0.1".parse().unwrap(), "http");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(
+            h["x-forwarded-for"],
+            "203.0.113.7, 198.51.100.2, 192.0.2.9, 127.0.0.1"
+        );
+    }
+
+    #[test]
+    fn h2c_is_never_an_upgrade_the_proxy_passes_on() {
+        let offered = |c: &str, u: &str| {
+            upgrade_offered([c.as_bytes()].into_iter(), [u.as_bytes()].into_iter())
+        };
+        assert!(offered("Upgrade", "websocket"));
+        assert!(offered("keep-alive, upgrade", "WebSocket/13"));
+        assert!(!offered("Upgrade, HTTP2-Settings", "h2c"));
+        assert!(!offered("Upgrade", "H2C/1"));
+        assert!(!offered("keep-alive", "websocket"));
+        assert!(offered("upgrade", "h2c, websocket"));
+        let v = HeaderValue::from_static("h2c, websocket");
+        assert_eq!(upgrade_without_h2c(&v).unwrap(), "websocket");
+        let mut h = map(&[("http2-settings", "AAMAAABkAAQAAP__"), ("x-kept", "k")]);
+        remove_hop_by_hop(&mut h);
+        assert!(!h.contains_key("http2-settings"));
     }
 
     #[test]

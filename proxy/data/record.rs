@@ -5,6 +5,11 @@
 //! and is finished exactly once, on drop: at the end of the body, when the client goes away
 //! mid-body, or when the request is abandoned before a response head (counted as 499, as nginx
 //! does).
+//!
+//! Every outcome is blamed on a side ([`Blame`]) before it is counted. Only the upstream's
+//! outcomes feed the version's analysis counts and its endpoint's passive health; a client's
+//! fault (a request body that failed by it, a client that left) is counted as a downstream error
+//! and the proxy's own failures by their status alone. The access log names the side.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,6 +18,7 @@ use std::time::Instant;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Method};
 
+use crate::data::fault::{Blame, DownstreamFault, FaultCell};
 use crate::data::snapshot::Snapshot;
 use crate::route::Reason;
 
@@ -53,6 +59,11 @@ pub struct Record {
     pub endpoint: Option<Arc<crate::data::endpoint::EndpointHealth>>,
     /// A gRPC failure status in the response headers or trailers: an error for the analysis.
     pub grpc_failure: bool,
+    /// The side a failure answered by the proxy is blamed on.
+    pub blame: Blame,
+    /// The client's fault recorded by the request body, read when the request ends: a body that
+    /// failed by the client outweighs whatever the upstream call made of it.
+    pub body_fault: Option<Arc<FaultCell>>,
 }
 
 impl Record {
@@ -73,6 +84,8 @@ impl Record {
             access: None,
             endpoint: None,
             grpc_failure: false,
+            blame: Blame::None,
+            body_fault: None,
         }
     }
 }
@@ -81,6 +94,20 @@ impl Record {
     /// When the request arrived.
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// Who the outcome is blamed on, all known now.
+    fn final_blame(&self) -> Blame {
+        if let Some(fault) = self.body_fault.as_ref().and_then(|f| f.get()) {
+            return Blame::Downstream(fault);
+        }
+        match self.blame {
+            Blame::None if self.status == CLIENT_CLOSED => {
+                Blame::Downstream(DownstreamFault::Closed)
+            }
+            Blame::None if self.status >= 500 || self.grpc_failure => Blame::Upstream(None),
+            blame => blame,
+        }
     }
 }
 
@@ -91,11 +118,18 @@ impl Drop for Record {
         let elapsed = self.started.elapsed();
         version.metrics.in_flight.dec();
         version.metrics.count_status(self.status);
-        if self.status != CLIENT_CLOSED {
-            let failed = self.status >= 500 || self.grpc_failure;
-            version.metrics.stats.record(failed, elapsed);
-            if let Some(endpoint) = &self.endpoint {
-                endpoint.observe(self.status >= 500);
+        let blame = self.final_blame();
+        match blame {
+            // The client's fault never reaches what judges the version: not the analysis, not
+            // the endpoint's health (not even as a success, which would reset its error streak).
+            Blame::Downstream(fault) => version.metrics.downstream.count(fault),
+            Blame::Proxy => {}
+            Blame::None | Blame::Upstream(_) => {
+                let failed = self.status >= 500 || self.grpc_failure;
+                version.metrics.stats.record(failed, elapsed);
+                if let Some(endpoint) = &self.endpoint {
+                    endpoint.observe(self.status >= 500);
+                }
             }
         }
         if let Some(a) = &self.access {
@@ -113,6 +147,8 @@ impl Drop for Record {
                 bytes_in = a.bytes_in.load(Ordering::Relaxed),
                 bytes_out = self.bytes_out,
                 complete = self.complete,
+                blame = blame.side(),
+                fault = blame.kind(),
             );
         }
     }

@@ -1,9 +1,17 @@
 //! The accept loop of one listener: hyper-util's auto builder (HTTP/1.1, and h2c by preface on the
 //! same port), one task per connection, graceful drain on shutdown. Serves the proxy and the
 //! admin API alike; what a request gets is the `service` passed in.
+//!
+//! Every connection is read through `conn::Guarded` (request framing checked as it arrives) and
+//! supervised by `conn::supervise` (header-read timeout from accept, keep-alive timeout between
+//! requests). Connections that end refused before routing (a header-read timeout, a head hyper
+//! answered 400 or 431) are counted when the listener has metrics.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -11,13 +19,15 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::Limits;
 use crate::data::body::ResponseBody;
+use crate::data::conn::{self, Conn, Ended, Expiry, Guarded};
+use crate::data::fault::Refusal;
 use crate::data::shared::Downstream;
+use crate::metrics::Metrics;
 
 /// How long a client may take to finish a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,10 +59,13 @@ impl ConnectionLimits {
 
 fn builder(version: Option<bool>, limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // `conn::supervise` enforces the header-read and keep-alive timeouts; hyper's own timer
+    // (which starts only at the first byte and then also bounds idle time) is a backstop set
+    // past both, for a connection whose heads the framing scanner stepped aside from.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout + limits.keep_alive_timeout)
         .max_buf_size(limits.max_request_header_bytes);
     // hyper parses up to 100 headers on the stack; setting a count moves parsing to a heap
     // allocation per request, so only a non-default count is set.
@@ -91,6 +104,20 @@ pub struct Serving {
     pub limits: Limits,
     /// Connection limits.
     pub connections: ConnectionLimits,
+    /// Where connections and requests refused before routing are counted (`None`: not counted,
+    /// as on the admin endpoint).
+    pub refused: Option<Arc<Metrics>>,
+}
+
+/// What every connection of a listener shares.
+struct Listener<S> {
+    service: S,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    sniffing: auto::Builder<TokioExecutor>,
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+    refused: Option<Arc<Metrics>>,
 }
 
 /// Serves `listener` until `shutdown` fires, then drains open connections for up to `drain`.
@@ -111,11 +138,20 @@ where
         drain,
         limits,
         connections,
+        refused,
     } = serving;
-    let sniffing = builder(None, &limits);
-    let http1 = std::sync::Arc::new(builder(Some(false), &limits));
-    let http2 = std::sync::Arc::new(builder(Some(true), &limits));
-    let graceful = GracefulShutdown::new();
+    let shared = Arc::new(Listener {
+        service,
+        tls,
+        sniffing: builder(None, &limits),
+        http1: builder(Some(false), &limits),
+        http2: builder(Some(true), &limits),
+        limits,
+        refused,
+    });
+    // Each connection holds a receiver: a send asks them to finish, and the sender sees when
+    // the last one has gone.
+    let (drain_tx, drain_rx) = watch::channel(());
     let mut backoff = Duration::from_millis(5);
 
     loop {
@@ -128,54 +164,10 @@ where
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
-                    // Each chunk leaves as soon as it arrives (event streams, gRPC streaming).
-                    let _ = stream.set_nodelay(true);
-                    let proto = if tls.is_some() { "https" } else { "http" };
-                    let downstream = Downstream { peer, proto };
-                    let service = service.clone();
-                    let per_request = service_fn(move |request| {
-                        let response = service(downstream, request);
-                        async move { Ok::<_, Infallible>(response.await) }
-                    });
-                    let Some(acceptor) = tls.clone() else {
-                        let connection = sniffing
-                            .serve_connection_with_upgrades(TokioIo::new(stream), per_request)
-                            .into_owned();
-                        let connection = graceful.watch(connection);
-                        tokio::spawn(async move {
-                            if let Err(error) = connection.await {
-                                tracing::debug!(%peer, %error, "connection ended with an error");
-                            }
-                            drop(permits);
-                        });
-                        continue;
-                    };
-                    let watcher = graceful.watcher();
-                    let (http1, http2) = (http1.clone(), http2.clone());
+                    let shared = shared.clone();
+                    let drain = drain_rx.clone();
                     tokio::spawn(async move {
-                        let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(error)) => {
-                                tracing::debug!(%peer, %error, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        let io = TokioIo::new(stream);
-                        let result = if h2 {
-                            watcher.watch(http2.serve_connection(io, per_request).into_owned()).await
-                        } else {
-                            watcher
-                                .watch(http1.serve_connection_with_upgrades(io, per_request).into_owned())
-                                .await
-                        };
-                        if let Err(error) = result {
-                            tracing::debug!(%peer, %error, "connection ended with an error");
-                        }
+                        connection(shared, stream, peer, drain).await;
                         drop(permits);
                     });
                 }
@@ -191,11 +183,107 @@ where
     }
 
     drop(listener);
-    tracing::info!(listener = %name, open = graceful.count(), "draining");
-    if tokio::time::timeout(drain, graceful.shutdown())
+    drop(drain_rx);
+    tracing::info!(listener = %name, open = drain_tx.receiver_count(), "draining");
+    let _ = drain_tx.send(());
+    if tokio::time::timeout(drain, drain_tx.closed())
         .await
         .is_err()
     {
         tracing::warn!(listener = %name, ?drain, "drain deadline passed; closing open connections");
+    }
+}
+
+/// Serves one accepted connection: TLS handshake when configured, then HTTP/1.1 or HTTP/2 under
+/// the connection's supervisor.
+async fn connection<S, F>(
+    listener: Arc<Listener<S>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    drain: watch::Receiver<()>,
+) where
+    S: Fn(Downstream, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
+    // Each chunk leaves as soon as it arrives (event streams, gRPC streaming).
+    let _ = stream.set_nodelay(true);
+    let conn = Conn::new(&listener.limits);
+    let proto = if listener.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let per_request = {
+        let (conn, service) = (conn.clone(), listener.service.clone());
+        service_fn(move |request| {
+            let (handle, in_flight) = conn.begin();
+            let downstream = Downstream {
+                peer,
+                proto,
+                conn: Some(handle),
+            };
+            let response = service(downstream, request);
+            async move { Ok::<_, Infallible>(response.await.map(|b| b.with_in_flight(in_flight))) }
+        })
+    };
+    let Some(acceptor) = listener.tls.clone() else {
+        let io = TokioIo::new(Guarded::new(stream, conn.clone(), &listener.limits));
+        let connection = listener
+            .sniffing
+            .serve_connection_with_upgrades(io, per_request);
+        let graceful = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+        let ended = conn::supervise(connection, conn, drain, graceful).await;
+        listener.ended(peer, ended);
+        return;
+    };
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(Guarded::new(stream, conn.clone(), &listener.limits));
+    let ended = if h2 {
+        let connection = listener.http2.serve_connection(io, per_request);
+        let graceful = |c: Pin<&mut _>| auto::Connection::graceful_shutdown(c);
+        conn::supervise(connection, conn, drain, graceful).await
+    } else {
+        let connection = listener
+            .http1
+            .serve_connection_with_upgrades(io, per_request);
+        let graceful = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+        conn::supervise(connection, conn, drain, graceful).await
+    };
+    listener.ended(peer, ended);
+}
+
+impl<S> Listener<S> {
+    /// Logs how a connection ended and counts it when it was refused before routing.
+    fn ended(&self, peer: SocketAddr, ended: Ended<Box<dyn std::error::Error + Send + Sync>>) {
+        let refusal = match &ended {
+            Ended::Expired(Expiry::HeaderRead) => {
+                tracing::debug!(%peer, "no complete request head within the header-read timeout");
+                Some(Refusal::HeaderTimeout)
+            }
+            Ended::Expired(Expiry::KeepAlive) | Ended::Finished(Ok(())) => None,
+            Ended::Finished(Err(error)) => {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+                match error.downcast_ref::<hyper::Error>() {
+                    Some(e) if e.is_parse_too_large() => Some(Refusal::TooLarge),
+                    Some(e) if e.is_parse() => Some(Refusal::Malformed),
+                    Some(e) if e.is_timeout() => Some(Refusal::HeaderTimeout),
+                    _ => None,
+                }
+            }
+        };
+        if let (Some(refusal), Some(metrics)) = (refusal, &self.refused) {
+            metrics.downstream.refused(refusal);
+        }
     }
 }

@@ -19,10 +19,12 @@ pub struct Shared {
 }
 
 /// Where a request came from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Downstream {
     /// The client's address.
     pub peer: SocketAddr,
     /// `http` or `https`.
     pub proto: &'static str,
+    /// The request's view of its connection: the framing the scanner found in its body.
+    pub conn: Option<crate::data::conn::RequestConn>,
 }

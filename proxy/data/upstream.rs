@@ -81,7 +81,9 @@ where
     client
 }
 
-fn build<B>(key: &ClientKey) -> Client<HttpsConnector<HttpConnector>, B>
+/// A client for these settings with a pool of its own (the active health checks use one, so
+/// they reach an endpoint exactly as requests do: TLS, SNI, CA and HTTP version included).
+pub fn build<B>(key: &ClientKey) -> Client<HttpsConnector<HttpConnector>, B>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,

@@ -1,5 +1,6 @@
 //! Endpoint health: active checks (an HTTP GET per endpoint at an interval, with healthy and
-//! unhealthy thresholds) and passive ejection (consecutive 5xx or connect failures eject an
+//! unhealthy thresholds, spoken as the version speaks to it: over TLS with its CA and server name
+//! when the version has `tls`, HTTP/2 for an `h2` version) and passive ejection (consecutive 5xx or connect failures eject an
 //! endpoint for a time that doubles with each ejection, in the manner of Envoy's outlier
 //! detection).
 //!
@@ -13,18 +14,27 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Endpoint, HealthCheck};
+use crate::config::{Config, Endpoint, HealthCheck, UpstreamProtocol, UpstreamTls};
 pub use crate::data::endpoint::EndpointHealth;
+use crate::data::upstream::ClientKey;
+
+/// How a version reaches its endpoints, as far as a probe cares.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Reach {
+    protocol: UpstreamProtocol,
+    tls: Option<UpstreamTls>,
+}
+
+/// One checker: an endpoint, the route's check, and how its version reaches it.
+type CheckerKey = (Endpoint, HealthCheck, Reach);
 
 /// Every endpoint's health and the checker tasks.
 pub struct Health {
     endpoints: Mutex<HashMap<Endpoint, Arc<EndpointHealth>>>,
-    checkers: Mutex<HashMap<(Endpoint, HealthCheck), JoinHandle<()>>>,
+    checkers: Mutex<HashMap<CheckerKey, JoinHandle<()>>>,
     changed: mpsc::Sender<()>,
 }
 
@@ -64,8 +74,12 @@ impl Health {
         for route in &config.routes {
             if let Some(check) = &route.health_check {
                 for v in &route.versions {
+                    let reach = Reach {
+                        protocol: v.protocol,
+                        tls: v.tls.clone(),
+                    };
                     for e in &v.endpoints {
-                        wanted.insert((e.clone(), check.clone()), ());
+                        wanted.insert((e.clone(), check.clone(), reach.clone()), ());
                     }
                 }
             }
@@ -80,11 +94,12 @@ impl Health {
         });
         for key in wanted.into_keys() {
             if let std::collections::hash_map::Entry::Vacant(slot) = checkers.entry(key) {
-                let (endpoint, check) = slot.key().clone();
+                let (endpoint, check, reach) = slot.key().clone();
                 let health = self.of(&endpoint);
                 slot.insert(tokio::spawn(check_loop(
                     endpoint,
                     check,
+                    reach,
                     health,
                     self.changed.clone(),
                 )));
@@ -109,16 +124,30 @@ impl Drop for Health {
 async fn check_loop(
     endpoint: Endpoint,
     check: HealthCheck,
+    reach: Reach,
     health: Arc<EndpointHealth>,
     changed: mpsc::Sender<()>,
 ) {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let url = format!("http://{endpoint}{}", check.path);
+    let (scheme, version) = (
+        if reach.tls.is_some() { "https" } else { "http" },
+        match reach.protocol {
+            UpstreamProtocol::Http1 => http::Version::HTTP_11,
+            UpstreamProtocol::H2 => http::Version::HTTP_2,
+        },
+    );
+    let client = crate::data::upstream::build::<Empty<Bytes>>(&ClientKey {
+        connect_timeout: check.timeout,
+        idle_timeout: std::time::Duration::from_secs(90),
+        protocol: reach.protocol,
+        tls: reach.tls,
+    });
+    let url = format!("{scheme}://{endpoint}{}", check.path);
     let mut ticker = tokio::time::interval(check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let ok = match http::Request::get(&url).body(Empty::new()) {
+        let probe = http::Request::get(&url).version(version);
+        let ok = match probe.body(Empty::new()) {
             Ok(request) => matches!(
                 tokio::time::timeout(check.timeout, client.request(request)).await,
                 Ok(Ok(r)) if r.status().is_success()

@@ -68,6 +68,10 @@ pub(super) fn limits(p: &mut Problems, raw: Option<&RawLimits>) -> Limits {
             limits.header_read_timeout =
                 duration(p, "limits.header_read_timeout", t).unwrap_or(limits.header_read_timeout);
         }
+        if let Some(t) = &l.keep_alive_timeout {
+            limits.keep_alive_timeout =
+                duration(p, "limits.keep_alive_timeout", t).unwrap_or(limits.keep_alive_timeout);
+        }
     }
 
     limits

@@ -1,0 +1,385 @@
+//! One downstream connection: its request bytes checked as they arrive, the phase it is in, and
+//! the deadline that phase sets.
+//!
+//! [`Guarded`] wraps the socket (or TLS stream) that hyper reads: every byte read goes through a
+//! [`Scanner`] first, which finds request heads and bodies and refuses malformed chunked framing.
+//! A refusal is handed to hyper as a read error after the valid bytes before it, so the request
+//! head still reaches the handler, which answers 400 and blames the client (the request learns of
+//! it through its [`RequestConn`]). The scanner also reports each chunk's declared size, which a
+//! route's body limit checks before the chunk's data is forwarded.
+//!
+//! [`Conn`] holds the phase as atomics that the scanner and the request handles update, and
+//! [`supervise`] runs the connection future against the deadline the phase sets: the header-read
+//! timeout from accept until the first request head (or HTTP/2 preface) is complete, the
+//! keep-alive timeout between requests, the header-read timeout again from the first byte of the
+//! next head; none while a request is being served (the body idle and upstream timeouts apply).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use crate::config::Limits;
+use crate::data::framing::{Event, FramingError, Scanner};
+
+const FIRST: u8 = 0;
+const IDLE: u8 = 1;
+const HEAD: u8 = 2;
+const BODY: u8 = 3;
+const OPAQUE: u8 = 4;
+const H2: u8 = 5;
+
+/// No body is being scanned (the packed body progress).
+const NO_BODY: u64 = u64::MAX;
+const DECLARED_MASK: u64 = (1 << 48) - 1;
+
+/// The shared state of one downstream connection.
+pub struct Conn {
+    accepted: Instant,
+    header_read: Duration,
+    keep_alive: Duration,
+    phase: AtomicU8,
+    /// Milliseconds from `accepted` to the event the current deadline counts from.
+    since_ms: AtomicU64,
+    in_flight: AtomicU32,
+    /// Requests handed to the service so far: the next request's index.
+    requests: AtomicU32,
+    /// The body being scanned: request index (low 16 bits) in the top 16 bits, bytes declared by
+    /// its chunks so far in the low 48.
+    body: AtomicU64,
+    /// 1 + the index of the request whose body framing was refused; 0 for none.
+    refused_request: AtomicU32,
+    refused_error: AtomicU8,
+    /// The deadline the supervisor sleeps until (ms from `accepted`; `u64::MAX`: none). An event
+    /// wakes it only when it makes the deadline earlier, so a request costs no extra wake-up.
+    armed_ms: AtomicU64,
+    wake: Notify,
+}
+
+/// What a deadline that passed means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No complete request head (or preface) in time: the client's fault.
+    HeaderRead,
+    /// Idle between requests for the keep-alive timeout: an ordinary close.
+    KeepAlive,
+}
+
+impl Conn {
+    /// The state of a connection accepted now.
+    pub fn new(limits: &Limits) -> Arc<Conn> {
+        Arc::new(Conn {
+            accepted: Instant::now(),
+            header_read: limits.header_read_timeout,
+            keep_alive: limits.keep_alive_timeout,
+            phase: AtomicU8::new(FIRST),
+            since_ms: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+            requests: AtomicU32::new(0),
+            body: AtomicU64::new(NO_BODY),
+            refused_request: AtomicU32::new(0),
+            refused_error: AtomicU8::new(0),
+            armed_ms: AtomicU64::new(u64::MAX),
+            wake: Notify::new(),
+        })
+    }
+
+    fn mark(&self, phase: u8) {
+        let ms = self.accepted.elapsed().as_millis() as u64;
+        self.since_ms.store(ms, Ordering::SeqCst);
+        self.phase.store(phase, Ordering::SeqCst);
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.accepted).as_millis() as u64
+    }
+
+    /// Wakes the supervisor if the deadline is now earlier than the one it sleeps until.
+    fn nudge(&self) {
+        if let Some((at, _)) = self.deadline() {
+            if self.ms(at) < self.armed_ms.load(Ordering::SeqCst) {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// When the connection must be given up if nothing changes, and why.
+    pub fn deadline(&self) -> Option<(Instant, Expiry)> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let since = self.accepted + Duration::from_millis(self.since_ms.load(Ordering::SeqCst));
+        match self.phase.load(Ordering::SeqCst) {
+            FIRST => Some((self.accepted + self.header_read, Expiry::HeaderRead)),
+            HEAD => Some((since + self.header_read, Expiry::HeaderRead)),
+            IDLE | H2 => Some((since + self.keep_alive, Expiry::KeepAlive)),
+            _ => None,
+        }
+    }
+
+    /// A request reaches the service: its handle, and the guard that keeps it in flight until
+    /// its response body is dropped.
+    pub fn begin(self: &Arc<Self>) -> (RequestConn, InFlight) {
+        let index = self.requests.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        (
+            RequestConn {
+                conn: self.clone(),
+                index,
+            },
+            InFlight(self.clone()),
+        )
+    }
+
+    /// Follows the scanner; the reader nudges the supervisor once the bytes read are scanned.
+    fn on_event(&self, event: Event, index: &mut u32) {
+        match event {
+            Event::Started => {
+                // The first head's deadline counts from accept, not from its first byte.
+                if self.phase.load(Ordering::Relaxed) != FIRST {
+                    self.mark(HEAD);
+                }
+            }
+            Event::Head => {
+                self.body
+                    .store(u64::from(*index & 0xffff) << 48, Ordering::Relaxed);
+                self.mark(BODY);
+            }
+            Event::Chunk(n) => {
+                let body = self.body.load(Ordering::Relaxed);
+                let declared = (body & DECLARED_MASK).saturating_add(n).min(DECLARED_MASK);
+                self.body
+                    .store((body & !DECLARED_MASK) | declared, Ordering::Relaxed);
+            }
+            Event::Ended => {
+                *index = index.wrapping_add(1);
+                self.mark(IDLE);
+            }
+            Event::Preface => self.mark(H2),
+            Event::Opaque => {
+                if self.phase.load(Ordering::Relaxed) != H2 {
+                    self.phase.store(OPAQUE, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn refuse(&self, index: u32, error: FramingError) {
+        let code = FramingError::ALL
+            .iter()
+            .position(|e| *e == error)
+            .unwrap_or(0);
+        self.refused_error.store(code as u8, Ordering::Relaxed);
+        self.refused_request
+            .store(index.wrapping_add(1), Ordering::Relaxed);
+    }
+}
+
+/// One request's view of its connection.
+#[derive(Clone)]
+pub struct RequestConn {
+    conn: Arc<Conn>,
+    index: u32,
+}
+
+impl RequestConn {
+    /// The framing error found in this request's body, if one was.
+    pub fn framing_error(&self) -> Option<FramingError> {
+        let refused = self.conn.refused_request.load(Ordering::Relaxed);
+        (refused == self.index.wrapping_add(1)).then(|| {
+            let code = self.conn.refused_error.load(Ordering::Relaxed);
+            FramingError::ALL[usize::from(code).min(FramingError::ALL.len() - 1)]
+        })
+    }
+
+    /// Bytes this request's chunks have declared so far, while the scanner is in its body.
+    pub fn declared(&self) -> Option<u64> {
+        let body = self.conn.body.load(Ordering::Relaxed);
+        (body != NO_BODY && body >> 48 == u64::from(self.index & 0xffff))
+            .then_some(body & DECLARED_MASK)
+    }
+}
+
+/// Keeps a request counted in flight on its connection; dropped with the response body.
+pub struct InFlight(Arc<Conn>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // The keep-alive timeout counts from the end of the last response, and so does the
+            // header-read timeout of a head that arrived while it was being served.
+            let phase = self.0.phase.load(Ordering::SeqCst);
+            if phase == IDLE || phase == H2 || phase == HEAD {
+                self.0.mark(phase);
+            }
+            self.0.nudge();
+        }
+    }
+}
+
+/// The downstream stream, read through the connection's framing scanner.
+pub struct Guarded<T> {
+    inner: T,
+    conn: Arc<Conn>,
+    scanner: Scanner,
+    /// The index of the request whose bytes the scanner is reading.
+    index: u32,
+    refused: Option<FramingError>,
+}
+
+impl<T> Guarded<T> {
+    /// Wraps a freshly accepted stream.
+    pub fn new(inner: T, conn: Arc<Conn>, limits: &Limits) -> Self {
+        Guarded {
+            inner,
+            conn,
+            // hyper refuses longer heads itself (431).
+            scanner: Scanner::new(limits.max_request_header_bytes),
+            index: 0,
+            refused: None,
+        }
+    }
+}
+
+fn framing_io_error(error: FramingError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let Guarded {
+            inner,
+            conn,
+            scanner,
+            index,
+            refused,
+        } = self.get_mut();
+        if let Some(error) = refused {
+            return Poll::Ready(Err(framing_io_error(*error)));
+        }
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(inner).poll_read(cx, buf))?;
+        if scanner.is_opaque() {
+            return Poll::Ready(Ok(()));
+        }
+        let fed = scanner.feed(&buf.filled()[before..], |e| conn.on_event(e, index));
+        conn.nudge();
+        if let Err(r) = fed {
+            conn.refuse(*index, r.error);
+            *refused = Some(r.error);
+            // The valid bytes go to hyper now (the head among them); the error comes next read.
+            buf.set_filled(before + r.at);
+            if r.at == 0 {
+                return Poll::Ready(Err(framing_io_error(r.error)));
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// How a supervised connection ended.
+pub enum Ended<E> {
+    /// The connection future finished (the client closed, an error, a graceful shutdown).
+    Finished(Result<(), E>),
+    /// A deadline passed and the connection was dropped.
+    Expired(Expiry),
+}
+
+/// Runs `connection` until it finishes, a deadline of `conn` passes, or `drain` fires (then it is
+/// shut down gracefully and given until it finishes). `graceful` starts a graceful shutdown.
+pub async fn supervise<C, E>(
+    connection: C,
+    conn: Arc<Conn>,
+    mut drain: watch::Receiver<()>,
+    graceful: impl Fn(Pin<&mut C>),
+) -> Ended<E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    tokio::pin!(connection);
+    let mut draining = false;
+    let mut closing_idle = false;
+    loop {
+        let deadline = conn.deadline();
+        conn.armed_ms.store(
+            deadline.map_or(u64::MAX, |d| conn.ms(d.0)),
+            Ordering::SeqCst,
+        );
+        // An event between the two reads either shows here or saw the new armed deadline.
+        if conn.deadline() != deadline {
+            continue;
+        }
+        // A far-off instant stands for "no deadline"; the branch is disabled then anyway.
+        let at = deadline.map_or_else(|| Instant::now() + Duration::from_secs(86_400), |d| d.0);
+        tokio::select! {
+            result = &mut connection => return Ended::Finished(result),
+            _ = conn.wake.notified() => {}
+            _ = drain.changed(), if !draining => {
+                draining = true;
+                graceful(connection.as_mut());
+            }
+            _ = tokio::time::sleep_until(at), if deadline.is_some() => {
+                match conn.deadline() {
+                    Some((at, Expiry::KeepAlive)) if at <= Instant::now() => {
+                        // Idle: a graceful close ends an HTTP/1.1 connection at once and sends
+                        // HTTP/2's GOAWAY; if it lingers past another timeout, it is dropped.
+                        if closing_idle {
+                            return Ended::Expired(Expiry::KeepAlive);
+                        }
+                        closing_idle = true;
+                        conn.mark(conn.phase.load(Ordering::Relaxed));
+                        graceful(connection.as_mut());
+                    }
+                    Some((at, Expiry::HeaderRead)) if at <= Instant::now() => {
+                        return Ended::Expired(Expiry::HeaderRead);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
