@@ -205,11 +205,6 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
         fleet,
     });
     let admin_addr = admin_bound.map(|(listener, addr)| {
-        tracing::info!(%addr, "admin listening");
-        let state = admin_state.clone();
-        let service = move |downstream: Downstream, request| {
-            admin::handle(state.clone(), downstream.peer, request)
-        };
         let serving = server::Serving {
             name: "admin".into(),
             listener,
@@ -219,11 +214,7 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
             connections: server::ConnectionLimits::default(),
             refused: None,
         };
-        servers.push(tokio::spawn(server::serve(
-            serving,
-            service,
-            shutdown.subscribe(),
-        )));
+        servers.push(serve_admin(serving, admin_state.clone(), &shutdown));
         addr
     });
     admin_state.listening.store(true, Ordering::Release);
@@ -311,6 +302,19 @@ fn serve_listeners(
     }
 
     (listeners, servers)
+}
+
+/// Serves the admin listener.
+fn serve_admin(
+    serving: server::Serving,
+    admin: Arc<Admin>,
+    shutdown: &watch::Sender<bool>,
+) -> JoinHandle<()> {
+    tracing::info!(addr = ?serving.listener.local_addr().ok(), "admin listening");
+    let service = move |downstream: Downstream, request| {
+        admin::handle(admin.clone(), downstream.peer, request)
+    };
+    tokio::spawn(server::serve(serving, service, shutdown.subscribe()))
 }
 
 fn spawn_sighup(control: ControlHandle, mut shutdown: watch::Receiver<bool>) {
