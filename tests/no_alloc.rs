@@ -5,8 +5,8 @@
 #![allow(unsafe_code)] // a counting global allocator is unsafe by definition; it only forwards to System
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::{HeaderMap, HeaderValue};
 use rand::rngs::SmallRng;
@@ -15,11 +15,20 @@ use switchyard::route::{decide, RequestHead, RouteTable};
 
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Allocations made by this thread: the test harness's own threads (its output, its timers)
+    /// allocate while the test runs, and must not be counted against the decision.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // `try_with`: a thread being torn down has no counter left, and is not the test's.
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc(layout) }
     }
@@ -99,13 +108,21 @@ routes:
     let mut rng = SmallRng::seed_from_u64(3);
     let mut outcomes = Vec::with_capacity(heads.len() * 1_000);
 
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    // The counter sees this thread's allocations (else the test below could not fail).
+    let probe = allocations();
+    drop(std::hint::black_box(Box::new(1u64)));
+    assert!(
+        allocations() > probe,
+        "the counter counts this thread's allocations"
+    );
+
+    let before = allocations();
     for _ in 0..1_000 {
         for head in &heads {
             outcomes.push(decide(head, &tables, &mut rng));
         }
     }
-    let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let allocated = allocations() - before;
 
     assert_eq!(
         allocated, 0,
