@@ -1,0 +1,330 @@
+//! Resident memory per idle keep-alive client connection (issue 16), side by side: the Switchyard
+//! release binary, the textbook hyper proxy (`--example textbook-proxy`) and nginx (when installed;
+//! one worker, upstream keep-alive). One upstream runs in this process. For each contestant in
+//! turn: start it, make one warm-up request, read its resident memory (`VmRSS` from /proc; nginx:
+//! master and workers), open N keep-alive connections that each send one GET and read the whole
+//! answer, let them idle, read the resident memory again, close the connections (RST, so no
+//! TIME_WAIT is left behind) and stop the contestant. It prints one table of KB per connection,
+//! (after - before) / N.
+//!
+//! Run: `cargo build --release --bin switchyard --example textbook-proxy --example idle-memory`,
+//! then `target/release/examples/idle-memory --connections 2000` (the order of contestants with
+//! `--contestants switchyard,textbook,nginx`; alternate it over runs so drift cancels).
+//!
+//! It raises its own open-file limit (soft to hard, and the hard one too when it may, through
+//! `prlimit`); the contestants inherit it. Past 20,000 connections the clients bind further loopback
+//! source addresses (127.0.0.2, 127.0.0.3, ...), each with its own range of ephemeral ports. Every
+//! wait is bounded; children are killed at the end, on error too (a guard that kills by pid on drop).
+
+#![allow(clippy::unwrap_used)] // a measurement harness: a failure should stop it loudly
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+#[path = "idle_memory/contestant.rs"]
+mod contestant;
+
+use contestant::{rss_kb, Contestant, Kind, Running};
+
+#[derive(Parser)]
+#[command(
+    about = "Resident memory per idle keep-alive connection: Switchyard, textbook hyper proxy, nginx"
+)]
+struct Args {
+    /// Idle keep-alive client connections to hold on each contestant.
+    #[arg(long, default_value_t = 2000)]
+    connections: usize,
+    /// Contestants, in the order measured: switchyard, textbook, nginx (skipped when not installed).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "switchyard,textbook,nginx"
+    )]
+    contestants: Vec<Kind>,
+    /// Connections opened at the same time (each sends its GET and reads the answer before the next).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds of idling after the last connection is open, before the second reading.
+    #[arg(long, default_value_t = 3)]
+    settle_seconds: u64,
+    /// The Switchyard binary (default: `switchyard` in the release directory this example is in).
+    #[arg(long)]
+    switchyard_bin: Option<PathBuf>,
+    /// The textbook proxy binary (default: `textbook-proxy` beside this example).
+    #[arg(long)]
+    textbook_bin: Option<PathBuf>,
+}
+
+/// Connections per loopback source address: under the 28,232 ports of Linux's default ephemeral range.
+const PER_SOURCE: usize = 20_000;
+const MAX_CONNECTIONS: usize = 200_000;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.connections == 0 || args.connections > MAX_CONNECTIONS {
+        bail!("--connections must be between 1 and {MAX_CONNECTIONS}");
+    }
+    if args.concurrency == 0 || args.concurrency > 1024 {
+        bail!("--concurrency must be between 1 and 1024");
+    }
+    let settle = Duration::from_secs(args.settle_seconds.min(600));
+    // Each side of a connection is a descriptor: ours here, the contestant's in its process.
+    let needed = args.connections as u64 + 4 * args.concurrency as u64 + 1024;
+    let nofile = raise_nofile(needed)?;
+    let upstream = contestant::spawn_upstream().await?;
+    let here = std::env::current_exe()?;
+    let examples = here
+        .parent()
+        .context("the example's directory")?
+        .to_path_buf();
+    let switchyard_bin = args.switchyard_bin.clone().unwrap_or_else(|| {
+        examples
+            .parent()
+            .map(|release| release.join("switchyard"))
+            .unwrap_or_default()
+    });
+    let textbook_bin = args
+        .textbook_bin
+        .clone()
+        .unwrap_or_else(|| examples.join("textbook-proxy"));
+
+    println!(
+        "Idle keep-alive connections: {} per contestant, one GET each, then {} s idle; open-file limit {nofile}; upstream {upstream}\n",
+        args.connections,
+        settle.as_secs()
+    );
+    let mut rows = Vec::new();
+    for kind in &args.contestants {
+        let contestant = Contestant {
+            kind: *kind,
+            upstream,
+            connections: args.connections,
+            nofile,
+            switchyard_bin: switchyard_bin.clone(),
+            textbook_bin: textbook_bin.clone(),
+        };
+        let Some(running) = contestant.start().await? else {
+            eprintln!("idle-memory: {} not installed; skipped", kind.name());
+            continue;
+        };
+        let row = measure(&running, &args, settle).await;
+        running.stop();
+        let row = row.with_context(|| format!("measuring {}", kind.name()))?;
+        eprintln!(
+            "idle-memory: {}: {:.1} KB per connection",
+            kind.name(),
+            row.per_connection_kb()
+        );
+        rows.push(row);
+    }
+    println!("| Contestant | RSS before | RSS after | Connections held | KB per connection |");
+    println!("|---|---|---|---|---|");
+    for row in &rows {
+        println!(
+            "| {} | {:.1} MB | {:.1} MB | {} | {:.1} |",
+            row.name,
+            row.before_kb as f64 / 1024.0,
+            row.after_kb as f64 / 1024.0,
+            row.held,
+            row.per_connection_kb()
+        );
+    }
+    Ok(())
+}
+
+struct Row {
+    name: &'static str,
+    before_kb: u64,
+    after_kb: u64,
+    held: usize,
+    connections: usize,
+}
+
+impl Row {
+    fn per_connection_kb(&self) -> f64 {
+        (self.after_kb as f64 - self.before_kb as f64) / self.connections as f64
+    }
+}
+
+async fn measure(running: &Running, args: &Args, settle: Duration) -> Result<Row> {
+    // One warm-up request on its own connection, so lazy set-up is in "before".
+    let warm = open_one(running.addr, 0).await.context("warm-up request")?;
+    warm.set_zero_linger()?;
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before_kb = rss_kb(&running.pids());
+    let started = Instant::now();
+    let streams = open_all(running.addr, args.connections, args.concurrency).await?;
+    eprintln!(
+        "idle-memory: {}: {} connections open in {:.1} s; idling {} s",
+        running.kind.name(),
+        streams.len(),
+        started.elapsed().as_secs_f64(),
+        settle.as_secs()
+    );
+    tokio::time::sleep(settle).await;
+    let after_kb = rss_kb(&running.pids());
+    let held = count_open(&streams);
+    for stream in &streams {
+        let _ = stream.set_zero_linger();
+    }
+    drop(streams);
+    Ok(Row {
+        name: running.kind.name(),
+        before_kb,
+        after_kb,
+        held,
+        connections: args.connections,
+    })
+}
+
+/// Opens `n` connections, `concurrency` at a time, each having made one request.
+async fn open_all(addr: SocketAddr, n: usize, concurrency: usize) -> Result<Vec<TcpStream>> {
+    let deadline = Duration::from_secs(60 + n as u64 / 50);
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..concurrency.min(n) {
+        tasks.spawn(async move {
+            let mut mine = Vec::new();
+            for i in (worker..n).step_by(concurrency) {
+                mine.push(open_one(addr, i).await?);
+            }
+            anyhow::Ok(mine)
+        });
+    }
+    let mut all = Vec::with_capacity(n);
+    let collected = tokio::time::timeout(deadline, async {
+        while let Some(result) = tasks.join_next().await {
+            all.extend(result??);
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    match collected {
+        Ok(result) => result?,
+        Err(_) => bail!("opening {n} connections took over {} s", deadline.as_secs()),
+    }
+    Ok(all)
+}
+
+/// Connects from loopback source address `127.0.0.(2 + i / PER_SOURCE)`, sends one GET and reads
+/// the whole answer (bounded by 10 s), leaving the connection open and idle.
+async fn open_one(addr: SocketAddr, i: usize) -> Result<TcpStream> {
+    let source = Ipv4Addr::new(127, 0, 0, 2 + (i / PER_SOURCE) as u8);
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        stream
+            .write_all(b"GET /idle HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+            .await?;
+        read_response(&mut stream).await?;
+        anyhow::Ok(stream)
+    })
+    .await
+    .with_context(|| format!("connection {i}: no whole answer within 10 s"))?
+    .with_context(|| format!("connection {i} from {source}"))
+}
+
+/// Reads one response (Content-Length or chunked) and checks that it is a keep-alive 200.
+async fn read_response(stream: &mut TcpStream) -> Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    for _ in 0..64 {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("closed before a whole answer");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(head) = response.parse(&buf)? else {
+            continue;
+        };
+        if response.code != Some(200) {
+            bail!("answered {:?}", response.code);
+        }
+        let header = |name: &str| {
+            response
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
+        };
+        if header("connection").is_some_and(|v| v.contains("close")) {
+            bail!("answered Connection: close");
+        }
+        let body = &buf[head..];
+        if let Some(length) = header("content-length") {
+            let length: usize = length.trim().parse()?;
+            if body.len() >= length {
+                return Ok(());
+            }
+        } else if body.ends_with(b"0\r\n\r\n") {
+            return Ok(());
+        }
+    }
+    bail!("no whole answer in 64 reads")
+}
+
+/// Connections the contestant has not closed: a non-blocking read finds neither EOF nor an error.
+fn count_open(streams: &[TcpStream]) -> usize {
+    let mut probe = [0u8; 1];
+    streams
+        .iter()
+        .filter(|s| matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock))
+        .count()
+}
+
+/// Raises the soft open-file limit to the hard one, and both to `needed` when the hard one is
+/// lower and this process may raise it (root); returns the limit now in force.
+fn raise_nofile(needed: u64) -> Result<u64> {
+    let (soft, hard) = nofile()?;
+    let target_hard = hard.max(needed);
+    if soft < target_hard {
+        let pid = std::process::id().to_string();
+        let value = format!("--nofile={target_hard}:{target_hard}");
+        let raised = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &value])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !raised && soft < hard {
+            let value = format!("--nofile={hard}:{hard}");
+            let _ = std::process::Command::new("prlimit")
+                .args(["--pid", &pid, &value])
+                .status();
+        }
+    }
+    let (soft, _) = nofile()?;
+    if soft < needed {
+        bail!("{needed} open files are needed and the limit is {soft} (raise the hard limit, or run as root)");
+    }
+    Ok(soft)
+}
+
+/// This process's (soft, hard) open-file limits, from /proc/self/limits.
+fn nofile() -> Result<(u64, u64)> {
+    let limits = std::fs::read_to_string("/proc/self/limits")?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .context("no open-file limit in /proc/self/limits")?;
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    let mut next = || -> Result<u64> {
+        let field = fields.next().context("a limit")?;
+        Ok(if field == "unlimited" {
+            u64::MAX
+        } else {
+            field.parse()?
+        })
+    };
+    Ok((next()?, next()?))
+}
