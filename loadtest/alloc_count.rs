@@ -2,7 +2,9 @@
 //! hyper proxy, both in this process on one thread (a current-thread runtime), with a counting
 //! global allocator. A keep-alive client sends GETs over one connection: first straight to the
 //! upstream (what the client and the upstream allocate), then through each proxy; a proxy's own
-//! figure is its row minus the direct row, from the same run.
+//! figure is its row minus the direct row, from the same run. Then the heap each holds per idle
+//! keep-alive connection (bytes allocated and not freed, over `--idle` connections opened by a
+//! plain client thread): what part of the resident memory per connection is heap.
 //!
 //! Run: `cargo run --release --example alloc-count [-- --requests 20000]`. Loopback only.
 
@@ -12,7 +14,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -27,27 +29,33 @@ struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+/// Bytes allocated and not yet freed.
+static LIVE: AtomicI64 = AtomicI64::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -65,12 +73,18 @@ struct Args {
     /// Requests sent first on the same connection, not counted (pools, lazy state).
     #[arg(long, default_value_t = 1_000)]
     warmup: u64,
+    /// Idle keep-alive connections (one request each) for the live-heap figure.
+    #[arg(long, default_value_t = 1_000)]
+    idle: usize,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     if !(1..=1_000_000).contains(&args.requests) || args.warmup > 1_000_000 {
         bail!("--requests must be 1 to 1,000,000 and --warmup at most 1,000,000");
+    }
+    if !(1..=10_000).contains(&args.idle) {
+        bail!("--idle must be 1 to 10,000 (open files)");
     }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -120,8 +134,98 @@ routes:
         let (n, bytes) = count(addr, &args).await.context(name)?;
         println!("| {name} | {n:.1} | {bytes:.0} | {:.1} |", n - direct.0);
     }
+    println!(
+        "\nHeap bytes held per idle keep-alive connection: {} connections, one request each, from a client thread that allocates nothing per connection\n",
+        args.idle
+    );
+    println!("| Target | Live heap bytes per idle connection |");
+    println!("|---|---|");
+    for (name, addr) in [
+        ("upstream, direct (hyper's HTTP/1 server alone)", upstream),
+        ("textbook hyper proxy", textbook_addr),
+        ("switchyard", switchyard_addr),
+    ] {
+        let bytes = idle_heap(addr, args.idle).await.context(name)?;
+        println!("| {name} | {bytes:.0} |");
+    }
     switchyard.shutdown().await;
     Ok(())
+}
+
+/// Live heap bytes per idle connection: `n` connections opened by a plain thread with blocking
+/// std sockets (no heap per connection on the client side), each making one request, then held
+/// while the count is read.
+async fn idle_heap(addr: SocketAddr, n: usize) -> Result<f64> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let mut streams = Vec::with_capacity(n);
+    let mut buf = vec![0u8; 64 * 1024];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = LIVE.load(Ordering::Relaxed);
+    let client = std::thread::spawn(move || {
+        let opened = (|| -> Result<()> {
+            for _ in 0..n {
+                let mut stream = std::net::TcpStream::connect(addr)?;
+                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                blocking_exchange(&mut stream, &mut buf)?;
+                streams.push(stream);
+            }
+            Ok(())
+        })();
+        let _ = tx.send(opened);
+        // Hold the connections until the count is read (bounded).
+        let _ = release_rx.recv_timeout(Duration::from_secs(60));
+        for stream in &streams {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(120), rx)
+        .await
+        .context("connections not open within 120 s")??
+        .context("opening connections")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = LIVE.load(Ordering::Relaxed);
+    let _ = release_tx.send(());
+    let _ = tokio::task::spawn_blocking(move || client.join()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok((after - before) as f64 / n as f64)
+}
+
+/// One GET and its whole answer on a blocking socket.
+fn blocking_exchange(stream: &mut std::net::TcpStream, buf: &mut [u8]) -> Result<()> {
+    use std::io::{Read, Write};
+    stream.write_all(b"GET /alloc HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")?;
+    let mut filled = 0;
+    for _ in 0..64 {
+        let n = stream.read(&mut buf[filled..])?;
+        if n == 0 {
+            bail!("closed before a whole answer");
+        }
+        filled += n;
+        if complete(&buf[..filled])? {
+            return Ok(());
+        }
+    }
+    bail!("no whole answer in 64 reads")
+}
+
+/// Whether `buf` holds a whole 200 answer with a Content-Length.
+fn complete(buf: &[u8]) -> Result<bool> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(head) = response.parse(buf)? else {
+        return Ok(false);
+    };
+    if response.code != Some(200) {
+        bail!("answered {:?}", response.code);
+    }
+    let length = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .context("no Content-Length")?;
+    let length: usize = std::str::from_utf8(length.value)?.trim().parse()?;
+    Ok(buf.len() - head >= length)
 }
 
 /// Allocations and bytes allocated per request, over `args.requests` requests on one connection.
@@ -160,21 +264,7 @@ async fn exchange(stream: &mut TcpStream, buf: &mut [u8]) -> Result<()> {
                 bail!("closed before a whole answer");
             }
             filled += n;
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut response = httparse::Response::new(&mut headers);
-            let httparse::Status::Complete(head) = response.parse(&buf[..filled])? else {
-                continue;
-            };
-            if response.code != Some(200) {
-                bail!("answered {:?}", response.code);
-            }
-            let length = response
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .context("no Content-Length")?;
-            let length: usize = std::str::from_utf8(length.value)?.trim().parse()?;
-            if filled - head >= length {
+            if complete(&buf[..filled])? {
                 return Ok(());
             }
         }

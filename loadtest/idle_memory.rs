@@ -305,7 +305,7 @@ fn raise_nofile(needed: u64) -> Result<u64> {
     }
     let (soft, _) = nofile()?;
     if soft < needed {
-        bail!("{needed} open files are needed and the limit is {soft} (raise the hard limit, or run as root)");
+        bail!("{needed} open files are needed and the limit is {soft}: raising the hard limit needs CAP_SYS_RESOURCE (root outside a restricted container)");
     }
     Ok(soft)
 }

@@ -147,7 +147,9 @@ http {{
 }}
 "#,
             nofile = self.nofile,
-            wc = self.connections + 1024,
+            // nginx closes idle keep-alive connections once fewer than 1/16 of its connection
+            // slots are free: an eighth more slots than clients keeps it from doing so.
+            wc = self.connections + self.connections / 8 + 1024,
             upstream = self.upstream,
         );
         let file = dir.join("nginx.conf");
