@@ -100,6 +100,15 @@ async fn run(args: Args) -> Result<()> {
         textbook_listener,
         upstream.to_string().parse()?,
         Duration::from_secs(3600),
+        textbook::Server::Http1,
+    ));
+    let auto_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let auto_addr = auto_listener.local_addr()?;
+    tokio::spawn(textbook::serve(
+        auto_listener,
+        upstream.to_string().parse()?,
+        Duration::from_secs(3600),
+        textbook::Server::Auto,
     ));
     let config = switchyard::config::parse(
         Path::new("alloc-count.yaml"),
@@ -129,6 +138,7 @@ routes:
     );
     for (name, addr) in [
         ("textbook hyper proxy", textbook_addr),
+        ("textbook, hyper-util auto server", auto_addr),
         ("switchyard", switchyard_addr),
     ] {
         let (n, bytes) = count(addr, &args).await.context(name)?;
@@ -143,6 +153,7 @@ routes:
     for (name, addr) in [
         ("upstream, direct (hyper's HTTP/1 server alone)", upstream),
         ("textbook hyper proxy", textbook_addr),
+        ("textbook, hyper-util auto server", auto_addr),
         ("switchyard", switchyard_addr),
     ] {
         let bytes = idle_heap(addr, args.idle).await.context(name)?;

@@ -40,7 +40,8 @@ struct Args {
     /// Idle keep-alive client connections to hold on each contestant.
     #[arg(long, default_value_t = 2000)]
     connections: usize,
-    /// Contestants, in the order measured: switchyard, textbook, nginx (skipped when not installed).
+    /// Contestants, in the order measured: switchyard, textbook, textbook-auto, nginx (skipped when
+    /// not installed).
     #[arg(
         long,
         value_delimiter = ',',

@@ -32,6 +32,10 @@ struct Args {
     /// Exit after this many seconds (a bound for a process a runner may fail to stop).
     #[arg(long, default_value_t = 3600)]
     max_seconds: u64,
+    /// The downstream server: http1 (the textbook proxy) or auto (hyper-util's HTTP/1 + h2c
+    /// builder, as Switchyard serves cleartext: a variant to price that choice).
+    #[arg(long, value_enum, default_value_t = serve::Server::Http1)]
+    server: serve::Server,
 }
 
 #[tokio::main]
@@ -46,6 +50,7 @@ async fn main() -> Result<(), serve::Error> {
         listener,
         args.upstream,
         Duration::from_secs(args.max_seconds),
+        args.server,
     )
     .await;
     Ok(())

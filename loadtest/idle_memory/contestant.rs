@@ -17,6 +17,9 @@ pub enum Kind {
     Switchyard,
     /// `--example textbook-proxy`: hyper's HTTP/1 server and hyper-util's legacy client.
     Textbook,
+    /// The textbook proxy served by hyper-util's auto builder (HTTP/1.1 and h2c), as Switchyard
+    /// serves cleartext: prices that one choice.
+    TextbookAuto,
     /// Debian's nginx, one worker, proxy_pass with upstream keep-alive.
     Nginx,
 }
@@ -27,6 +30,7 @@ impl Kind {
         match self {
             Kind::Switchyard => "switchyard",
             Kind::Textbook => "textbook hyper proxy",
+            Kind::TextbookAuto => "textbook, hyper-util auto server",
             Kind::Nginx => "nginx",
         }
     }
@@ -61,9 +65,12 @@ impl Contestant {
         let dir = tempfile::tempdir()?;
         let (child, addr) = match self.kind {
             Kind::Switchyard => self.start_switchyard(dir.path())?,
-            Kind::Textbook => {
+            Kind::Textbook | Kind::TextbookAuto => {
                 let mut command = Command::new(&self.textbook_bin);
                 command.args(["--listen", "127.0.0.1:0", "--max-seconds", "3600"]);
+                if matches!(self.kind, Kind::TextbookAuto) {
+                    command.args(["--server", "auto"]);
+                }
                 command.arg("--upstream").arg(self.upstream.to_string());
                 spawn_announcing(command, &self.textbook_bin, "listening on http://")?
             }

@@ -18,8 +18,19 @@ use tokio::net::TcpListener;
 /// Any failure, handed to hyper (which closes the connection on a service error).
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// Which hyper server drives each downstream connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Server {
+    /// hyper's HTTP/1 server: the textbook proxy.
+    #[default]
+    Http1,
+    /// hyper-util's auto builder (HTTP/1.1, and h2c by preface), with upgrades, as Switchyard
+    /// serves a cleartext listener: a variant that shows what that choice costs.
+    Auto,
+}
+
 /// Serves `listener`, forwarding every request to `upstream`, until `lifetime` has passed.
-pub async fn serve(listener: TcpListener, upstream: Authority, lifetime: Duration) {
+pub async fn serve(listener: TcpListener, upstream: Authority, lifetime: Duration, server: Server) {
     let client: Client<HttpConnector, Incoming> =
         Client::builder(TokioExecutor::new()).build_http();
     let deadline = tokio::time::sleep(lifetime);
@@ -39,13 +50,27 @@ pub async fn serve(listener: TcpListener, upstream: Authority, lifetime: Duratio
         };
         let _ = stream.set_nodelay(true);
         let (client, upstream) = (client.clone(), upstream.clone());
-        tokio::spawn(async move {
-            let service =
-                service_fn(move |request| forward(client.clone(), upstream.clone(), peer, request));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        let service =
+            service_fn(move |request| forward(client.clone(), upstream.clone(), peer, request));
+        let io = TokioIo::new(stream);
+        // One task type per server: a task is as large as its future, and one future holding
+        // both servers' states would price the larger one into every connection.
+        match server {
+            Server::Http1 => {
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+            Server::Auto => {
+                tokio::spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(io, service)
+                        .await;
+                });
+            }
+        }
     }
 }
 
