@@ -261,6 +261,8 @@ impl Control {
         let mut remote = self.fleet.as_mut().and_then(|f| f.remote.take());
         self.resources.health.track(&self.config);
         tokio::spawn(async move {
+            let mut retry = tokio::time::interval(fleet_link::PENDING_RETRY);
+            retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let command = tokio::select! {
                     c = rx.recv() => c,
@@ -282,6 +284,12 @@ impl Control {
                         }
                     } => {
                         self.on_remote(change).await;
+                        continue;
+                    }
+                    _ = retry.tick(), if self.has_pending() => {
+                        // An abort that waits for etcd: no change from the watch need come to
+                        // carry it (a watch can outlive a short loss of quorum).
+                        self.retry_pending().await;
                         continue;
                     }
                 };
@@ -430,6 +438,11 @@ impl Control {
                 .inc();
         }
         self.notify(route_name, told.action, told.previous);
+        self.audit(route_name, &told);
+    }
+
+    /// The audit log line of an applied action.
+    fn audit(&self, route_name: &str, told: &Told<'_>) {
         tracing::info!(
             target: "switchyard::audit",
             actor = told.actor,

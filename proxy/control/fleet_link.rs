@@ -5,12 +5,16 @@
 //! only a committed change is installed and acknowledged. A lost race answers 409 and installs the
 //! winner's state; an unreachable etcd answers 503 and changes nothing, except for the safe
 //! direction: an abort from this replica's own analysis applies here at once and is published
-//! when etcd answers again. Changes made through other replicas arrive from the watch
-//! ([`Remote`]) and are installed like local ones. The state file, when configured, caches the
-//! last state seen, so a restart without etcd serves what the fleet last agreed.
+//! when etcd answers again: with the next change from the watch, or at the next retry
+//! ([`PENDING_RETRY`] while the fleet store answers, slower while it looks down), whichever
+//! comes first (a watch can outlive a short loss of quorum, so no change need ever come).
+//! Changes made through other replicas arrive from the watch ([`Remote`]) and are installed
+//! like local ones. The state file, when configured, caches the last state seen, so a restart
+//! without etcd serves what the fleet last agreed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -18,6 +22,15 @@ use super::store::StoreError;
 use super::{stored_form, Action, ActionError, Conflict, Control, Told};
 use crate::fleet::{AuditRecord, Commit, CommitError, Fleet, Remote, Stored};
 use crate::state::RouteOverride;
+
+/// How often the control task tries again to publish an abort that waits for etcd, while the
+/// fleet store answers.
+pub(super) const PENDING_RETRY: Duration = Duration::from_millis(500);
+
+/// How often it tries while the store looks down: the presence beat and the watch find out
+/// sooner when it is back, but the publication must not hang on them alone, and a try while
+/// etcd is out of reach holds the control task for up to a request timeout.
+const PENDING_RETRY_DOWN: Duration = Duration::from_secs(5);
 
 /// What the control task keeps about the fleet.
 pub(super) struct FleetLink {
@@ -29,6 +42,8 @@ pub(super) struct FleetLink {
     /// Aborts of this replica's analysis that etcd has not taken yet, with the fleet's state of
     /// the route as last seen (the abort is applied again on top of it).
     pending: BTreeMap<String, (Action, Option<RouteOverride>)>,
+    /// When the pending aborts were last tried.
+    tried_at: Option<tokio::time::Instant>,
 }
 
 /// What the control task last saw of a route's key.
@@ -38,6 +53,16 @@ struct Seen {
     mod_revision: i64,
     /// The revision of the last change applied: older news is ignored.
     applied_at: i64,
+}
+
+/// Whether an action is new, or an abort this replica already applied on its own and now
+/// publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Publishing {
+    /// An action from the API or the analysis.
+    New,
+    /// A pending abort, tried again.
+    Again,
 }
 
 /// Actions that move traffic towards a version: refused while live replicas disagree on the
@@ -64,6 +89,7 @@ impl Control {
             remote: Some(remote),
             seen: BTreeMap::new(),
             pending: BTreeMap::new(),
+            tried_at: None,
         });
     }
 
@@ -73,6 +99,19 @@ impl Control {
         route_name: &str,
         action: Action,
         actor: &str,
+    ) -> Result<u64, ActionError> {
+        self.commit_in_fleet(route_name, action, actor, Publishing::New)
+            .await
+    }
+
+    /// [`Control::act_fleet`], or the publication of an abort this replica took alone
+    /// ([`Publishing::Again`]: told already, so only the commit is logged).
+    async fn commit_in_fleet(
+        &mut self,
+        route_name: &str,
+        action: Action,
+        actor: &str,
+        publishing: Publishing,
     ) -> Result<u64, ActionError> {
         let Some(fleet) = self.fleet.as_ref().map(|l| l.fleet.clone()) else {
             return self.act(route_name, action, actor);
@@ -135,7 +174,11 @@ impl Control {
                 self.link().pending.remove(route_name);
                 self.set_route(route_name, next);
                 self.install_and_cache();
-                self.tell(route_name, told);
+                match publishing {
+                    Publishing::New => self.tell(route_name, told),
+                    // The metric and the webhook counted it when this replica took it alone.
+                    Publishing::Again => self.audit(route_name, &told),
+                }
                 Ok(self.generation)
             }
             Err(CommitError::Conflict { current, revision }) => {
@@ -159,13 +202,18 @@ impl Control {
                     }));
                 }
                 // The safe direction: stop the failing canary here now, tell the fleet later.
-                tracing::error!(route = route_name, %reason, "fleet store unreachable: canary held at 0 on this replica; the abort is published when etcd answers");
-                self.link()
-                    .pending
+                let link = self.link();
+                link.pending
                     .insert(route_name.to_string(), (action.clone(), previous.clone()));
+                link.tried_at = Some(tokio::time::Instant::now());
                 self.set_route(route_name, next);
                 self.install_and_cache();
-                self.tell(route_name, told);
+                // A retry was told when the abort was taken: the metric, the webhook and the
+                // audit log count it once, not once per try.
+                if publishing == Publishing::New {
+                    tracing::error!(route = route_name, %reason, "fleet store unreachable: canary held at 0 on this replica; the abort is published when etcd answers");
+                    self.tell(route_name, told);
+                }
                 Ok(self.generation)
             }
         }
@@ -198,25 +246,7 @@ impl Control {
                 revision,
             } => changed = self.take_remote(&route, *stored, revision),
         }
-        let pending = std::mem::take(&mut self.link().pending);
-        for (route, (action, agreed)) in pending {
-            // Back in touch: the abort goes through the fleet, on top of the fleet's state (or
-            // stays pending while etcd is out of reach, or is dropped when the fleet already
-            // ended the rollout). A lost race is tried again on the winner's state.
-            self.set_route(&route, agreed);
-            for _ in 0..3 {
-                match self.act_fleet(&route, action.clone(), "analysis").await {
-                    Err(ActionError::Conflict {
-                        conflict: Conflict::ChangedElsewhere,
-                        ..
-                    }) => continue,
-                    Err(error) => tracing::warn!(route, %error, "pending abort not published"),
-                    Ok(_) => {}
-                }
-                break;
-            }
-            changed = true;
-        }
+        changed |= self.publish_pending().await;
         if changed {
             self.install_and_cache();
         }
@@ -225,6 +255,64 @@ impl Control {
                 link.fleet.mark_installed();
             }
         }
+    }
+
+    /// True while an abort of this replica's analysis waits for etcd.
+    pub(super) fn has_pending(&self) -> bool {
+        self.fleet.as_ref().is_some_and(|l| !l.pending.is_empty())
+    }
+
+    /// The retry of the aborts that wait for etcd, when no change from the watch came to carry
+    /// them: at every tick while the fleet store answers, else every [`PENDING_RETRY_DOWN`].
+    pub(super) async fn retry_pending(&mut self) {
+        let link = self.link();
+        let up = link.fleet.status().up;
+        let due = link
+            .tried_at
+            .is_none_or(|t| t.elapsed() >= PENDING_RETRY_DOWN);
+        if (up || due) && self.publish_pending().await {
+            self.install_and_cache();
+        }
+    }
+
+    /// Publishes the aborts that waited for etcd, each on top of the fleet's state of its route
+    /// (or keeps it pending while etcd is out of reach, or drops it when the fleet already ended
+    /// the rollout). A lost race is tried again at once on the winner's state; one lost three
+    /// times stays pending, with the canary still held at 0 here. True when the overrides
+    /// changed (not installed yet).
+    async fn publish_pending(&mut self) -> bool {
+        self.link().tried_at = Some(tokio::time::Instant::now());
+        let pending = std::mem::take(&mut self.link().pending);
+        let changed = !pending.is_empty();
+        for (route, (action, agreed)) in pending {
+            // What this replica serves meanwhile: the abort applied on its own.
+            let held = self.set_route(&route, agreed);
+            let mut lost = 0;
+            while lost < 3 {
+                let again =
+                    self.commit_in_fleet(&route, action.clone(), "analysis", Publishing::Again);
+                match again.await {
+                    Err(ActionError::Conflict {
+                        conflict: Conflict::ChangedElsewhere,
+                        ..
+                    }) => lost += 1,
+                    Err(error) => {
+                        tracing::warn!(route, %error, "pending abort not published");
+                        break;
+                    }
+                    Ok(_) => break,
+                }
+            }
+            if lost == 3 {
+                tracing::warn!(
+                    route,
+                    "pending abort lost three races in a row: trying again shortly"
+                );
+                let agreed = self.set_route(&route, held);
+                self.link().pending.insert(route, (action, agreed));
+            }
+        }
+        changed
     }
 
     /// Takes a route's state from etcd into the overrides (not installed yet) unless it is older

@@ -126,15 +126,21 @@ async fn renew(fleet: &Fleet, client: &mut Client, keeper: &mut Keeper) -> Resul
     let ttl = fleet.settings.lease_ttl;
     let mut lease = fleet.lease.load(Ordering::Acquire);
     let sent_at = now_unix_ms();
-    if lease != 0 {
-        if keeper.is_none() {
-            *keeper = Some(
-                client
-                    .lease_keep_alive(lease)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
+    if lease != 0 && keeper.is_none() {
+        match client.lease_keep_alive(lease).await {
+            Ok(k) => *keeper = Some(k),
+            // The client's answer when etcd says the lease has no time left: it expired while
+            // this replica could not renew it (beats failed while etcd was out of reach, and
+            // the first one after quorum came back too late). Asking again for the same lease
+            // would fail every beat from now on, and this replica would never show up again.
+            Err(etcd_client::Error::LeaseKeepAliveError(reason)) => {
+                tracing::warn!(lease, %reason, "fleet lease gone: taking a new one");
+                lease = 0;
+            }
+            Err(e) => return Err(e.to_string()),
         }
+    }
+    if lease != 0 {
         if let Some((k, stream)) = keeper.as_mut() {
             k.keep_alive().await.map_err(|e| e.to_string())?;
             let answer = stream

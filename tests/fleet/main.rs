@@ -347,9 +347,7 @@ fn promoted_events(rig: &Rig) -> usize {
 
 /// The steps the audit trail records the rollout advancing to, in order.
 async fn advances(rig: &Rig) -> Vec<u64> {
-    let mut client = etcd_client::Client::connect(rig.cluster.endpoints(), None)
-        .await
-        .unwrap();
+    let mut client = rig.etcd().await;
     let audit = client
         .get(
             format!("{}/audit/", rig::PREFIX),
@@ -432,6 +430,10 @@ async fn without_etcd_quorum_every_replica_keeps_serving_and_changes_wait() {
     rig.cluster.start_member(1).unwrap();
     rig.cluster.start_member(2).unwrap();
     assert!(
+        rig.quorum(Duration::from_secs(60)),
+        "the restarted members rejoined"
+    );
+    assert!(
         until(Duration::from_secs(30), || async {
             put_weights(&rig.replicas[0], 50, 50).await.status == 200
         })
@@ -513,26 +515,24 @@ async fn cut_off_from_etcd_a_replica_stops_a_failing_canary_alone_and_publishes_
 
     rig.cluster.start_member(1).unwrap();
     rig.cluster.start_member(2).unwrap();
-    let mut client = etcd_client::Client::connect(rig.cluster.endpoints(), None)
-        .await
-        .unwrap();
+    // The clock starts once etcd has quorum again: how long the members take to rejoin is etcd's.
+    assert!(
+        rig.quorum(Duration::from_secs(60)),
+        "the restarted members rejoined"
+    );
+    let mut client = rig.etcd().await;
     let key = format!("{}/routes/shop", rig::PREFIX);
     let mut stored = Value::Null;
-    for _ in 0..300 {
+    let published = common::eventually(Duration::from_secs(30), async || {
         if let Ok(r) = client.get(key.clone(), None).await {
             if let Some(kv) = r.kvs().first() {
                 stored = serde_json::from_slice(kv.value()).unwrap();
-                if stored["aborted"].is_object() {
-                    break;
-                }
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        stored["aborted"].is_object(),
-        "the abort reached etcd: {stored}"
-    );
+        stored["aborted"].is_object()
+    })
+    .await;
+    assert!(published, "the abort reached etcd: {stored}");
     let by = stored["aborted"]["by"].as_str().unwrap();
     for r in &rig.replicas {
         assert!(

@@ -87,6 +87,23 @@ impl Rig {
         rig
     }
 
+    /// A client of the test's own on the cluster, every request bounded (a member without a
+    /// leader answers with an error instead of holding the request).
+    pub async fn etcd(&self) -> etcd_client::Client {
+        let options = etcd_client::ConnectOptions::new()
+            .with_require_leader(true)
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_timeout(Duration::from_secs(2));
+        etcd_client::Client::connect(self.cluster.endpoints(), Some(options))
+            .await
+            .unwrap()
+    }
+
+    /// Waits (at most `limit`) until every running etcd member reports a leader.
+    pub fn quorum(&self, limit: Duration) -> bool {
+        tokio::task::block_in_place(|| self.cluster.wait_healthy(limit))
+    }
+
     /// The configuration of replica `i`; `extra` goes into the route (a definition change).
     pub fn config(&self, i: usize, extra: &str) -> String {
         let endpoints: Vec<String> = self
