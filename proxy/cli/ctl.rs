@@ -228,6 +228,21 @@ async fn call(
     Err(CtlError::Refused { status, message })
 }
 
+/// Writes `rows` as left-aligned columns two spaces apart (the first row is the header).
+pub(crate) fn write_columns<const N: usize>(out: &mut String, rows: &[[String; N]]) {
+    let widths: Vec<usize> = (0..N)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+}
+
 /// A human table of routes and versions.
 pub fn table(routes: &[RouteView]) -> String {
     let mut rows = vec![[
@@ -257,18 +272,8 @@ pub fn table(routes: &[RouteView]) -> String {
             ]);
         }
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
     let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
+    write_columns(&mut out, &rows);
     for r in routes {
         if let Some(ro) = &r.rollout {
             let step = ro.step.map_or("-".to_string(), |s| {

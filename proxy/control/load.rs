@@ -68,10 +68,7 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigError> {
 /// Checks that the state file can be written where it is configured: its directory exists and a
 /// file can be created in it (a probe, removed at once).
 fn writable_dir_of(path: &Path) -> Result<(), String> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = super::state_file::directory_of(path);
     if !dir.is_dir() {
         return Err(format!(
             "the directory {} of {} does not exist",

@@ -35,6 +35,15 @@ pub enum Loaded {
     },
 }
 
+/// The directory a state file lives in (`.` for a bare file name): where it is written, and what
+/// start-up checks can be written.
+pub fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// Reads the state file.
 pub fn load(path: &Path) -> Loaded {
     let text = match std::fs::read(path) {
@@ -74,10 +83,7 @@ pub fn save(path: &Path, overrides: &Overrides) -> std::io::Result<()> {
         overrides: overrides.clone(),
     })
     .map_err(std::io::Error::other)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = directory_of(path);
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -89,7 +95,7 @@ pub fn save(path: &Path, overrides: &Overrides) -> std::io::Result<()> {
     }
     std::fs::rename(&tmp, path)?;
     // The rename is durable once the directory entry is.
-    std::fs::File::open(&dir)?.sync_all()
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

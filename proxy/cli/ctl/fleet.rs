@@ -51,17 +51,7 @@ pub fn table(view: &FleetView) -> String {
             ),
         ]);
     }
-    let widths: Vec<usize> = (0..6)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
+    super::write_columns(&mut out, &rows);
     let digests: std::collections::BTreeSet<&str> = view
         .replicas
         .iter()
