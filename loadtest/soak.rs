@@ -1,8 +1,9 @@
 //! Soak run: the release `switchyard` binary under steady load for ten minutes (bounded), with
 //! a canary split, a cohort, mirroring and rotating weight changes through the admin API, sampling
-//! its resident memory and open file descriptors every 30 seconds.
+//! its resident memory (in all, the main heap, other anonymous mappings) and open file descriptors
+//! every 30 seconds; at the end, the memory glibc gives back on `malloc_trim(0)` (through gdb).
 //!
-//! Run: `cargo build --release && cargo run --release --example soak [-- SECONDS]` (default 600).
+//! Run: `cargo build --release && cargo run --release --example soak [-- SECONDS]` (default 600, at most 3600).
 //! Loopback only; the binary is started and stopped by the runner.
 
 #![allow(clippy::unwrap_used)] // a benchmark harness: a failure should stop it loudly
@@ -20,6 +21,54 @@ fn rss_kb(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Resident kilobytes of the main heap (`[heap]`, glibc's main arena) and of the other anonymous
+/// mappings (thread arenas, thread stacks), from `/proc/PID/smaps`.
+fn heap_and_anon_kb(pid: u32) -> (u64, u64) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut heap, mut anon, mut region) = (0, 0, "");
+    for line in smaps.lines() {
+        if let Some(kb) = line.strip_prefix("Rss:") {
+            let kb: u64 = kb
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            match region {
+                "[heap]" => heap += kb,
+                "" => anon += kb,
+                _ => {}
+            }
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('-'))
+        {
+            // A mapping's header: "start-end perms offset dev inode [path]".
+            region = line.split_whitespace().nth(5).unwrap_or("");
+        }
+    }
+    (heap, anon)
+}
+
+/// Asks glibc to give its free memory back (`malloc_trim(0)`, called through gdb) and returns
+/// the resident kilobytes after, or None without gdb. What the trim gives back was free memory
+/// kept by the allocator, not memory the proxy still holds.
+fn rss_after_malloc_trim(pid: u32) -> Option<u64> {
+    let status = Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "call (int) malloc_trim(0)",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    status.success().then(|| rss_kb(pid))
 }
 
 fn fds(pid: u32) -> usize {
@@ -112,11 +161,14 @@ routes:
     });
 
     println!("Soak: {seconds} s at 1000 req/s open loop, 64 connections, 10,000 cohort users, 20% mirrored, weights changed every 5 s\n");
-    println!("| Elapsed | RSS | Open fds | Requests | Errors | p99 |");
-    println!("|---|---|---|---|---|---|");
+    println!("| Elapsed | RSS | of which [heap] | other anonymous | Open fds | Requests | Errors | p99 |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let (heap, anon) = heap_and_anon_kb(pid);
     println!(
-        "| 0 s | {} MB | {} | - | - | - |",
-        rss_kb(pid) / 1024,
+        "| 0 s | {:.1} MB | {:.1} MB | {:.1} MB | {} | - | - | - |",
+        rss_kb(pid) as f64 / 1024.0,
+        heap as f64 / 1024.0,
+        anon as f64 / 1024.0,
         fds(pid)
     );
     let started = Instant::now();
@@ -135,15 +187,27 @@ routes:
         });
         let report = switchyard_loadtest::run(&plan).await.unwrap();
         total += report.completed;
+        let (heap, anon) = heap_and_anon_kb(pid);
         println!(
-            "| {} s | {} MB | {} | {} | {} | {:.2} ms |",
+            "| {} s | {:.1} MB | {:.1} MB | {:.1} MB | {} | {} | {} | {:.2} ms |",
             started.elapsed().as_secs(),
-            rss_kb(pid) / 1024,
+            rss_kb(pid) as f64 / 1024.0,
+            heap as f64 / 1024.0,
+            anon as f64 / 1024.0,
             fds(pid),
             total,
             report.errors.total(),
             report.latency_ms.p99
         );
+    }
+    let before = rss_kb(pid);
+    match rss_after_malloc_trim(pid) {
+        Some(after) => println!(
+            "\nmalloc_trim(0) at the end: RSS {:.1} MB -> {:.1} MB (the difference was free memory the allocator kept)",
+            before as f64 / 1024.0,
+            after as f64 / 1024.0
+        ),
+        None => println!("\n(no gdb: the allocator's free memory was not measured)"),
     }
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])

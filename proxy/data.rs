@@ -20,6 +20,7 @@ pub mod fault;
 pub mod framing;
 pub mod handler;
 pub mod headers;
+pub mod http1;
 pub mod ratelimit;
 pub mod record;
 pub mod server;

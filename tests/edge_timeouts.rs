@@ -250,3 +250,104 @@ async fn a_request_being_served_is_cut_by_neither_timeout() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(header_timeouts(&proxy), 0.0);
 }
+
+fn parked(proxy: &switchyard::app::Running) -> f64 {
+    let text = String::from_utf8_lossy(&proxy.metrics().encode()).into_owned();
+    metric(&text, "switchyard_downstream_connections_parked").unwrap_or(-1.0)
+}
+
+/// Sends one GET on a kept-alive connection and returns the answer.
+async fn get_on<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, path: &str) -> String {
+    let head = format!("GET {path} HTTP/1.1\r\nHost: shop\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    read_response(s).await
+}
+
+/// An idle HTTP/1.1 connection parks (its buffers given back), and its next request, whole or
+/// in pieces, is served on the same socket; in cleartext and over TLS.
+async fn parks_and_serves_on<S: AsyncRead + AsyncWrite + Unpin>(
+    proxy: &switchyard::app::Running,
+    upstream: &Upstream,
+    mut s: S,
+) {
+    let before = upstream.count();
+    assert!(get_on(&mut s, "/1").await.starts_with("HTTP/1.1 200"));
+    assert!(
+        eventually(BOUND, async || parked(proxy) == 1.0).await,
+        "the idle connection parked"
+    );
+    let answer = get_on(&mut s, "/2").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "after parking: {answer}"
+    );
+    assert!(eventually(BOUND, async || parked(proxy) == 1.0).await);
+    // A head split by a pause longer than the release delay: a connection reading a head is
+    // not idle, so it does not park in the middle of it.
+    s.write_all(b"GET /3 HTTP/1.1\r\nHo").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"st: shop\r\n\r\n").await.unwrap();
+    let answer = read_response(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "split head: {answer}");
+    assert_eq!(upstream.count(), before + 3);
+    assert_eq!(upstream.last().path, "/3");
+}
+
+#[tokio::test]
+async fn an_idle_connection_parks_and_serves_its_next_request_on_the_same_socket() {
+    let upstream = Upstream::start("stable").await;
+    let tls = format!(
+        ", tls: {{ cert: \"{}\", key: \"{}\" }}",
+        dev("localhost.crt").display(),
+        dev("localhost.key").display()
+    );
+    for listener_tls in ["", tls.as_str()] {
+        let proxy = start_proxy(&config(&upstream, "idle_release_after: 50ms", listener_tls)).await;
+        let addr = proxy.addr("public").unwrap();
+        assert_eq!(parked(&proxy), 0.0);
+        if listener_tls.is_empty() {
+            let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            parks_and_serves_on(&proxy, &upstream, s).await;
+        } else {
+            parks_and_serves_on(&proxy, &upstream, tls_connect(addr, b"http/1.1").await).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_parked_connection_is_closed_by_the_keep_alive_timeout_and_by_a_drain() {
+    let upstream = Upstream::start("stable").await;
+    let limits = "idle_release_after: 50ms, keep_alive_timeout: 400ms";
+    let proxy = start_proxy(&config(&upstream, limits, "")).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr("public").unwrap())
+        .await
+        .unwrap();
+    assert!(get_on(&mut s, "/1").await.starts_with("HTTP/1.1 200"));
+    assert!(eventually(BOUND, async || parked(&proxy) == 1.0).await);
+    let (closed, rest) = closed_after(s, b"").await;
+    assert!(
+        closed,
+        "the parked connection was closed at the keep-alive timeout"
+    );
+    assert_eq!(rest, "");
+    assert_eq!(parked(&proxy), 0.0, "no longer counted once closed");
+    assert_eq!(
+        header_timeouts(&proxy),
+        0.0,
+        "an idle close is no client fault"
+    );
+
+    // Draining closes a parked connection at once instead of waiting for its next request.
+    let limits = "idle_release_after: 50ms, keep_alive_timeout: 60s";
+    let proxy = start_proxy(&config(&upstream, limits, "")).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr("public").unwrap())
+        .await
+        .unwrap();
+    assert!(get_on(&mut s, "/1").await.starts_with("HTTP/1.1 200"));
+    assert!(eventually(BOUND, async || parked(&proxy) == 1.0).await);
+    let stopped = tokio::spawn(proxy.shutdown());
+    let (closed, rest) = closed_after(s, b"").await;
+    assert!(closed, "the parked connection was closed by the drain");
+    assert_eq!(rest, "");
+    tokio::time::timeout(BOUND, stopped).await.unwrap().unwrap();
+}

@@ -78,6 +78,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long a connection may stay idle between requests.
     pub keep_alive_timeout: Duration,
+    /// An HTTP/1.1 connection idle this long gives its buffers back and keeps only its socket.
+    pub idle_release_after: Duration,
     /// A client that pauses its request body longer than this gets 408.
     pub request_body_idle_timeout: Duration,
     /// Concurrent HTTP/2 streams per downstream connection.
@@ -98,6 +100,7 @@ impl Default for Limits {
             max_request_headers: 100,
             header_read_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(75),
+            idle_release_after: Duration::from_secs(1),
             request_body_idle_timeout: Duration::from_secs(60),
             http2_max_concurrent_streams: 256,
             http2_initial_stream_window: 1024 * 1024,

@@ -105,6 +105,9 @@ pub struct RawLimits {
     /// How long a connection may stay idle between requests.
     #[serde(default)]
     pub keep_alive_timeout: Option<String>,
+    /// An HTTP/1.1 connection idle this long gives its buffers back and keeps only its socket.
+    #[serde(default)]
+    pub idle_release_after: Option<String>,
     /// A client that pauses its request body longer than this gets 408.
     #[serde(default)]
     pub request_body_idle_timeout: Option<String>,

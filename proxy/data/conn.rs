@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -61,6 +61,12 @@ pub struct Conn {
     /// wakes it only when it makes the deadline earlier, so a request costs no extra wake-up.
     armed_ms: AtomicU64,
     wake: Notify,
+    /// How long an idle HTTP/1.1 connection keeps hyper's state before parking.
+    release_after: Duration,
+    /// Set while hyper's connection is being taken apart to park: the stream is kept, not shut.
+    parking: AtomicBool,
+    /// The last write to the client could not complete (a response is still leaving).
+    write_blocked: AtomicBool,
 }
 
 /// What a deadline that passed means.
@@ -88,6 +94,9 @@ impl Conn {
             refused_error: AtomicU8::new(0),
             armed_ms: AtomicU64::new(u64::MAX),
             wake: Notify::new(),
+            release_after: limits.idle_release_after,
+            parking: AtomicBool::new(false),
+            write_blocked: AtomicBool::new(false),
         })
     }
 
@@ -121,6 +130,36 @@ impl Conn {
             HEAD => Some((since + self.header_read, Expiry::HeaderRead)),
             IDLE | H2 => Some((since + self.keep_alive, Expiry::KeepAlive)),
             _ => None,
+        }
+    }
+
+    /// How long an idle HTTP/1.1 connection keeps its buffers (`limits.idle_release_after`).
+    pub fn release_after(&self) -> Duration {
+        self.release_after
+    }
+
+    /// Since when the connection has been idle between requests: no request in flight, its last
+    /// response written, no byte of a next head read. `None` while it is not idle.
+    pub fn idle_since(&self) -> Option<Instant> {
+        let idle = self.in_flight.load(Ordering::SeqCst) == 0
+            && self.phase.load(Ordering::SeqCst) == IDLE
+            && !self.write_blocked.load(Ordering::Relaxed);
+        idle.then(|| self.accepted + Duration::from_millis(self.since_ms.load(Ordering::SeqCst)))
+    }
+
+    /// Marks the connection as being parked (or no longer).
+    pub fn set_parking(&self, parking: bool) {
+        self.parking.store(parking, Ordering::SeqCst);
+    }
+
+    /// True while the connection is being parked.
+    pub fn is_parking(&self) -> bool {
+        self.parking.load(Ordering::SeqCst)
+    }
+
+    fn wrote(&self, blocked: bool) {
+        if self.write_blocked.load(Ordering::Relaxed) != blocked {
+            self.write_blocked.store(blocked, Ordering::Relaxed);
         }
     }
 
@@ -248,6 +287,24 @@ impl<T> Guarded<T> {
     }
 }
 
+impl<T> Guarded<T> {
+    /// The stream underneath.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// Frees what the scanner keeps between requests.
+    pub fn release(&mut self) {
+        self.scanner.release();
+    }
+}
+
+/// Notes whether a write to the client completed.
+fn track<R>(conn: &Conn, poll: Poll<R>) -> Poll<R> {
+    conn.wrote(poll.is_pending());
+    poll
+}
+
 fn framing_io_error(error: FramingError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
 }
@@ -294,7 +351,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        track(&this.conn, Pin::new(&mut this.inner).poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -302,7 +360,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        track(
+            &this.conn,
+            Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -310,7 +372,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        track(&this.conn, Pin::new(&mut this.inner).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

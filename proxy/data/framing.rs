@@ -2,10 +2,10 @@
 //!
 //! hyper decodes request bodies itself, and accepts some chunked framing that nginx and HAProxy
 //! refuse: whitespace after a chunk size, any number of leading zeros, chunk extensions of any
-//! bytes but LF, a bare LF where the last chunk or a trailer line should end in CRLF. A
-//! [`Scanner`] reads the same bytes in front of hyper (`conn` feeds it from the downstream
-//! socket), finds where each request head ends and how its body is framed, and refuses a chunked
-//! body that is not exactly RFC 9112 §7.1:
+//! bytes but LF, a bare LF where the last chunk or a trailer line should end in CRLF. A [`Scanner`]
+//! reads the same bytes in front of hyper (`conn` feeds it from the downstream socket), finds where
+//! each request head ends and how its body is framed, and refuses a chunked body that is not
+//! exactly RFC 9112 §7.1:
 //!
 //! ```text
 //! chunk      = 1*16HEXDIG *( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] ) CRLF
@@ -13,9 +13,9 @@
 //! last-chunk = 1*16"0" [ chunk-ext ] CRLF *( field-line CRLF ) CRLF
 //! ```
 //!
-//! It reports the declared size of every chunk before its data is read, so a route's body limit
-//! can refuse a chunk that would cross it. It never refuses a head: a head it cannot read (hyper
-//! will answer it 400 or 431), a `CONNECT` or an upgrade makes it step aside for the rest of the
+//! It reports the declared size of every chunk before its data is read, so a route's body limit can
+//! refuse a chunk that would cross it. It never refuses a head: a head it cannot read (hyper will
+//! answer it 400 or 431), a `CONNECT` or an upgrade makes it step aside for the rest of the
 //! connection. The first bytes of a connection may also be the HTTP/2 preface, reported as such.
 
 /// Hex digits a chunk size may have at most (a u64; leading zeros count).
@@ -30,8 +30,7 @@ pub const MAX_TRAILER_LINES: usize = 100;
 const MAX_HEAD_FIELDS: usize = 128;
 /// Head bytes whose copy the scanner keeps between requests; a larger one is freed.
 const SMALL_HEAD: usize = 2048;
-/// The HTTP/2 connection preface (RFC 9113 §3.4).
-pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub use crate::data::http1::H2_PREFACE;
 
 /// What is wrong with a chunked request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -210,6 +209,11 @@ impl Scanner {
             trailer_bytes: 0,
             trailer_lines: 0,
         }
+    }
+
+    /// Frees the copy of the last head; called between requests only (an idle connection).
+    pub fn release(&mut self) {
+        self.head = Vec::new();
     }
 
     /// True once the scanner stepped aside.

@@ -1,24 +1,24 @@
-//! The accept loop of one listener: hyper-util's auto builder (HTTP/1.1, and h2c by preface on the
-//! same port), one task per connection, graceful drain on shutdown. Serves the proxy and the
+//! The accept loop of one listener: HTTP/1.1, and h2c by preface on the same port (HTTP/2 by ALPN
+//! with TLS), one task per connection, graceful drain on shutdown. Serves the proxy and the
 //! admin API alike; what a request gets is the `service` passed in.
 //!
 //! Every connection is read through `conn::Guarded` (request framing checked as it arrives) and
 //! supervised by `conn::supervise` (header-read timeout from accept, keep-alive timeout between
-//! requests). Connections that end refused before routing (a header-read timeout, a head hyper
+//! requests), and served by `http1::Served`, which gives an idle HTTP/1.1 connection's buffers
+//! back. Connections that end refused before routing (a header-read timeout, a head hyper
 //! answered 400 or 431) are counted when the listener has metrics.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -26,6 +26,7 @@ use crate::config::Limits;
 use crate::data::body::ResponseBody;
 use crate::data::conn::{self, Conn, Ended, Expiry, Guarded};
 use crate::data::fault::Refusal;
+use crate::data::http1::{BoxError, Builders, Served};
 use crate::data::shared::Downstream;
 use crate::metrics::Metrics;
 
@@ -57,25 +58,24 @@ impl ConnectionLimits {
     }
 }
 
-fn builder(version: Option<bool>, limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+fn builders(limits: &Limits) -> Builders {
+    let mut http1 = http1::Builder::new();
     // `conn::supervise` enforces the header-read and keep-alive timeouts; hyper's own timer
     // (which starts only at the first byte and then also bounds idle time) is a backstop set
     // past both, for a connection whose heads the framing scanner stepped aside from.
-    builder
-        .http1()
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout + limits.keep_alive_timeout)
         .max_buf_size(limits.max_request_header_bytes);
     // hyper parses up to 100 headers on the stack; setting a count moves parsing to a heap
     // allocation per request, so only a non-default count is set.
     if limits.max_request_headers != HYPER_DEFAULT_MAX_HEADERS {
-        builder.http1().max_headers(limits.max_request_headers);
+        http1.max_headers(limits.max_request_headers);
     }
     // HTTP/2: bounded concurrency per connection, windows large enough for gRPC's 4 MiB messages,
     // and pings so dead peers are noticed.
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
         .initial_stream_window_size(limits.http2_initial_stream_window)
@@ -83,11 +83,7 @@ fn builder(version: Option<bool>, limits: &Limits) -> auto::Builder<TokioExecuto
         .keep_alive_interval(limits.http2_keepalive_interval)
         .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(limits.max_request_header_bytes as u32);
-    match version {
-        Some(true) => builder.http2_only(),
-        Some(false) => builder.http1_only(),
-        None => builder,
-    }
+    Builders { http1, http2 }
 }
 
 /// Everything a listener's accept loop needs besides its service.
@@ -114,9 +110,7 @@ struct Listener<S> {
     service: S,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
-    sniffing: auto::Builder<TokioExecutor>,
-    http1: auto::Builder<TokioExecutor>,
-    http2: auto::Builder<TokioExecutor>,
+    builders: Arc<Builders>,
     refused: Option<Arc<Metrics>>,
 }
 
@@ -143,9 +137,7 @@ where
     let shared = Arc::new(Listener {
         service,
         tls,
-        sniffing: builder(None, &limits),
-        http1: builder(Some(false), &limits),
-        http2: builder(Some(true), &limits),
+        builders: Arc::new(builders(&limits)),
         limits,
         refused,
     });
@@ -227,45 +219,51 @@ async fn connection<S, F>(
         })
     };
     let Some(acceptor) = listener.tls.clone() else {
-        let io = TokioIo::new(Guarded::new(stream, conn.clone(), &listener.limits));
-        let connection = listener
-            .sniffing
-            .serve_connection_with_upgrades(io, per_request);
-        let graceful = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
-        let ended = conn::supervise(connection, conn, drain, graceful).await;
+        let io = Guarded::new(stream, conn.clone(), &listener.limits);
+        let served = Served::sniffing(io, conn.clone(), listener.builders.clone(), per_request)
+            .counting_parked(listener.parked());
+        let ended = conn::supervise(served, conn, drain, Served::graceful_shutdown).await;
         listener.ended(peer, ended);
         return;
     };
-    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(error)) => {
-            tracing::debug!(%peer, %error, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let io = TokioIo::new(Guarded::new(stream, conn.clone(), &listener.limits));
-    let ended = if h2 {
-        let connection = listener.http2.serve_connection(io, per_request);
-        let graceful = |c: Pin<&mut _>| auto::Connection::graceful_shutdown(c);
-        conn::supervise(connection, conn, drain, graceful).await
-    } else {
-        let connection = listener
-            .http1
-            .serve_connection_with_upgrades(io, per_request);
-        let graceful = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
-        conn::supervise(connection, conn, drain, graceful).await
-    };
-    listener.ended(peer, ended);
+    // Boxed: the handshake's state is large, and a cleartext connection's task should not carry
+    // room for it.
+    let shared = listener.clone();
+    let ended = Box::pin(async move {
+        let listener = shared;
+        let stream =
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return None;
+                }
+            };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = Guarded::new(stream, conn.clone(), &listener.limits);
+        let builders = listener.builders.clone();
+        let served = Served::serving(io, h2, conn.clone(), builders, per_request)
+            .counting_parked(listener.parked());
+        Some(conn::supervise(served, conn, drain, Served::graceful_shutdown).await)
+    })
+    .await;
+    if let Some(ended) = ended {
+        listener.ended(peer, ended);
+    }
 }
 
 impl<S> Listener<S> {
+    /// The gauge of parked connections, when this listener counts.
+    fn parked(&self) -> Option<prometheus::IntGauge> {
+        self.refused.as_ref().map(|m| m.downstream.parked.clone())
+    }
+
     /// Logs how a connection ended and counts it when it was refused before routing.
-    fn ended(&self, peer: SocketAddr, ended: Ended<Box<dyn std::error::Error + Send + Sync>>) {
+    fn ended(&self, peer: SocketAddr, ended: Ended<BoxError>) {
         let refusal = match &ended {
             Ended::Expired(Expiry::HeaderRead) => {
                 tracing::debug!(%peer, "no complete request head within the header-read timeout");

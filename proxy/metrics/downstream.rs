@@ -8,7 +8,7 @@
 //! in a second family, by kind only. Handles are resolved once: per version at snapshot build,
 //! the refusal counters when the families are registered.
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// What a client did wrong, as far as counting and the answer care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +90,8 @@ impl Refusal {
 pub struct DownstreamFamilies {
     errors: IntCounterVec,
     refused: [IntCounter; 4],
+    /// Idle HTTP/1.1 client connections parked: their buffers given back, only the socket kept.
+    pub parked: IntGauge,
 }
 
 /// The fault counters of one (route, version), resolved at snapshot build.
@@ -122,9 +124,16 @@ impl DownstreamFamilies {
             ),
             &["kind"],
         )?;
+        let parked = IntGauge::new(
+            "switchyard_downstream_connections_parked",
+            "Idle HTTP/1.1 client connections holding only their socket: idle longer than \
+             limits.idle_release_after, their buffers given back until their next request.",
+        )?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(parked.clone()))?;
         Ok(DownstreamFamilies {
+            parked,
             errors,
             refused: REFUSALS.map(|r| refused.with_label_values(&[r.as_str()])),
         })

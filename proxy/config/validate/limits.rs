@@ -72,6 +72,10 @@ pub(super) fn limits(p: &mut Problems, raw: Option<&RawLimits>) -> Limits {
             limits.keep_alive_timeout =
                 duration(p, "limits.keep_alive_timeout", t).unwrap_or(limits.keep_alive_timeout);
         }
+        if let Some(t) = &l.idle_release_after {
+            limits.idle_release_after =
+                duration(p, "limits.idle_release_after", t).unwrap_or(limits.idle_release_after);
+        }
     }
 
     limits

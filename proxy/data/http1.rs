@@ -1,0 +1,465 @@
+//! A downstream connection that keeps only its socket while it idles.
+//!
+//! hyper's HTTP/1.1 connection holds a read and a write buffer (8 KiB each), its dispatcher and
+//! the service for as long as the connection lives, and the connection task is as large as the
+//! largest state it may reach: about 30 KB per idle keep-alive client, where nginx, which frees a
+//! client's buffers between requests, holds about 1 KB. [`Served`] does what nginx does at a
+//! coarser grain: once an HTTP/1.1 connection has been idle for `limits.idle_release_after` (no
+//! request in flight, its last response written, no byte of a next head read), hyper's connection
+//! is shut down gracefully *without closing the socket* and dropped, and the connection parks with
+//! its socket and framing scanner alone until the socket is readable again; the next request gets
+//! a fresh hyper connection. A busy connection never parks, so the saturated path pays nothing.
+//!
+//! A cleartext connection starts parked: its first bytes are peeked, not read, to tell h2c's
+//! preface (HTTP/2 with prior knowledge, served by hyper's HTTP/2 connection, which never parks)
+//! from HTTP/1.1, so no hyper state exists before a client sends its first byte.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::HttpService;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus::IntGauge;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+
+use crate::data::body::ResponseBody;
+use crate::data::conn::{Conn, Guarded};
+
+/// An error ending a connection.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long to wait before peeking again at a first segment that is a strict prefix of h2c's
+/// preface (a client sending its first bytes one by one); the header-read timeout bounds it.
+const SNIFF_RETRY: Duration = Duration::from_millis(5);
+
+/// What the first bytes of a cleartext connection say.
+pub enum Sniff {
+    /// HTTP/1.1 (or anything that is not h2c's preface: hyper answers it).
+    Http1,
+    /// The complete HTTP/2 preface.
+    H2,
+    /// A strict prefix of the preface so far.
+    Undecided,
+    /// The client closed before sending a byte.
+    Closed,
+}
+
+/// A downstream stream that can wait for bytes without reading them.
+pub trait Parkable: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Ready when the socket has bytes (or an end) to read.
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Looks at the first bytes without consuming them.
+    fn poll_sniff(&self, cx: &mut Context<'_>) -> Poll<io::Result<Sniff>>;
+}
+
+impl Parkable for TcpStream {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+
+    fn poll_sniff(&self, cx: &mut Context<'_>) -> Poll<io::Result<Sniff>> {
+        let mut bytes = [0u8; 24];
+        let mut buf = ReadBuf::new(&mut bytes);
+        let n = ready!(self.poll_peek(cx, &mut buf))?;
+        let seen = &bytes[..n];
+        Poll::Ready(Ok(if n == 0 {
+            Sniff::Closed
+        } else if !H2_PREFACE.starts_with(seen) {
+            Sniff::Http1
+        } else if n == H2_PREFACE.len() {
+            Sniff::H2
+        } else {
+            Sniff::Undecided
+        }))
+    }
+}
+
+impl Parkable for tokio_rustls::server::TlsStream<TcpStream> {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper reads until the TLS stream has no plaintext left, so whatever comes next
+        // arrives on the socket.
+        self.get_ref().0.poll_read_ready(cx)
+    }
+
+    fn poll_sniff(&self, _: &mut Context<'_>) -> Poll<io::Result<Sniff>> {
+        // ALPN chose the protocol during the handshake; a TLS connection is served at once.
+        Poll::Ready(Ok(Sniff::Http1))
+    }
+}
+
+/// The hyper connection builders of a listener.
+pub struct Builders {
+    /// HTTP/1.1.
+    pub http1: http1::Builder,
+    /// HTTP/2 (ALPN `h2`, or h2c by prior knowledge).
+    pub http2: http2::Builder<TokioExecutor>,
+}
+
+/// The stream as hyper holds it. When hyper's connection is dropped for parking, the stream
+/// (with its scanner) goes back through `back` instead of being shut down and closed.
+struct Lending<T> {
+    io: Option<Guarded<T>>,
+    back: Option<oneshot::Sender<Guarded<T>>>,
+    conn: Arc<Conn>,
+}
+
+impl<T> Drop for Lending<T> {
+    fn drop(&mut self) {
+        if self.conn.is_parking() {
+            if let (Some(io), Some(back)) = (self.io.take(), self.back.take()) {
+                // The receiver is waiting: the parker drops hyper's connection, then receives.
+                let _ = back.send(io);
+            }
+        }
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the stream was parked")
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Lending<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut().io.as_mut() {
+            Some(io) => Pin::new(io).poll_read(cx, buf),
+            None => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Lending<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().io.as_mut() {
+            Some(io) => Pin::new(io).poll_write(cx, buf),
+            None => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().io.as_mut() {
+            Some(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            None => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().io.as_mut() {
+            Some(io) => Pin::new(io).poll_flush(cx),
+            None => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.conn.is_parking() {
+            // Parking ends hyper's connection, not the client's.
+            return Poll::Ready(Ok(()));
+        }
+        match this.io.as_mut() {
+            Some(io) => Pin::new(io).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+type Http1Conn<T, S> = http1::UpgradeableConnection<TokioIo<Lending<T>>, S>;
+type Http2Conn<T, S> = http2::Connection<TokioIo<Guarded<T>>, S, TokioExecutor>;
+
+enum State<T, S: HttpService<Incoming>> {
+    /// A cleartext connection before its first byte: HTTP/1.1 or h2c?
+    Sniffing {
+        io: Guarded<T>,
+        retry: Option<Pin<Box<Sleep>>>,
+    },
+    /// Idle HTTP/1.1: the socket and its scanner, nothing else.
+    Parked(Guarded<T>),
+    /// HTTP/1.1 served by hyper; `release` wakes the parker to look at the idle time.
+    Http1 {
+        connection: Pin<Box<Http1Conn<T, S>>>,
+        back: oneshot::Receiver<Guarded<T>>,
+        release: Pin<Box<Sleep>>,
+    },
+    /// HTTP/2, served by hyper until the connection ends.
+    Http2(Pin<Box<Http2Conn<T, S>>>),
+    Done,
+}
+
+/// One downstream connection: HTTP/1.1 that parks while idle, or HTTP/2.
+pub struct Served<T, S: HttpService<Incoming>> {
+    state: State<T, S>,
+    conn: Arc<Conn>,
+    builders: Arc<Builders>,
+    service: S,
+    /// A graceful shutdown was asked for: end instead of parking or unparking.
+    closing: bool,
+    /// Counts the connections parked now.
+    parked: Option<IntGauge>,
+}
+
+impl<T, S: HttpService<Incoming>> Drop for Served<T, S> {
+    fn drop(&mut self) {
+        if let (State::Parked(_), Some(parked)) = (&self.state, &self.parked) {
+            parked.dec();
+        }
+    }
+}
+
+// Nothing of a `Served` is ever pinned in place: hyper's connections and the timers are boxed,
+// the stream and the service are only reached through `&mut`.
+impl<T, S: HttpService<Incoming>> Unpin for Served<T, S> {}
+
+impl<T, S> Served<T, S>
+where
+    T: Parkable,
+    S: HttpService<Incoming, ResBody = ResponseBody> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, ResponseBody>,
+{
+    /// A cleartext connection, from before its first byte.
+    pub fn sniffing(io: Guarded<T>, conn: Arc<Conn>, builders: Arc<Builders>, service: S) -> Self {
+        let state = State::Sniffing { io, retry: None };
+        Served {
+            state,
+            conn,
+            builders,
+            service,
+            closing: false,
+            parked: None,
+        }
+    }
+
+    /// Counts this connection in `parked` while it is parked.
+    pub fn counting_parked(mut self, parked: Option<IntGauge>) -> Self {
+        self.parked = parked;
+        self
+    }
+
+    /// A connection whose protocol is known (TLS, by ALPN): served at once.
+    pub fn serving(
+        io: Guarded<T>,
+        h2: bool,
+        conn: Arc<Conn>,
+        builders: Arc<Builders>,
+        service: S,
+    ) -> Self {
+        let mut served = Served {
+            state: State::Done,
+            conn,
+            builders,
+            service,
+            closing: false,
+            parked: None,
+        };
+        served.state = if h2 {
+            served.http2(io)
+        } else {
+            served.http1(io)
+        };
+        served
+    }
+
+    /// Starts a graceful shutdown: a parked or sniffing connection ends at once, hyper's
+    /// connections finish what they serve.
+    pub fn graceful_shutdown(self: Pin<&mut Self>) {
+        let this = self.get_mut();
+        this.closing = true;
+        match &mut this.state {
+            State::Http1 { connection, .. } => connection.as_mut().graceful_shutdown(),
+            State::Http2(connection) => connection.as_mut().graceful_shutdown(),
+            _ => {}
+        }
+    }
+
+    fn http1(&self, io: Guarded<T>) -> State<T, S> {
+        let (tx, back) = oneshot::channel();
+        let lending = Lending {
+            io: Some(io),
+            back: Some(tx),
+            conn: self.conn.clone(),
+        };
+        let connection = self
+            .builders
+            .http1
+            .serve_connection(TokioIo::new(lending), self.service.clone())
+            .with_upgrades();
+        State::Http1 {
+            connection: Box::pin(connection),
+            back,
+            release: Box::pin(tokio::time::sleep(self.conn.release_after())),
+        }
+    }
+
+    fn http2(&self, io: Guarded<T>) -> State<T, S> {
+        let connection = self
+            .builders
+            .http2
+            .serve_connection(TokioIo::new(io), self.service.clone());
+        State::Http2(Box::pin(connection))
+    }
+
+    /// True when hyper's HTTP/1.1 connection should be taken apart now; otherwise the release
+    /// timer is set for when it may be (and registered).
+    fn poll_release(&self, release: &mut Pin<Box<Sleep>>, cx: &mut Context<'_>) -> bool {
+        // Bounded: each pass either returns or moves the deadline to a later instant.
+        for _ in 0..3 {
+            if self.closing || release.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let now = Instant::now();
+            match self.conn.idle_since() {
+                Some(since) if since + self.conn.release_after() <= now => return true,
+                Some(since) => release.as_mut().reset(since + self.conn.release_after()),
+                None => release.as_mut().reset(now + self.conn.release_after()),
+            }
+        }
+        false
+    }
+}
+
+impl<T, S> Future for Served<T, S>
+where
+    T: Parkable,
+    S: HttpService<Incoming, ResBody = ResponseBody> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, ResponseBody>,
+{
+    type Output = Result<(), BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        // Bounded: every pass that does not return moves the state forward (sniff → serve,
+        // serve → park, park → serve), and a parked connection is left only on readiness.
+        for _ in 0..8 {
+            match std::mem::replace(&mut this.state, State::Done) {
+                State::Done => return Poll::Ready(Ok(())),
+                State::Sniffing { io, mut retry } => {
+                    if this.closing {
+                        return Poll::Ready(Ok(()));
+                    }
+                    if let Some(sleep) = retry.as_mut() {
+                        if sleep.as_mut().poll(cx).is_pending() {
+                            this.state = State::Sniffing { io, retry };
+                            return Poll::Pending;
+                        }
+                    }
+                    match io.get_ref().poll_sniff(cx) {
+                        Poll::Pending => {
+                            this.state = State::Sniffing { io, retry: None };
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
+                        Poll::Ready(Ok(Sniff::Closed)) => return Poll::Ready(Ok(())),
+                        Poll::Ready(Ok(Sniff::Http1)) => this.state = this.http1(io),
+                        Poll::Ready(Ok(Sniff::H2)) => this.state = this.http2(io),
+                        Poll::Ready(Ok(Sniff::Undecided)) => {
+                            let retry = Some(Box::pin(tokio::time::sleep(SNIFF_RETRY)));
+                            this.state = State::Sniffing { io, retry };
+                        }
+                    }
+                }
+                State::Parked(io) => {
+                    let readable = if this.closing {
+                        Poll::Ready(Ok(()))
+                    } else {
+                        io.get_ref().poll_readable(cx)
+                    };
+                    if readable.is_pending() {
+                        this.state = State::Parked(io);
+                        return Poll::Pending;
+                    }
+                    if let Some(parked) = &this.parked {
+                        parked.dec();
+                    }
+                    match readable {
+                        _ if this.closing => return Poll::Ready(Ok(())),
+                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
+                        _ => this.state = this.http1(io),
+                    }
+                }
+                State::Http1 {
+                    mut connection,
+                    back,
+                    mut release,
+                } => match connection.as_mut().poll(cx) {
+                    Poll::Ready(result) => {
+                        let parking = this.conn.is_parking();
+                        // Dropping hyper's connection hands the stream back when parking.
+                        drop(connection);
+                        this.conn.set_parking(false);
+                        let mut back = back;
+                        match (parking && result.is_ok(), back.try_recv().ok()) {
+                            (true, Some(mut io)) => {
+                                io.release();
+                                if let Some(parked) = &this.parked {
+                                    parked.inc();
+                                }
+                                this.state = State::Parked(io);
+                            }
+                            _ => return Poll::Ready(result.map_err(Into::into)),
+                        }
+                    }
+                    Poll::Pending => {
+                        if this.poll_release(&mut release, cx) {
+                            // Idle for long enough: hyper closes an idle connection at once on
+                            // a graceful shutdown; the stream comes back instead of closing.
+                            this.conn.set_parking(true);
+                            connection.as_mut().graceful_shutdown();
+                        } else {
+                            this.state = State::Http1 {
+                                connection,
+                                back,
+                                release,
+                            };
+                            return Poll::Pending;
+                        }
+                        this.state = State::Http1 {
+                            connection,
+                            back,
+                            release,
+                        };
+                    }
+                },
+                State::Http2(mut connection) => match connection.as_mut().poll(cx) {
+                    Poll::Ready(result) => return Poll::Ready(result.map_err(Into::into)),
+                    Poll::Pending => {
+                        this.state = State::Http2(connection);
+                        return Poll::Pending;
+                    }
+                },
+            }
+        }
+        // Eight state changes in one poll: yield, and come back at once.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
