@@ -194,7 +194,8 @@ async fn idle_heap(addr: SocketAddr, n: usize) -> Result<f64> {
         .await
         .context("connections not open within 120 s")??
         .context("opening connections")?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Past Switchyard's default `limits.idle_release_after` (1 s): what an idle connection keeps.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let after = LIVE.load(Ordering::Relaxed);
     let _ = release_tx.send(());
     let _ = tokio::task::spawn_blocking(move || client.join()).await;
