@@ -71,7 +71,8 @@ pub fn forward_request(
         forwarded_for.push_str(prior);
         forwarded_for.push_str(", ");
     }
-    forwarded_for.push_str(&client.to_string());
+    // Written in place: no string of its own for the address.
+    let _ = std::fmt::Write::write_fmt(&mut forwarded_for, format_args!("{client}"));
     // Built from an IP address and an existing valid value, so always a valid header value.
     if let Ok(v) = HeaderValue::try_from(forwarded_for) {
         // insert replaces every earlier X-Forwarded-For line with the single joined list.
@@ -105,8 +106,21 @@ pub fn new_traceparent() -> HeaderValue {
     // Both ids must not be all zero (W3C Trace Context §3.2.2.3); setting one bit guarantees it.
     let trace: u128 = rng.random::<u128>() | 1;
     let parent: u64 = rng.random::<u64>() | 1;
-    let text = format!("00-{trace:032x}-{parent:016x}-00");
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    // "00-" 32 hex digits "-" 16 hex digits "-00", written on the stack: no formatting machinery,
+    // one allocation (the header value's own).
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex_into(&mut text[3..35], trace);
+    hex_into(&mut text[36..52], u128::from(parent));
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Writes the low `out.len()` hex digits of `value` into `out`, lower case, most significant first.
+fn hex_into(out: &mut [u8], mut value: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in out.iter_mut().rev() {
+        *byte = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
+    }
 }
 
 /// A fresh random request id (UUID v4).
@@ -280,6 +294,37 @@ mod tests {
         let tp = h["traceparent"].to_str().unwrap();
         assert_eq!(tp.len(), 55, "{tp}");
         assert!(tp.starts_with("00-") && tp.ends_with("-00"), "{tp}");
+    }
+
+    #[test]
+    fn traceparent_ids_are_written_as_fmt_would() {
+        for value in [
+            1u128,
+            0xabc,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            let mut out = [0u8; 32];
+            hex_into(&mut out, value);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), format!("{value:032x}"));
+            let mut out = [0u8; 16];
+            hex_into(&mut out, value & u128::from(u64::MAX));
+            assert_eq!(
+                std::str::from_utf8(&out).unwrap(),
+                format!("{:016x}", value as u64)
+            );
+        }
+        let tp = new_traceparent();
+        let parts: Vec<&str> = tp.to_str().unwrap().split('-').collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!(
+            (parts[0], parts[1].len(), parts[2].len(), parts[3]),
+            ("00", 32, 16, "00")
+        );
+        assert!(parts[1..3].iter().all(|p| p
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())));
+        assert!(parts[1] != "0".repeat(32) && parts[2] != "0".repeat(16));
     }
 
     #[test]

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Profile one Switchyard binary under the side-by-side load of run.sh: the same upstream, config,
+# pinning and wrk closed loop, with `perf record` (the cpu-clock software event: this VM has no
+# hardware counters) attached to the proxy for the measured seconds. Prints the hottest symbols
+# (self time) and the user/sys CPU per request; keeps perf.data when --keep is given.
+#
+# Usage: loadtest/compare/profile.sh [--switchyard-bin PATH] [--duration S] [--connections N]
+#          [--top N] [--base-port P] [--keep]
+# Needs nginx, wrk and perf (Debian: nginx, wrk, linux-perf); loopback ports only.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+SWITCHYARD=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
+DURATION=8
+CONNECTIONS=64
+TOP=40
+BASE_PORT=18500
+KEEP=0
+die() { echo "profile.sh: $*" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --switchyard-bin) SWITCHYARD=${2:?}; shift 2 ;;
+        --duration) DURATION=${2:?}; shift 2 ;;
+        --connections) CONNECTIONS=${2:?}; shift 2 ;;
+        --top) TOP=${2:?}; shift 2 ;;
+        --base-port) BASE_PORT=${2:?}; shift 2 ;;
+        --keep) KEEP=1; shift ;;
+        -h|--help) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $1" ;;
+    esac
+done
+[[ "$DURATION" =~ ^[0-9]+$ ]] && [ "$DURATION" -ge 2 ] && [ "$DURATION" -le 60 ] || die "--duration is 2 to 60 s"
+[[ "$CONNECTIONS" =~ ^[0-9]+$ ]] && [ "$CONNECTIONS" -ge 1 ] && [ "$CONNECTIONS" -le 1024 ] || die "--connections is 1 to 1024"
+PATH="$PATH:/usr/sbin:/sbin"
+for tool in nginx wrk perf taskset; do command -v "$tool" >/dev/null || die "missing: $tool"; done
+[ -x "$SWITCHYARD" ] || die "no $SWITCHYARD (cargo build --release)"
+
+WORK=$(mktemp -d /tmp/switchyard-profile.XXXXXX)
+mkdir -p "$WORK/tmp"
+STABLE_PORT=$BASE_PORT
+CANARY_PORT=$((BASE_PORT + 1))
+SWITCHYARD_PORT=$((BASE_PORT + 12))
+for f in upstream.conf switchyard.yaml; do
+    sed -e "s#@WORK@#$WORK#g" -e "s#@STABLE_PORT@#$STABLE_PORT#g" -e "s#@CANARY_PORT@#$CANARY_PORT#g" \
+        -e "s#@SWITCHYARD_PORT@#$SWITCHYARD_PORT#g" "$HERE/$f" >"$WORK/$f"
+done
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [ "$KEEP" = 1 ]; then echo "profile.sh: kept $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+wait_port() {
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    die "nothing listens on port $1 after 10 s"
+}
+taskset -c 1 nginx -p "$WORK" -e "$WORK/upstream-error.log" -c "$WORK/upstream.conf" -g 'daemon off;' \
+    >/dev/null 2>&1 &
+PIDS+=("$!")
+SWITCHYARD_WORKER_THREADS=1 RUST_LOG=warn taskset -c 0 "$SWITCHYARD" run --config "$WORK/switchyard.yaml" \
+    >"$WORK/switchyard.out" 2>&1 &
+SY=$!
+PIDS+=("$SY")
+wait_port "$STABLE_PORT"
+wait_port "$SWITCHYARD_PORT"
+URL="http://127.0.0.1:$SWITCHYARD_PORT/"
+taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d3s "$URL" >/dev/null # warm-up
+ticks() { awk '{ print $14, $15 }' "/proc/$SY/stat"; }
+read -r u0 s0 < <(ticks)
+taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$((DURATION + 1))s" "$URL" >"$WORK/wrk.txt" &
+WRK=$!
+sleep 0.5
+perf record -q -e cpu-clock -F 4000 -p "$SY" -o "$WORK/perf.data" -- sleep "$DURATION" 2>/dev/null
+wait "$WRK"
+read -r u1 s1 < <(ticks)
+requests=$(awk '/requests in/ { print $1 }' "$WORK/wrk.txt")
+hz=$(getconf CLK_TCK)
+echo "Switchyard: $SWITCHYARD"
+grep -E "Requests/sec|requests in" "$WORK/wrk.txt"
+awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v n="$requests" -v hz="$hz" 'BEGIN {
+    printf "CPU per request (warm-up excluded, whole wrk run): user %.1f us + sys %.1f us = %.1f us\n",
+        u * 1e6 / hz / n, s * 1e6 / hz / n, (u + s) * 1e6 / hz / n }'
+echo
+echo "Hottest symbols, self time (perf record -e cpu-clock -F 4000, $DURATION s):"
+perf report -i "$WORK/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null |
+    grep -E '^ +[0-9]' | head -n "$TOP"
