@@ -288,17 +288,15 @@ impl Scanner {
     fn head_bytes(&mut self, bytes: &[u8], mut i: usize, on: &mut impl FnMut(Event)) -> usize {
         let start = i;
         let mut complete = false;
+        // Line by line (memchr finds each LF): a line has content when any byte but CR is in it.
         while i < bytes.len() {
-            let b = bytes[i];
-            i += 1;
-            if b == b'\n' {
-                if !self.line_has_content {
-                    complete = true;
-                    break;
-                }
-                self.line_has_content = false;
-            } else if b != b'\r' {
-                self.line_has_content = true;
+            let rest = &bytes[i..];
+            let (k, lf) = memchr::memchr(b'\n', rest).map_or((rest.len(), false), |k| (k, true));
+            self.line_has_content |= rest[..k].iter().any(|b| *b != b'\r');
+            i += k + usize::from(lf);
+            if lf && !std::mem::replace(&mut self.line_has_content, false) {
+                complete = true;
+                break;
             }
         }
         self.head.extend_from_slice(&bytes[start..i]);

@@ -18,8 +18,9 @@ pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// `x-switchyard-version`: names the version that served, when a route exposes it.
 pub static X_SWITCHYARD_VERSION: HeaderName = HeaderName::from_static("x-switchyard-version");
 
+const HOPS: usize = 8;
 /// Headers that are hop-by-hop whatever `Connection` says.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -43,7 +44,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for name in &HOP_BY_HOP {
+    // One pass over the names present rather than a lookup per hop-by-hop name.
+    let mut present = [false; HOPS];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
 }
