@@ -18,23 +18,26 @@
 # Linted by .ci/hadolint. Not built on the project's machines: base images cannot be pulled there.
 
 FROM rust:1-slim-bookworm AS build
-# The fleet's etcd client generates its gRPC code at build time: protoc and the well-known types.
+# The fleet's etcd client generates its gRPC code at build time: protoc and the well-known types;
+# jemalloc, the binary's allocator, is built from C with make.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
+ && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev make \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them. Cargo reads every target of the
 # manifests, so the stub step makes a dummy file for each one, and must stay in step with
-# Cargo.toml ([lib], [[bin]] switchyard, [[bench]] routing, [[example]] rollout-scenarios,
-# mirror-isolation, soak, fleet-propagation) and loadtest/Cargo.toml ([lib], [[bin]] switchyard-load).
+# Cargo.toml ([lib], [[bin]] switchyard, [[bench]] routing and head, [[example]] rollout-scenarios,
+# mirror-isolation, soak, fleet-propagation, textbook-proxy, idle-memory, alloc-count) and
+# loadtest/Cargo.toml ([lib], [[bin]] switchyard-load).
 COPY Cargo.toml Cargo.lock clippy.toml ./
 COPY loadtest/Cargo.toml loadtest/Cargo.toml
 RUN mkdir -p proxy benches loadtest/src \
  && echo 'fn main() {}' > proxy/main.rs && touch proxy/lib.rs \
- && echo 'fn main() {}' > benches/routing.rs \
+ && echo 'fn main() {}' > benches/routing.rs && echo 'fn main() {}' > benches/head.rs \
  && echo 'fn main() {}' > loadtest/src/main.rs && touch loadtest/src/lib.rs \
  && echo 'fn main() {}' > loadtest/rollout_scenarios.rs && echo 'fn main() {}' > loadtest/mirror_isolation.rs && echo 'fn main() {}' > loadtest/soak.rs && echo 'fn main() {}' > loadtest/fleet_propagation.rs \
+ && echo 'fn main() {}' > loadtest/textbook_proxy.rs && echo 'fn main() {}' > loadtest/idle_memory.rs && echo 'fn main() {}' > loadtest/alloc_count.rs \
  && cargo build --release --locked --bin switchyard \
  && rm -rf proxy benches loadtest/src
 COPY proxy ./proxy
