@@ -343,6 +343,113 @@ where
         }
         false
     }
+
+    /// A cleartext connection's first bytes: h2c's preface or HTTP/1.1. Each method below sets
+    /// the next state and returns `None` to go on, or what the connection's poll returns.
+    fn poll_sniffing(
+        &mut self,
+        io: Guarded<T>,
+        mut retry: Option<Pin<Box<Sleep>>>,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Result<(), BoxError>>> {
+        if self.closing {
+            return Some(Poll::Ready(Ok(())));
+        }
+        if let Some(sleep) = retry.as_mut() {
+            if sleep.as_mut().poll(cx).is_pending() {
+                self.state = State::Sniffing { io, retry };
+                return Some(Poll::Pending);
+            }
+        }
+        match io.get_ref().poll_sniff(cx) {
+            Poll::Pending => {
+                self.state = State::Sniffing { io, retry: None };
+                return Some(Poll::Pending);
+            }
+            Poll::Ready(Err(error)) => return Some(Poll::Ready(Err(error.into()))),
+            Poll::Ready(Ok(Sniff::Closed)) => return Some(Poll::Ready(Ok(()))),
+            Poll::Ready(Ok(Sniff::Http1)) => self.state = self.http1(io),
+            Poll::Ready(Ok(Sniff::H2)) => self.state = self.http2(io),
+            Poll::Ready(Ok(Sniff::Undecided)) => {
+                let retry = Some(Box::pin(tokio::time::sleep(SNIFF_RETRY)));
+                self.state = State::Sniffing { io, retry };
+            }
+        }
+        None
+    }
+
+    /// A parked connection: a fresh hyper connection once the socket is readable.
+    fn poll_parked(
+        &mut self,
+        io: Guarded<T>,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Result<(), BoxError>>> {
+        let readable = if self.closing {
+            Poll::Ready(Ok(()))
+        } else {
+            io.get_ref().poll_readable(cx)
+        };
+        let Poll::Ready(readable) = readable else {
+            self.state = State::Parked(io);
+            return Some(Poll::Pending);
+        };
+        if let Some(parked) = &self.parked {
+            parked.dec();
+        }
+        match readable {
+            _ if self.closing => Some(Poll::Ready(Ok(()))),
+            Err(error) => Some(Poll::Ready(Err(error.into()))),
+            Ok(()) => {
+                self.state = self.http1(io);
+                None
+            }
+        }
+    }
+
+    /// HTTP/1.1 served by hyper: parks it once idle long enough.
+    fn poll_http1(
+        &mut self,
+        mut connection: Pin<Box<Http1Conn<T, S>>>,
+        mut back: oneshot::Receiver<Guarded<T>>,
+        mut release: Pin<Box<Sleep>>,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Result<(), BoxError>>> {
+        if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+            let parking = self.conn.is_parking();
+            // Dropping hyper's connection hands the stream back when parking.
+            drop(connection);
+            self.conn.set_parking(false);
+            return match (parking && result.is_ok(), back.try_recv().ok()) {
+                (true, Some(mut io)) => {
+                    io.release();
+                    if let Some(parked) = &self.parked {
+                        parked.inc();
+                    }
+                    self.state = State::Parked(io);
+                    None
+                }
+                _ => Some(Poll::Ready(result.map_err(Into::into))),
+            };
+        }
+        let mut stop = Some(Poll::Pending);
+        if self.conn.is_parking() {
+            // Asked to park just now, and hyper still serves: it had a request under way after
+            // all. It finishes it and closes, for real.
+            self.conn.set_parking(false);
+        } else if self.poll_release(&mut release, cx) {
+            // Idle for long enough: hyper ends an idle connection at once on a graceful
+            // shutdown, and the stream comes back instead of closing.
+            self.conn.set_parking(true);
+            connection.as_mut().graceful_shutdown();
+            stop = None;
+        }
+        self.state = State::Http1 {
+            connection,
+            back,
+            release,
+        };
+        stop
+    }
 }
 
 impl<T, S> Future for Served<T, S>
@@ -360,102 +467,25 @@ where
         // Bounded: every pass that does not return moves the state forward (sniff → serve,
         // serve → park, park → serve), and a parked connection is left only on readiness.
         for _ in 0..8 {
-            match std::mem::replace(&mut this.state, State::Done) {
+            let stop = match std::mem::replace(&mut this.state, State::Done) {
                 State::Done => return Poll::Ready(Ok(())),
-                State::Sniffing { io, mut retry } => {
-                    if this.closing {
-                        return Poll::Ready(Ok(()));
-                    }
-                    if let Some(sleep) = retry.as_mut() {
-                        if sleep.as_mut().poll(cx).is_pending() {
-                            this.state = State::Sniffing { io, retry };
-                            return Poll::Pending;
-                        }
-                    }
-                    match io.get_ref().poll_sniff(cx) {
-                        Poll::Pending => {
-                            this.state = State::Sniffing { io, retry: None };
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
-                        Poll::Ready(Ok(Sniff::Closed)) => return Poll::Ready(Ok(())),
-                        Poll::Ready(Ok(Sniff::Http1)) => this.state = this.http1(io),
-                        Poll::Ready(Ok(Sniff::H2)) => this.state = this.http2(io),
-                        Poll::Ready(Ok(Sniff::Undecided)) => {
-                            let retry = Some(Box::pin(tokio::time::sleep(SNIFF_RETRY)));
-                            this.state = State::Sniffing { io, retry };
-                        }
-                    }
-                }
-                State::Parked(io) => {
-                    let readable = if this.closing {
-                        Poll::Ready(Ok(()))
-                    } else {
-                        io.get_ref().poll_readable(cx)
-                    };
-                    if readable.is_pending() {
-                        this.state = State::Parked(io);
-                        return Poll::Pending;
-                    }
-                    if let Some(parked) = &this.parked {
-                        parked.dec();
-                    }
-                    match readable {
-                        _ if this.closing => return Poll::Ready(Ok(())),
-                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
-                        _ => this.state = this.http1(io),
-                    }
-                }
+                State::Sniffing { io, retry } => this.poll_sniffing(io, retry, cx),
+                State::Parked(io) => this.poll_parked(io, cx),
                 State::Http1 {
-                    mut connection,
+                    connection,
                     back,
-                    mut release,
-                } => match connection.as_mut().poll(cx) {
-                    Poll::Ready(result) => {
-                        let parking = this.conn.is_parking();
-                        // Dropping hyper's connection hands the stream back when parking.
-                        drop(connection);
-                        this.conn.set_parking(false);
-                        let mut back = back;
-                        match (parking && result.is_ok(), back.try_recv().ok()) {
-                            (true, Some(mut io)) => {
-                                io.release();
-                                if let Some(parked) = &this.parked {
-                                    parked.inc();
-                                }
-                                this.state = State::Parked(io);
-                            }
-                            _ => return Poll::Ready(result.map_err(Into::into)),
-                        }
-                    }
-                    Poll::Pending => {
-                        if this.poll_release(&mut release, cx) {
-                            // Idle for long enough: hyper closes an idle connection at once on
-                            // a graceful shutdown; the stream comes back instead of closing.
-                            this.conn.set_parking(true);
-                            connection.as_mut().graceful_shutdown();
-                        } else {
-                            this.state = State::Http1 {
-                                connection,
-                                back,
-                                release,
-                            };
-                            return Poll::Pending;
-                        }
-                        this.state = State::Http1 {
-                            connection,
-                            back,
-                            release,
-                        };
-                    }
-                },
+                    release,
+                } => this.poll_http1(connection, back, release, cx),
                 State::Http2(mut connection) => match connection.as_mut().poll(cx) {
-                    Poll::Ready(result) => return Poll::Ready(result.map_err(Into::into)),
+                    Poll::Ready(result) => Some(Poll::Ready(result.map_err(Into::into))),
                     Poll::Pending => {
                         this.state = State::Http2(connection);
-                        return Poll::Pending;
+                        Some(Poll::Pending)
                     }
                 },
+            };
+            if let Some(poll) = stop {
+                return poll;
             }
         }
         // Eight state changes in one poll: yield, and come back at once.
