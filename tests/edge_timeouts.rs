@@ -351,3 +351,21 @@ async fn a_parked_connection_is_closed_by_the_keep_alive_timeout_and_by_a_drain(
     assert_eq!(rest, "");
     tokio::time::timeout(BOUND, stopped).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_first_segment_of_one_byte_is_waited_on_then_served_as_http1() {
+    // `P` could start a POST or h2c's `PRI`: the proxy peeks again until it can tell.
+    let upstream = Upstream::start("stable").await;
+    let proxy = start_proxy(&config(&upstream, "", "")).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr("public").unwrap())
+        .await
+        .unwrap();
+    s.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"OST /p HTTP/1.1\r\nHost: shop\r\nContent-Length: 2\r\n\r\nok")
+        .await
+        .unwrap();
+    let answer = read_response(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(upstream.last().path, "/p");
+}

@@ -147,6 +147,11 @@ impl Conn {
         idle.then(|| self.accepted + Duration::from_millis(self.since_ms.load(Ordering::SeqCst)))
     }
 
+    /// Requests handed to the service so far on this connection.
+    pub fn requests_begun(&self) -> u32 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     /// Marks the connection as being parked (or no longer).
     pub fn set_parking(&self, parking: bool) {
         self.parking.store(parking, Ordering::SeqCst);

@@ -40,17 +40,18 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// How long to wait before peeking again at a first segment that is a strict prefix of h2c's
-/// preface (a client sending its first bytes one by one); the header-read timeout bounds it.
+/// How long to wait before peeking again at a first segment of one byte, `P` (POST or h2c's
+/// `PRI`?), doubled on each retry up to [`SNIFF_RETRY_MAX`]; the header-read timeout bounds it.
 const SNIFF_RETRY: Duration = Duration::from_millis(5);
+const SNIFF_RETRY_MAX: Duration = Duration::from_millis(640);
 
 /// What the first bytes of a cleartext connection say.
 pub enum Sniff {
     /// HTTP/1.1 (or anything that is not h2c's preface: hyper answers it).
     Http1,
-    /// The complete HTTP/2 preface.
+    /// The HTTP/2 preface, or the start of it.
     H2,
-    /// A strict prefix of the preface so far.
+    /// One byte, `P`: either.
     Undecided,
     /// The client closed before sending a byte.
     Closed,
@@ -78,7 +79,9 @@ impl Parkable for TcpStream {
             Sniff::Closed
         } else if !H2_PREFACE.starts_with(seen) {
             Sniff::Http1
-        } else if n == H2_PREFACE.len() {
+        } else if n >= 2 {
+            // `PR`: no HTTP/1.1 method starts so (`PRI` is HTTP/2's alone, RFC 9113 §3.4);
+            // hyper's HTTP/2 connection reads the rest of the preface, or refuses it.
             Sniff::H2
         } else {
             Sniff::Undecided
@@ -197,16 +200,20 @@ enum State<T, S: HttpService<Incoming>> {
     /// A cleartext connection before its first byte: HTTP/1.1 or h2c?
     Sniffing {
         io: Guarded<T>,
-        retry: Option<Pin<Box<Sleep>>>,
+        retry: Option<(Pin<Box<Sleep>>, Duration)>,
     },
     /// Idle HTTP/1.1: the socket and its scanner, nothing else.
     Parked(Guarded<T>),
-    /// HTTP/1.1 served by hyper; `release` wakes the parker to look at the idle time.
+    /// HTTP/1.1 served by hyper; `release` wakes the parker to look at the idle time;
+    /// `begun` is how many requests the connection had begun when this hyper connection was made.
     Http1 {
         connection: Pin<Box<Http1Conn<T, S>>>,
         back: oneshot::Receiver<Guarded<T>>,
         release: Pin<Box<Sleep>>,
+        begun: u32,
     },
+    /// A parked connection asked to close: its stream shut down (TLS: `close_notify`).
+    Closing(Guarded<T>),
     /// HTTP/2, served by hyper until the connection ends.
     Http2(Pin<Box<Http2Conn<T, S>>>),
     Done,
@@ -315,6 +322,7 @@ where
             connection: Box::pin(connection),
             back,
             release: Box::pin(tokio::time::sleep(self.conn.release_after())),
+            begun: self.conn.requests_begun(),
         }
     }
 
@@ -336,7 +344,11 @@ where
             }
             let now = Instant::now();
             match self.conn.idle_since() {
-                Some(since) if since + self.conn.release_after() <= now => return true,
+                Some(since) if since + self.conn.release_after() <= now => {
+                    // Armed again, should hyper turn out not to be idle.
+                    release.as_mut().reset(now + self.conn.release_after());
+                    return true;
+                }
                 Some(since) => release.as_mut().reset(since + self.conn.release_after()),
                 None => release.as_mut().reset(now + self.conn.release_after()),
             }
@@ -349,13 +361,13 @@ where
     fn poll_sniffing(
         &mut self,
         io: Guarded<T>,
-        mut retry: Option<Pin<Box<Sleep>>>,
+        mut retry: Option<(Pin<Box<Sleep>>, Duration)>,
         cx: &mut Context<'_>,
     ) -> Option<Poll<Result<(), BoxError>>> {
         if self.closing {
             return Some(Poll::Ready(Ok(())));
         }
-        if let Some(sleep) = retry.as_mut() {
+        if let Some((sleep, _)) = retry.as_mut() {
             if sleep.as_mut().poll(cx).is_pending() {
                 self.state = State::Sniffing { io, retry };
                 return Some(Poll::Pending);
@@ -363,7 +375,7 @@ where
         }
         match io.get_ref().poll_sniff(cx) {
             Poll::Pending => {
-                self.state = State::Sniffing { io, retry: None };
+                self.state = State::Sniffing { io, retry };
                 return Some(Poll::Pending);
             }
             Poll::Ready(Err(error)) => return Some(Poll::Ready(Err(error.into()))),
@@ -371,8 +383,13 @@ where
             Poll::Ready(Ok(Sniff::Http1)) => self.state = self.http1(io),
             Poll::Ready(Ok(Sniff::H2)) => self.state = self.http2(io),
             Poll::Ready(Ok(Sniff::Undecided)) => {
-                let retry = Some(Box::pin(tokio::time::sleep(SNIFF_RETRY)));
-                self.state = State::Sniffing { io, retry };
+                // Peeking sees the same byte until more come (or forever after a FIN): back off.
+                let delay = retry.map_or(SNIFF_RETRY, |(_, d)| (d * 2).min(SNIFF_RETRY_MAX));
+                let sleep = Box::pin(tokio::time::sleep(delay));
+                self.state = State::Sniffing {
+                    io,
+                    retry: Some((sleep, delay)),
+                };
             }
         }
         None
@@ -397,7 +414,10 @@ where
             parked.dec();
         }
         match readable {
-            _ if self.closing => Some(Poll::Ready(Ok(()))),
+            _ if self.closing => {
+                self.state = State::Closing(io);
+                None
+            }
             Err(error) => Some(Poll::Ready(Err(error.into()))),
             Ok(()) => {
                 self.state = self.http1(io);
@@ -406,12 +426,22 @@ where
         }
     }
 
+    /// Keeps the stream alone, its scanner's buffer freed.
+    fn park(&mut self, mut io: Guarded<T>) {
+        io.release();
+        if let Some(parked) = &self.parked {
+            parked.inc();
+        }
+        self.state = State::Parked(io);
+    }
+
     /// HTTP/1.1 served by hyper: parks it once idle long enough.
     fn poll_http1(
         &mut self,
         mut connection: Pin<Box<Http1Conn<T, S>>>,
         mut back: oneshot::Receiver<Guarded<T>>,
         mut release: Pin<Box<Sleep>>,
+        begun: u32,
         cx: &mut Context<'_>,
     ) -> Option<Poll<Result<(), BoxError>>> {
         if let Poll::Ready(result) = connection.as_mut().poll(cx) {
@@ -420,12 +450,8 @@ where
             drop(connection);
             self.conn.set_parking(false);
             return match (parking && result.is_ok(), back.try_recv().ok()) {
-                (true, Some(mut io)) => {
-                    io.release();
-                    if let Some(parked) = &self.parked {
-                        parked.inc();
-                    }
-                    self.state = State::Parked(io);
+                (true, Some(io)) => {
+                    self.park(io);
                     None
                 }
                 _ => Some(Poll::Ready(result.map_err(Into::into))),
@@ -437,9 +463,20 @@ where
             // all. It finishes it and closes, for real.
             self.conn.set_parking(false);
         } else if self.poll_release(&mut release, cx) {
-            // Idle for long enough: hyper ends an idle connection at once on a graceful
-            // shutdown, and the stream comes back instead of closing.
             self.conn.set_parking(true);
+            if self.conn.requests_begun() == begun {
+                // No request on this hyper connection (woken by TLS records without data, say):
+                // it has read no byte of HTTP, so it is dropped as it is, stream handed back.
+                drop(connection);
+                self.conn.set_parking(false);
+                let Ok(io) = back.try_recv() else {
+                    return Some(Poll::Ready(Ok(())));
+                };
+                self.park(io);
+                return None;
+            }
+            // Idle for long enough after a request: hyper ends an idle connection at once on a
+            // graceful shutdown, and the stream comes back instead of closing.
             connection.as_mut().graceful_shutdown();
             stop = None;
         }
@@ -447,6 +484,7 @@ where
             connection,
             back,
             release,
+            begun,
         };
         stop
     }
@@ -475,7 +513,15 @@ where
                     connection,
                     back,
                     release,
-                } => this.poll_http1(connection, back, release, cx),
+                    begun,
+                } => this.poll_http1(connection, back, release, begun, cx),
+                State::Closing(mut io) => match Pin::new(&mut io).poll_shutdown(cx) {
+                    Poll::Ready(_) => Some(Poll::Ready(Ok(()))),
+                    Poll::Pending => {
+                        this.state = State::Closing(io);
+                        Some(Poll::Pending)
+                    }
+                },
                 State::Http2(mut connection) => match connection.as_mut().poll(cx) {
                     Poll::Ready(result) => Some(Poll::Ready(result.map_err(Into::into))),
                     Poll::Pending => {
