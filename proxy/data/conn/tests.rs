@@ -100,3 +100,30 @@ async fn declared_chunk_sizes_and_framing_errors_belong_to_their_request() {
     client.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"HTTP/1.1 400");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_is_idle_only_between_requests_with_nothing_left_to_write() {
+    let conn = Conn::new(&limits());
+    let mut index = 0;
+    assert_eq!(conn.idle_since(), None, "before the first request");
+    conn.on_event(Event::Started, &mut index);
+    conn.on_event(Event::Head, &mut index);
+    let (_, in_flight) = conn.begin();
+    assert_eq!(conn.requests_begun(), 1);
+    conn.on_event(Event::Ended, &mut index);
+    assert_eq!(conn.idle_since(), None, "its response is being served");
+    tokio::time::advance(Duration::from_millis(250)).await;
+    drop(in_flight);
+    let since = conn.idle_since().expect("idle once the response is done");
+    assert_eq!(since, conn.accepted + Duration::from_millis(250));
+    conn.wrote(true);
+    assert_eq!(
+        conn.idle_since(),
+        None,
+        "the response's last bytes are still leaving"
+    );
+    conn.wrote(false);
+    assert_eq!(conn.idle_since(), Some(since));
+    conn.on_event(Event::Started, &mut index);
+    assert_eq!(conn.idle_since(), None, "a next head has begun");
+}
