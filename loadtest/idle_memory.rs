@@ -5,7 +5,9 @@
 //! master and workers), open N keep-alive connections that each send one GET and read the whole
 //! answer, let them idle, read the resident memory again, close the connections (RST, so no
 //! TIME_WAIT is left behind) and stop the contestant. It prints one table of KB per connection,
-//! (after - before) / N.
+//! (after - before) / N. The idle time (`--settle-seconds`, default 3) is longer than Switchyard's
+//! `limits.idle_release_after` (1 s) plus jemalloc's purge delay (1 s): the figure is what an idle
+//! connection costs once parked; a shorter settle measures connections still holding hyper's state.
 //!
 //! Run: `cargo build --release --bin switchyard --example textbook-proxy --example idle-memory`,
 //! then `target/release/examples/idle-memory --connections 2000` (the order of contestants with
