@@ -110,36 +110,11 @@ async fn run(args: Args) -> Result<()> {
         Duration::from_secs(3600),
         textbook::Server::Auto,
     ));
-    let config = switchyard::config::parse(
-        Path::new("alloc-count.yaml"),
-        &format!(
-            r#"listeners: [{{ name: public, addr: "127.0.0.1:0" }}]
-access_log: {{ enabled: false }}
-routes:
-  - name: alloc
-    versions:
-      - {{ name: stable, endpoints: ["{upstream}"], weight: 100 }}
-"#
-        ),
-    )?;
-    let switchyard = switchyard::app::start(config).await?;
+    let switchyard = start_switchyard(upstream, "").await?;
     let switchyard_addr = switchyard.addr("public").context("the listener")?;
     // The same, parking its connection whenever it has idled 1 ms: what a request on a parked
     // connection costs in allocations (hyper's connection built again).
-    let parking_config = switchyard::config::parse(
-        Path::new("alloc-count-parking.yaml"),
-        &format!(
-            r#"listeners: [{{ name: public, addr: "127.0.0.1:0" }}]
-access_log: {{ enabled: false }}
-limits: {{ idle_release_after: 1ms }}
-routes:
-  - name: alloc
-    versions:
-      - {{ name: stable, endpoints: ["{upstream}"], weight: 100 }}
-"#
-        ),
-    )?;
-    let parking = switchyard::app::start(parking_config).await?;
+    let parking = start_switchyard(upstream, "limits: { idle_release_after: 1ms }").await?;
     let parking_addr = parking.addr("public").context("the listener")?;
 
     println!(
@@ -197,6 +172,24 @@ routes:
     }
     switchyard.shutdown().await;
     Ok(())
+}
+
+/// Switchyard in this process: one route to `upstream`, access log off, `extra` YAML appended.
+async fn start_switchyard(upstream: SocketAddr, extra: &str) -> Result<switchyard::app::Running> {
+    let config = switchyard::config::parse(
+        Path::new("alloc-count.yaml"),
+        &format!(
+            r#"listeners: [{{ name: public, addr: "127.0.0.1:0" }}]
+access_log: {{ enabled: false }}
+{extra}
+routes:
+  - name: alloc
+    versions:
+      - {{ name: stable, endpoints: ["{upstream}"], weight: 100 }}
+"#
+        ),
+    )?;
+    Ok(switchyard::app::start(config).await?)
 }
 
 /// Live heap bytes per idle connection: `n` connections opened by a plain thread with blocking

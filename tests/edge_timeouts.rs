@@ -135,6 +135,15 @@ fn dev(file: &str) -> PathBuf {
         .join(file)
 }
 
+/// The listener's TLS settings (the development certificate), as a YAML fragment.
+fn tls_listener() -> String {
+    format!(
+        ", tls: {{ cert: \"{}\", key: \"{}\" }}",
+        dev("localhost.crt").display(),
+        dev("localhost.key").display()
+    )
+}
+
 async fn tls_connect(
     addr: SocketAddr,
     alpn: &[u8],
@@ -161,11 +170,7 @@ async fn tls_connect(
 #[tokio::test]
 async fn a_tls_connection_that_never_sends_a_request_is_closed() {
     let upstream = Upstream::start("stable").await;
-    let tls = format!(
-        ", tls: {{ cert: \"{}\", key: \"{}\" }}",
-        dev("localhost.crt").display(),
-        dev("localhost.key").display()
-    );
+    let tls = tls_listener();
     let proxy = start_proxy(&config(&upstream, "header_read_timeout: 300ms", &tls)).await;
     let addr = proxy.addr("public").unwrap();
     for (i, alpn) in [&b"http/1.1"[..], b"h2"].into_iter().enumerate() {
@@ -296,11 +301,7 @@ async fn parks_and_serves_on<S: AsyncRead + AsyncWrite + Unpin>(
 #[tokio::test]
 async fn an_idle_connection_parks_and_serves_its_next_request_on_the_same_socket() {
     let upstream = Upstream::start("stable").await;
-    let tls = format!(
-        ", tls: {{ cert: \"{}\", key: \"{}\" }}",
-        dev("localhost.crt").display(),
-        dev("localhost.key").display()
-    );
+    let tls = tls_listener();
     for listener_tls in ["", tls.as_str()] {
         let proxy = start_proxy(&config(&upstream, "idle_release_after: 50ms", listener_tls)).await;
         let addr = proxy.addr("public").unwrap();
