@@ -101,6 +101,7 @@ async fn run(args: Args) -> Result<()> {
         upstream.to_string().parse()?,
         Duration::from_secs(3600),
         textbook::Server::Http1,
+        textbook::ClientKind::Legacy,
     ));
     let auto_listener = TcpListener::bind("127.0.0.1:0").await?;
     let auto_addr = auto_listener.local_addr()?;
@@ -109,6 +110,7 @@ async fn run(args: Args) -> Result<()> {
         upstream.to_string().parse()?,
         Duration::from_secs(3600),
         textbook::Server::Auto,
+        textbook::ClientKind::Legacy,
     ));
     let switchyard = start_switchyard(upstream, "").await?;
     let switchyard_addr = switchyard.addr("public").context("the listener")?;

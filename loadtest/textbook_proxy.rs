@@ -36,6 +36,10 @@ struct Args {
     /// builder, as Switchyard serves cleartext: a variant to price that choice).
     #[arg(long, value_enum, default_value_t = serve::Server::Http1)]
     server: serve::Server,
+    /// The upstream client: legacy (hyper-util's pooled client, the textbook proxy) or inline
+    /// (hyper's `client::conn::http1` driven in the request's task, from a per-thread pool).
+    #[arg(long, value_enum, default_value_t = serve::ClientKind::Legacy)]
+    client: serve::ClientKind,
 }
 
 #[tokio::main]
@@ -51,6 +55,7 @@ async fn main() -> Result<(), serve::Error> {
         args.upstream,
         Duration::from_secs(args.max_seconds),
         args.server,
+        args.client,
     )
     .await;
     Ok(())

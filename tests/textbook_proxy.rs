@@ -14,7 +14,10 @@ use std::time::Duration;
 use common::*;
 use tokio::net::TcpListener;
 
-async fn forwards_and_appends_x_forwarded_for(server: textbook::Server) {
+async fn forwards_and_appends_x_forwarded_for(
+    server: textbook::Server,
+    client_kind: textbook::ClientKind,
+) {
     let upstream = Upstream::start("stable").await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -23,6 +26,7 @@ async fn forwards_and_appends_x_forwarded_for(server: textbook::Server) {
         upstream.addr.to_string().parse().unwrap(),
         Duration::from_secs(60),
         server,
+        client_kind,
     ));
     let reply = get(
         &client(),
@@ -48,10 +52,18 @@ async fn forwards_and_appends_x_forwarded_for(server: textbook::Server) {
 
 #[tokio::test]
 async fn http1_server_forwards_and_appends_x_forwarded_for() {
-    forwards_and_appends_x_forwarded_for(textbook::Server::Http1).await;
+    forwards_and_appends_x_forwarded_for(textbook::Server::Http1, textbook::ClientKind::Legacy)
+        .await;
+}
+
+#[tokio::test]
+async fn inline_client_forwards_and_appends_x_forwarded_for() {
+    forwards_and_appends_x_forwarded_for(textbook::Server::Http1, textbook::ClientKind::Inline)
+        .await;
 }
 
 #[tokio::test]
 async fn auto_server_forwards_and_appends_x_forwarded_for() {
-    forwards_and_appends_x_forwarded_for(textbook::Server::Auto).await;
+    forwards_and_appends_x_forwarded_for(textbook::Server::Auto, textbook::ClientKind::Legacy)
+        .await;
 }

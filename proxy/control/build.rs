@@ -119,6 +119,7 @@ fn version_state(
             .map(|ep| resources.health.of(ep))
             .collect(),
         client: resources.clients.get(key()),
+        direct: resources.clients.direct(&key(), &v.endpoints),
         mirror_client: resources.clients.get_mirror(key()),
         scheme: if v.tls.is_some() {
             http::uri::Scheme::HTTPS

@@ -24,7 +24,7 @@ use crate::data::record::Record;
 #[derive(Debug)]
 enum Source {
     /// Streamed from the upstream, frame by frame, trailers included.
-    Upstream(Incoming),
+    Upstream(crate::data::upstream::UpstreamBody),
     /// Written by the proxy.
     Local(Full<Bytes>),
 }
@@ -106,7 +106,7 @@ impl ResponseBody {
     }
 
     /// The upstream's body, streamed.
-    pub fn upstream(body: Incoming) -> Self {
+    pub fn upstream(body: crate::data::upstream::UpstreamBody) -> Self {
         ResponseBody {
             source: Source::Upstream(body),
             record: None,

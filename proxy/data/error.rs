@@ -82,7 +82,7 @@ pub enum ProxyError {
         /// The underlying error, for logs.
         #[source]
         // Boxed: the client's error is large, and every `Result<_, ProxyError>` carries it.
-        source: Option<Box<hyper_util::client::legacy::Error>>,
+        source: Option<Box<crate::data::upstream::CallError>>,
     },
 }
 

@@ -11,6 +11,8 @@ use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
+
+use crate::data::upstream::UpstreamBody;
 use rand::Rng;
 
 use crate::config::Endpoint;
@@ -377,12 +379,12 @@ fn blame(
 /// `Transfer-Encoding` is removed: hyper framed the body by the encoding, and the client gets the
 /// body with one framing only.
 fn check_answer(
-    mut response: Response<Incoming>,
+    mut response: Response<UpstreamBody>,
     route: &RouteState,
     version: &VersionState,
     endpoint: &Endpoint,
     upgrade: bool,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let invalid = || ProxyError::Upstream {
         route: route.name.clone(),
         version: version.name.clone(),
@@ -422,7 +424,7 @@ struct Answer {
 /// headers out, request id, version header, the live capture for the comparison, and the splice
 /// of an upgraded connection.
 fn answer_with(
-    mut response: Response<Incoming>,
+    mut response: Response<UpstreamBody>,
     route: &RouteState,
     version: &VersionState,
     answer: Answer,

@@ -75,6 +75,8 @@ pub struct VersionState {
     pub health: Vec<Arc<EndpointHealth>>,
     /// The pooled client for this version's connection settings.
     pub client: UpstreamClient,
+    /// The direct path to HTTP/1.1 endpoints (`None` for HTTP/2).
+    pub direct: Option<crate::data::upstream::Direct>,
     /// The same settings, for shadow copies.
     pub mirror_client: crate::data::upstream::MirrorClient,
     /// `http` or `https` towards the endpoints.

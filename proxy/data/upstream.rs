@@ -1,7 +1,13 @@
-//! Upstream clients: hyper-util's pooled client, one per distinct set of connection settings,
-//! created on first use and kept for the life of the process. Snapshots hold clones, so a reload
-//! that keeps a route's settings keeps its warm keep-alive connections (pools are keyed by
-//! endpoint inside each client).
+//! Upstream clients. HTTP/1.1 endpoints are reached on the direct path ([`direct`]): hyper's
+//! low-level client driven by the request's own task, from per-worker pools. HTTP/2 endpoints,
+//! upgrades, shadow copies and health checks use hyper-util's pooled client, one per distinct set
+//! of connection settings, created on first use and kept for the life of the process. Snapshots
+//! hold clones (and the direct path's pool slots are numbered by settings and endpoint), so a
+//! reload that keeps a route's settings keeps its warm keep-alive connections.
+
+mod direct;
+
+pub use direct::{Direct, UpstreamBody};
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,7 +22,6 @@ use std::sync::atomic::Ordering;
 
 use http::request::Parts;
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
 
 use crate::config::{Endpoint, UpstreamProtocol, UpstreamTls};
 use crate::data::body::RequestBody;
@@ -48,6 +53,7 @@ pub struct ClientKey {
 pub struct Clients {
     by_key: Mutex<HashMap<ClientKey, UpstreamClient>>,
     mirror_by_key: Mutex<HashMap<ClientKey, MirrorClient>>,
+    direct_slots: direct::Registry,
 }
 
 impl Clients {
@@ -59,6 +65,18 @@ impl Clients {
     /// The client for shadow copies with these settings, created on first use.
     pub fn get_mirror(&self, key: ClientKey) -> MirrorClient {
         get_or_build(&self.mirror_by_key, key)
+    }
+
+    /// The direct path to these HTTP/1.1 endpoints (in this order); `None` for HTTP/2.
+    pub fn direct(&self, key: &ClientKey, endpoints: &[Endpoint]) -> Option<Direct> {
+        if key.protocol != UpstreamProtocol::Http1 {
+            return None;
+        }
+        let slots = endpoints
+            .iter()
+            .map(|e| self.direct_slots.slot(key, e))
+            .collect();
+        Some(Direct::new(connector(key), key.idle_timeout, slots))
     }
 }
 
@@ -89,6 +107,25 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let connector = connector(key);
+    let mut client = Client::builder(TokioExecutor::new());
+    client
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(key.idle_timeout);
+    match key.protocol {
+        UpstreamProtocol::Http1 => client.build(connector),
+        UpstreamProtocol::H2 => client
+            .http2_only(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(10))
+            .build(connector),
+    }
+}
+
+/// The connector for these settings: TCP connect timeout and no delay, TLS with the configured
+/// CA and server name, ALPN for the protocol.
+fn connector(key: &ClientKey) -> HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(key.connect_timeout));
     http.set_nodelay(true);
@@ -108,24 +145,29 @@ where
             builder = builder.with_server_name_resolver(FixedServerNameResolver::new(name));
         }
     }
-    let mut client = Client::builder(TokioExecutor::new());
-    client
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(key.idle_timeout);
     match key.protocol {
-        UpstreamProtocol::Http1 => client.build(builder.enable_http1().wrap_connector(http)),
-        UpstreamProtocol::H2 => client
-            .http2_only(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_timeout(Duration::from_secs(10))
-            .build(builder.enable_http2().wrap_connector(http)),
+        UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
+        UpstreamProtocol::H2 => builder.enable_http2().wrap_connector(http),
     }
 }
 
+/// What failed on the way to an upstream, from either client.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// hyper-util's pooled client.
+    #[error(transparent)]
+    Pooled(#[from] hyper_util::client::legacy::Error),
+    /// The direct path's connect (TCP or TLS).
+    #[error("connecting to the upstream: {0}")]
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    /// The direct path's HTTP/1.1 exchange.
+    #[error(transparent)]
+    Http(hyper::Error),
+}
+
 /// Classifies an upstream client error by walking its source chain.
-pub fn failure_kind(err: &hyper_util::client::legacy::Error) -> FailureKind {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+pub fn failure_kind(err: &CallError) -> FailureKind {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut hyper_error = None;
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -138,7 +180,12 @@ pub fn failure_kind(err: &hyper_util::client::legacy::Error) -> FailureKind {
         }
         source = e.source();
     }
-    if err.is_connect() {
+    let connect = match err {
+        CallError::Pooled(e) => e.is_connect(),
+        CallError::Connect(_) => true,
+        CallError::Http(_) => false,
+    };
+    if connect {
         return FailureKind::Connect;
     }
     match hyper_error {
@@ -158,8 +205,8 @@ pub enum Failure<'a> {
     Error {
         /// The endpoint last tried.
         endpoint: &'a Endpoint,
-        /// hyper-util's error.
-        error: hyper_util::client::legacy::Error,
+        /// What failed.
+        error: CallError,
     },
 }
 
@@ -181,7 +228,7 @@ pub async fn call<'a>(
     parts: Parts,
     body: RequestBody,
     record: &mut Record,
-) -> Result<Response<Incoming>, Failure<'a>> {
+) -> Result<Response<UpstreamBody>, Failure<'a>> {
     // A retry needs the head again: kept only for idempotent requests without a body, on routes
     // with retries and versions with another endpoint to try.
     let retry = match route.retries {
@@ -199,7 +246,7 @@ pub async fn call<'a>(
         _ => None,
     };
     let deadline = tokio::time::Instant::now() + route.timeouts.response_header;
-    let call = version.client.request(Request::from_parts(parts, body));
+    let call = send(version, endpoint, Request::from_parts(parts, body));
     let mut endpoint = endpoint;
     let mut outcome = tokio::time::timeout_at(deadline, call).await;
     let mut attempt = 0;
@@ -228,13 +275,38 @@ pub async fn call<'a>(
         *request.headers_mut() = head.headers.clone();
         *request.version_mut() = head.version;
         version.retries_in_flight.fetch_add(1, Ordering::Relaxed);
-        outcome = tokio::time::timeout_at(deadline, version.client.request(request)).await;
+        outcome = tokio::time::timeout_at(deadline, send(version, endpoint, request)).await;
         version.retries_in_flight.fetch_sub(1, Ordering::Relaxed);
     }
     match outcome {
         Err(_elapsed) => Err(Failure::Timeout { endpoint }),
         Ok(Err(error)) => Err(Failure::Error { endpoint, error }),
         Ok(Ok(response)) => Ok(response),
+    }
+}
+
+/// Sends one request to `endpoint`: on the direct path for an HTTP/1.1 version, else (HTTP/2, or
+/// an upgrade, whose connection must outlive the exchange) through the pooled client.
+async fn send(
+    version: &VersionState,
+    endpoint: &Endpoint,
+    request: Request<RequestBody>,
+) -> Result<Response<UpstreamBody>, CallError> {
+    let direct = version.direct.as_ref().and_then(|direct| {
+        let index = version
+            .endpoints
+            .iter()
+            .position(|e| std::ptr::eq(e, endpoint))?;
+        let upgrade = request.headers().contains_key(http::header::UPGRADE);
+        (!upgrade).then_some((direct, index))
+    });
+    match direct {
+        Some((direct, index)) => direct.send(index, request).await,
+        None => Ok(version
+            .client
+            .request(request)
+            .await?
+            .map(UpstreamBody::pooled)),
     }
 }
 

@@ -1,0 +1,403 @@
+//! HTTP/1.1 upstream connections driven by the request's own task (issue 16). hyper's low-level
+//! client (`client::conn::http1`) in place of hyper-util's pooled client for the common case:
+//! the connection's future is polled by the task that sent the request, first together with the
+//! response head, then by the response body as hyper's server streams it to the client, and the
+//! connection goes back to a pool of the worker thread when that body ends. No connection task, no
+//! hand-off between tasks, no lock: the pooled client spends a channel send, a task wake-up and a
+//! locked pool checkout on each request, about a sixth of a textbook proxy's user time.
+//!
+//! Pools are per worker thread and per slot, a slot being one (connection settings, endpoint)
+//! pair numbered when a snapshot is built ([`Registry`]). A connection comes out of the pool only
+//! if hyper is ready to send on it and it has not closed; a request refused by a pooled connection
+//! before a byte of it went out (the upstream closed it meanwhile) goes to the next one, then to a
+//! new connection. A connection idle for the route's `timeouts.idle` is not used again; it is
+//! closed when the worker next takes or puts back a connection of its slot, or by a sweep of all
+//! slots when it puts one back (at most once a second). At most [`MAX_IDLE`] are kept per slot
+//! and thread.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::{HeaderValue, Request, Response, Uri};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::CallError;
+use crate::config::Endpoint;
+use crate::data::body::RequestBody;
+
+/// Idle connections kept at most per slot and worker thread.
+pub const MAX_IDLE: usize = 256;
+/// How often, at most, a worker closes its pooled connections past their idle timeout.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Pooled connections tried, at most, before a new one is made for a request.
+const MAX_STALE_TRIES: usize = 4;
+
+type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+
+/// Where one (connection settings, endpoint) pair keeps its idle connections in every worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot(usize);
+
+/// Slot numbers are unique in the process: the per-thread pools are shared by every proxy the
+/// process runs (tests run several), so one proxy's slot never names another's endpoint.
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+/// Numbers (settings, endpoint) pairs for the per-thread pools. Only snapshot builds touch it.
+#[derive(Default)]
+pub struct Registry {
+    slots: Mutex<HashMap<(super::ClientKey, Endpoint), Slot>>,
+}
+
+impl Registry {
+    /// The slot of `endpoint` reached with these settings: the same for every snapshot that keeps
+    /// them, so a reload keeps the warm connections.
+    pub fn slot(&self, key: &super::ClientKey, endpoint: &Endpoint) -> Slot {
+        // A poisoned lock only means another builder panicked mid-insert; the map is still usable.
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        *slots
+            .entry((key.clone(), endpoint.clone()))
+            .or_insert_with(|| Slot(NEXT_SLOT.fetch_add(1, Ordering::Relaxed)))
+    }
+}
+
+/// How one version reaches its HTTP/1.1 endpoints: the connector (TCP connect timeout, TLS,
+/// server name) shared with the pooled client, and each endpoint's slot, in endpoint order.
+#[derive(Clone)]
+pub struct Direct {
+    connector: HttpsConnector<HttpConnector>,
+    idle_timeout: Duration,
+    slots: Vec<Slot>,
+}
+
+impl Direct {
+    /// A direct path with this connector, for endpoints numbered `slots` (in endpoint order).
+    pub fn new(
+        connector: HttpsConnector<HttpConnector>,
+        idle_timeout: Duration,
+        slots: Vec<Slot>,
+    ) -> Self {
+        Direct {
+            connector,
+            idle_timeout,
+            slots,
+        }
+    }
+
+    /// Sends `request` (its target in absolute form) to the endpoint at `index`, on a pooled
+    /// connection when one is usable, else a new one.
+    pub async fn send(
+        &self,
+        index: usize,
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, CallError> {
+        let slot = self.slots[index];
+        let uri = to_origin_form(&mut request);
+        for _ in 0..MAX_STALE_TRIES {
+            let Some(mut conn) = checkout(slot).await else {
+                break;
+            };
+            match conn.send(request).await {
+                Ok(head) => return Ok(self.lend(head, conn, slot)),
+                // Refused before a byte went out: the upstream closed it while it idled.
+                Err(Refused::Unsent(_, back)) => request = *back,
+                Err(Refused::Sent(error)) => return Err(CallError::Http(error)),
+            }
+        }
+        let mut conn = self.connect(uri).await?;
+        match conn.send(request).await {
+            Ok(head) => Ok(self.lend(head, conn, slot)),
+            Err(Refused::Unsent(error, _) | Refused::Sent(error)) => Err(CallError::Http(error)),
+        }
+    }
+
+    /// A new connection, boxed once for its life: it moves between pool, request and body.
+    async fn connect(&self, uri: Uri) -> Result<Box<Conn>, CallError> {
+        let mut connector = self.connector.clone();
+        poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(CallError::Connect)?;
+        let io = connector.call(uri).await.map_err(CallError::Connect)?;
+        let (sender, driver) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(CallError::Http)?;
+        Ok(Box::new(Conn {
+            sender,
+            driver,
+            closed: false,
+        }))
+    }
+
+    /// The response, its body driving the connection until it ends.
+    fn lend(
+        &self,
+        head: Response<Incoming>,
+        conn: Box<Conn>,
+        slot: Slot,
+    ) -> Response<UpstreamBody> {
+        let mut lent = Some(Lent {
+            conn,
+            slot,
+            idle_timeout: self.idle_timeout,
+        });
+        // No body to stream (HEAD, 204, 304, an empty body): nothing would drive it back.
+        if head.body().is_end_stream() {
+            if let Some(lent) = lent.take() {
+                lent.give_back();
+            }
+        }
+        head.map(|body| UpstreamBody {
+            body,
+            lent,
+            failed: None,
+        })
+    }
+}
+
+/// hyper's low-level client writes the target as given and adds no `Host`: the pooled client
+/// sent the origin form with `Host` from the authority, and so does this path. Returns the
+/// absolute target, for a connect.
+fn to_origin_form(request: &mut Request<RequestBody>) -> Uri {
+    let uri = std::mem::take(request.uri_mut());
+    if !request.headers().contains_key(HOST) {
+        if let Some(host) = uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            request.headers_mut().insert(HOST, host);
+        }
+    }
+    *request.uri_mut() = uri
+        .path_and_query()
+        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    uri
+}
+
+/// One upstream connection: the handle that sends and the future that drives it.
+struct Conn {
+    sender: SendRequest<RequestBody>,
+    driver: Connection<Io, RequestBody>,
+    /// The driver has finished (closed or failed): it is not polled again.
+    closed: bool,
+}
+
+/// Why a connection gave no response.
+enum Refused {
+    /// Before the request was written: it comes back, to be sent elsewhere.
+    Unsent(hyper::Error, Box<Request<RequestBody>>),
+    /// After: it may have reached the upstream.
+    Sent(hyper::Error),
+}
+
+impl Conn {
+    /// Drives the connection once; true while it is open.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.closed && Pin::new(&mut self.driver).poll(cx).is_ready() {
+            self.closed = true;
+        }
+        !self.closed
+    }
+
+    /// Sends the request and drives the connection until the response head has come.
+    async fn send(&mut self, request: Request<RequestBody>) -> Result<Response<Incoming>, Refused> {
+        let mut response = std::pin::pin!(self.sender.try_send_request(request));
+        poll_fn(|cx| {
+            // The driver first: it writes the request and reads the answer into the future.
+            self.drive(cx);
+            // When the driver ends, hyper has resolved the response with its outcome.
+            response.as_mut().poll(cx)
+        })
+        .await
+        .map_err(|mut e| match e.take_message() {
+            Some(request) => Refused::Unsent(e.into_error(), Box::new(request)),
+            None => Refused::Sent(e.into_error()),
+        })
+    }
+}
+
+/// A connection lent to a response body, and where it goes back.
+struct Lent {
+    conn: Box<Conn>,
+    slot: Slot,
+    idle_timeout: Duration,
+}
+
+impl Lent {
+    /// Puts the connection in this worker's pool if hyper can send on it at once; one still busy
+    /// (a request body the upstream answered before reading) or closed is dropped.
+    fn give_back(mut self) {
+        let waker = std::task::Waker::noop();
+        let ready = self.conn.drive(&mut Context::from_waker(waker)) && self.conn.sender.is_ready();
+        if ready {
+            checkin(self);
+        }
+    }
+}
+
+/// The upstream's response body; on the direct path it drives its connection and gives it back
+/// once the body has ended.
+pub struct UpstreamBody {
+    body: Incoming,
+    lent: Option<Lent>,
+    /// The body's error, held back one turn.
+    failed: Option<hyper::Error>,
+}
+
+impl UpstreamBody {
+    /// A body from the pooled client, whose connection drives itself.
+    pub fn pooled(body: Incoming) -> Self {
+        UpstreamBody {
+            body,
+            lent: None,
+            failed: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("direct", &self.lent.is_some())
+            .finish()
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        // Every field is Unpin, so projecting through get_mut is sound.
+        let this = self.get_mut();
+        if let Some(lent) = &mut this.lent {
+            if !lent.conn.drive(cx) {
+                // Closed: what it read is in the body's channel, with the error if it failed.
+                this.lent = None;
+            }
+        }
+        if let Some(error) = this.failed.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
+        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
+        let ended = match frame {
+            None => true,
+            Some(Ok(_)) => this.body.is_end_stream(),
+            Some(Err(error)) => {
+                // Driven in this task, a connection that fails right after the last bytes it
+                // read hands over both at once, and hyper's server would give up before writing
+                // what it holds: the error waits one turn, so what came before it is flushed
+                // (the client sees the status, then a broken body).
+                this.lent = None;
+                this.failed = Some(error);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        };
+        if ended {
+            if let Some(lent) = this.lent.take() {
+                lent.give_back();
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// One worker thread's idle connections, by slot.
+#[derive(Default)]
+struct Pool {
+    slots: Vec<VecDeque<Idle>>,
+    swept: Option<Instant>,
+}
+
+struct Idle {
+    conn: Box<Conn>,
+    since: Instant,
+    idle_timeout: Duration,
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+}
+
+/// The most recently used idle connection of `slot` on this worker that is within its idle
+/// timeout, still open and ready.
+async fn checkout(slot: Slot) -> Option<Box<Conn>> {
+    let now = Instant::now();
+    for _ in 0..MAX_IDLE {
+        // The pool is gone only while the thread exits.
+        let mut idle = POOL
+            .try_with(|pool| {
+                let mut pool = pool.borrow_mut();
+                pool.slots.get_mut(slot.0).and_then(VecDeque::pop_back)
+            })
+            .ok()
+            .flatten()?;
+        if now.duration_since(idle.since) >= idle.idle_timeout {
+            // The rest of the slot is older still: the next sweep closes it.
+            return None;
+        }
+        // One poll reads an end of stream the upstream sent while the connection idled.
+        let conn = &mut idle.conn;
+        let usable = poll_fn(|cx| Poll::Ready(conn.drive(cx) && conn.sender.is_ready())).await;
+        if usable {
+            return Some(idle.conn);
+        }
+    }
+    None
+}
+
+/// Keeps a connection for the next request on this worker; closes the ones past their idle
+/// timeout, at most once a second.
+fn checkin(lent: Lent) {
+    let now = Instant::now();
+    // The pool is gone only while the thread exits: the connection is closed then.
+    let _ = POOL.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.slots.len() <= lent.slot.0 {
+            pool.slots.resize_with(lent.slot.0 + 1, VecDeque::new);
+        }
+        let idle = &mut pool.slots[lent.slot.0];
+        if idle.len() >= MAX_IDLE {
+            idle.pop_front();
+        }
+        idle.push_back(Idle {
+            conn: lent.conn,
+            since: now,
+            idle_timeout: lent.idle_timeout,
+        });
+        if pool
+            .swept
+            .is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY)
+        {
+            pool.swept = Some(now);
+            for idle in &mut pool.slots {
+                idle.retain(|c| now.duration_since(c.since) < c.idle_timeout);
+            }
+        }
+    });
+}

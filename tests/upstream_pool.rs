@@ -1,0 +1,204 @@
+//! The direct HTTP/1.1 path to upstreams (`proxy/data/upstream/direct.rs`): connections driven by
+//! the request's task and kept in per-worker pools are reused whatever the response's framing,
+//! survive an upstream that closes them while idle, and are not kept past the route's idle
+//! timeout. Real upstreams on loopback count the connections they accept and see closed.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the assertion
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Connections an upstream accepted, and how many of them the proxy has closed.
+#[derive(Default)]
+struct Counts {
+    accepted: AtomicUsize,
+    closed: AtomicUsize,
+}
+
+/// An HTTP/1.1 upstream answering by path: `/length` a body with a length, `/chunked` a body
+/// streamed in three chunks, `/empty` 204, `/echo` the request body back.
+async fn counting_upstream() -> (SocketAddr, Arc<Counts>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = Arc::new(Counts::default());
+    let seen = counts.clone();
+    tokio::spawn(async move {
+        for _ in 0..100 {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            seen.accepted.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = service_fn(|request: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(answer(request).await)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                seen.closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, counts)
+}
+
+type Answer = Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>;
+
+async fn answer(request: Request<Incoming>) -> Answer {
+    let path = request.uri().path().to_string();
+    match path.as_str() {
+        "/chunked" => {
+            let frames = ["one ", "two ", "three"]
+                .map(|s| Ok::<_, Infallible>(Frame::data(Bytes::from_static(s.as_bytes()))));
+            Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+        }
+        "/empty" => {
+            let mut response = Response::new(Full::new(Bytes::new()).boxed());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response
+        }
+        "/echo" => {
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            Response::new(Full::new(body).boxed())
+        }
+        _ => Response::new(Full::new(Bytes::from_static(b"with a length")).boxed()),
+    }
+}
+
+fn route(upstream: SocketAddr, timeouts: &str) -> String {
+    format!(
+        r#"
+listeners: [{{ name: public, addr: "127.0.0.1:0" }}]
+routes:
+  - name: shop
+    timeouts: {{ {timeouts} }}
+    versions: [{{ name: stable, endpoints: ["{upstream}"], weight: 1 }}]
+"#
+    )
+}
+
+#[tokio::test]
+async fn one_upstream_connection_serves_every_framing_in_turn() {
+    let (upstream, counts) = counting_upstream().await;
+    let proxy = start_proxy(&route(upstream, "idle: 60s")).await;
+    let base = format!("http://{}", proxy.addr("public").unwrap());
+    let client = client();
+    for round in 0..3 {
+        let reply = get(&client, &format!("{base}/length"), &[]).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "with a length")
+        );
+        let reply = get(&client, &format!("{base}/chunked"), &[]).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "one two three")
+        );
+        let reply = get(&client, &format!("{base}/empty"), &[]).await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+        let head = send("HEAD", &format!("{base}/length"), &[], "").await;
+        assert_eq!((head.status, head.body.as_str()), (StatusCode::OK, ""));
+        let echoed = send(
+            "POST",
+            &format!("{base}/echo"),
+            &[],
+            &format!("round {round}"),
+        )
+        .await;
+        assert_eq!(echoed.body, format!("round {round}"));
+    }
+    assert_eq!(
+        counts.accepted.load(Ordering::SeqCst),
+        1,
+        "fifteen requests in turn, one upstream connection"
+    );
+}
+
+/// An upstream that answers each request with a keep-alive response, then closes the connection
+/// a moment later without saying so (as a server whose keep-alive timeout is short does).
+async fn closing_upstream() -> (SocketAddr, Arc<Counts>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = Arc::new(Counts::default());
+    let seen = counts.clone();
+    tokio::spawn(async move {
+        for _ in 0..100 {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            seen.accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65_536 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            });
+        }
+    });
+    (addr, counts)
+}
+
+#[tokio::test]
+async fn an_upstream_closing_idle_connections_costs_no_request() {
+    let (upstream, counts) = closing_upstream().await;
+    let proxy = start_proxy(&route(upstream, "idle: 60s")).await;
+    let url = format!("http://{}/", proxy.addr("public").unwrap());
+    let client = client();
+    for _ in 0..5 {
+        let reply = get(&client, &url, &[]).await;
+        assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "ok"));
+        // Past the upstream's close: the pooled connection is found closed, not used.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn an_upstream_connection_is_not_kept_past_the_idle_timeout() {
+    let (upstream, counts) = counting_upstream().await;
+    let proxy = start_proxy(&route(upstream, "idle: 200ms")).await;
+    let url = format!("http://{}/length", proxy.addr("public").unwrap());
+    let client = client();
+    let reply = get(&client, &url, &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(counts.closed.load(Ordering::SeqCst), 0, "kept while fresh");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let reply = get(&client, &url, &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        counts.accepted.load(Ordering::SeqCst),
+        2,
+        "the idle connection is not used again"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            counts.closed.load(Ordering::SeqCst) >= 1
+        })
+        .await,
+        "the proxy closed the expired connection"
+    );
+}
