@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::Limits;
@@ -57,10 +57,6 @@ pub struct Conn {
     /// 1 + the index of the request whose body framing was refused; 0 for none.
     refused_request: AtomicU32,
     refused_error: AtomicU8,
-    /// The deadline the supervisor sleeps until (ms from `accepted`; `u64::MAX`: none). An event
-    /// wakes it only when it makes the deadline earlier, so a request costs no extra wake-up.
-    armed_ms: AtomicU64,
-    wake: Notify,
     /// How long an idle HTTP/1.1 connection keeps hyper's state before parking.
     release_after: Duration,
     /// Set while hyper's connection is being taken apart to park: the stream is kept, not shut.
@@ -92,8 +88,6 @@ impl Conn {
             body: AtomicU64::new(NO_BODY),
             refused_request: AtomicU32::new(0),
             refused_error: AtomicU8::new(0),
-            armed_ms: AtomicU64::new(u64::MAX),
-            wake: Notify::new(),
             release_after: limits.idle_release_after,
             parking: AtomicBool::new(false),
             write_blocked: AtomicBool::new(false),
@@ -106,17 +100,9 @@ impl Conn {
         self.phase.store(phase, Ordering::SeqCst);
     }
 
-    fn ms(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.accepted).as_millis() as u64
-    }
-
-    /// Wakes the supervisor if the deadline is now earlier than the one it sleeps until.
-    fn nudge(&self) {
-        if let Some((at, _)) = self.deadline() {
-            if self.ms(at) < self.armed_ms.load(Ordering::SeqCst) {
-                self.wake.notify_one();
-            }
-        }
+    /// The supervisor's tick: no deadline an event sets is nearer than this to the event.
+    fn tick(&self) -> Duration {
+        self.header_read.min(self.keep_alive)
     }
 
     /// When the connection must be given up if nothing changes, and why.
@@ -182,7 +168,7 @@ impl Conn {
         )
     }
 
-    /// Follows the scanner; the reader nudges the supervisor once the bytes read are scanned.
+    /// Follows the scanner.
     fn on_event(&self, event: Event, index: &mut u32) {
         match event {
             Event::Started => {
@@ -263,7 +249,6 @@ impl Drop for InFlight {
             if phase == IDLE || phase == H2 || phase == HEAD {
                 self.0.mark(phase);
             }
-            self.0.nudge();
         }
     }
 }
@@ -336,7 +321,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
             return Poll::Ready(Ok(()));
         }
         let fed = scanner.feed(&buf.filled()[before..], |e| conn.on_event(e, index));
-        conn.nudge();
         if let Err(r) = fed {
             conn.refuse(*index, r.error);
             *refused = Some(r.error);
@@ -396,6 +380,12 @@ pub enum Ended<E> {
 
 /// Runs `connection` until it finishes, a deadline of `conn` passes, or `drain` fires (then it is
 /// shut down gracefully and given until it finishes). `graceful` starts a graceful shutdown.
+///
+/// Nothing wakes the supervisor when a request starts or ends: its timer is never set further
+/// than one tick (the shorter of the two timeouts) ahead, and every deadline an event sets is at
+/// least a tick after the event, so no event can bring a deadline before the timer. When the
+/// timer fires, the deadline is read again and the timer set to it, or a tick ahead. A request
+/// costs no timer update and no extra poll; a connection costs a wake-up per tick.
 pub async fn supervise<C, E>(
     connection: C,
     conn: Arc<Conn>,
@@ -405,48 +395,57 @@ pub async fn supervise<C, E>(
 where
     C: Future<Output = Result<(), E>>,
 {
-    tokio::pin!(connection);
+    let mut connection = std::pin::pin!(connection);
+    let mut drained = std::pin::pin!(drain.changed());
     let mut draining = false;
     let mut closing_idle = false;
-    loop {
-        let deadline = conn.deadline();
-        conn.armed_ms.store(
-            deadline.map_or(u64::MAX, |d| conn.ms(d.0)),
-            Ordering::SeqCst,
-        );
-        // An event between the two reads either shows here or saw the new armed deadline.
-        if conn.deadline() != deadline {
-            continue;
-        }
-        // A far-off instant stands for "no deadline"; the branch is disabled then anyway.
-        let at = deadline.map_or_else(|| Instant::now() + Duration::from_secs(86_400), |d| d.0);
-        tokio::select! {
-            result = &mut connection => return Ended::Finished(result),
-            _ = conn.wake.notified() => {}
-            _ = drain.changed(), if !draining => {
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(next_check(&conn, Instant::now())));
+    std::future::poll_fn(|cx| {
+        // Bounded: a pass that does not return starts a graceful shutdown (at most one for the
+        // drain and one for the keep-alive) or moves the timer to a later instant.
+        for _ in 0..8 {
+            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                return Poll::Ready(Ended::Finished(result));
+            }
+            if !draining && drained.as_mut().poll(cx).is_ready() {
                 draining = true;
                 graceful(connection.as_mut());
+                continue;
             }
-            _ = tokio::time::sleep_until(at), if deadline.is_some() => {
-                match conn.deadline() {
-                    Some((at, Expiry::KeepAlive)) if at <= Instant::now() => {
-                        // Idle: a graceful close ends an HTTP/1.1 connection at once and sends
-                        // HTTP/2's GOAWAY; if it lingers past another timeout, it is dropped.
-                        if closing_idle {
-                            return Ended::Expired(Expiry::KeepAlive);
-                        }
-                        closing_idle = true;
-                        conn.mark(conn.phase.load(Ordering::Relaxed));
-                        graceful(connection.as_mut());
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            match conn.deadline() {
+                Some((at, Expiry::KeepAlive)) if at <= now => {
+                    // Idle: a graceful close ends an HTTP/1.1 connection at once and sends
+                    // HTTP/2's GOAWAY; if it lingers past another timeout, it is dropped.
+                    if closing_idle {
+                        return Poll::Ready(Ended::Expired(Expiry::KeepAlive));
                     }
-                    Some((at, Expiry::HeaderRead)) if at <= Instant::now() => {
-                        return Ended::Expired(Expiry::HeaderRead);
-                    }
-                    _ => {}
+                    closing_idle = true;
+                    conn.mark(conn.phase.load(Ordering::Relaxed));
+                    graceful(connection.as_mut());
                 }
+                Some((at, Expiry::HeaderRead)) if at <= now => {
+                    return Poll::Ready(Ended::Expired(Expiry::HeaderRead));
+                }
+                _ => {}
             }
+            timer.as_mut().reset(next_check(&conn, now));
         }
-    }
+        // Eight passes in one poll: yield, and come back at once.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
+/// When the supervisor looks next: the connection's deadline, or one tick from `now` if that is
+/// sooner (or there is none).
+fn next_check(conn: &Conn, now: Instant) -> Instant {
+    let tick = now + conn.tick();
+    conn.deadline().map_or(tick, |(at, _)| at.min(tick))
 }
 
 #[cfg(test)]

@@ -221,7 +221,7 @@ fn rewrite_head(
     let request_id = headers::forward_request(
         &mut parts.headers,
         host.as_ref(),
-        downstream.peer.ip(),
+        &downstream.peer_ip,
         downstream.proto,
     );
     if let Some(host) = host {

@@ -62,30 +62,34 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 pub fn forward_request(
     headers: &mut HeaderMap,
     host: Option<&HeaderValue>,
-    client: IpAddr,
+    client: &HeaderValue,
     proto: &'static str,
 ) -> HeaderValue {
     remove_hop_by_hop(headers);
 
     // Every X-Forwarded-For line is one list (RFC 9110 §5.3): all of them, in order, then the peer.
-    let mut forwarded_for = String::new();
-    for prior in headers
+    // Without one (the common case) the list is the connection's ready-made value.
+    let mut prior = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::trim)
+        .filter(|v| v.to_str().is_ok())
+        .map(|v| v.as_bytes().trim_ascii())
         .filter(|v| !v.is_empty())
-    {
-        forwarded_for.push_str(prior);
-        forwarded_for.push_str(", ");
-    }
-    // Written in place: no string of its own for the address.
-    let _ = std::fmt::Write::write_fmt(&mut forwarded_for, format_args!("{client}"));
-    // Built from an IP address and an existing valid value, so always a valid header value.
-    if let Ok(v) = HeaderValue::try_from(forwarded_for) {
-        // insert replaces every earlier X-Forwarded-For line with the single joined list.
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+        .peekable();
+    let forwarded_for = if prior.peek().is_none() {
+        client.clone()
+    } else {
+        let mut list = Vec::with_capacity(64);
+        for value in prior {
+            list.extend_from_slice(value);
+            list.extend_from_slice(b", ");
+        }
+        list.extend_from_slice(client.as_bytes());
+        // Visible ASCII from valid values and an address: always a valid header value.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(list)).unwrap_or_else(|_| client.clone())
+    };
+    // insert replaces every earlier X-Forwarded-For line with the single joined list.
+    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
@@ -103,6 +107,12 @@ pub fn forward_request(
             id
         }
     }
+}
+
+/// The client's address as a header value, made once per connection for `X-Forwarded-For`.
+pub fn peer_value(ip: IpAddr) -> HeaderValue {
+    // An IP address in text is digits, dots, colons and hex: always a valid header value.
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// A fresh W3C `traceparent` for a request that arrived without one: random trace and parent
@@ -252,7 +262,12 @@ mod tests {
     fn forwarded_for_is_appended_and_request_id_kept() {
         let mut h = map(&[("x-forwarded-for", "203.0.113.7"), ("x-request-id", "abc")]);
         let host = HeaderValue::from_static("shop.example.com");
-        let id = forward_request(&mut h, Some(&host), "127.0.0.1".parse().unwrap(), "http");
+        let id = forward_request(
+            &mut h,
+            Some(&host),
+            &peer_value("127.0.0.1".parse().unwrap()),
+            "http",
+        );
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "shop.example.com");
@@ -266,7 +281,12 @@ mod tests {
             ("x-forwarded-for", " "),
             ("x-forwarded-for", "192.0.2.9"),
         ]);
-        forward_request(&mut h, None, "127.0.0.1".parse().unwrap(), "http");
+        forward_request(
+            &mut h,
+            None,
+            &peer_value("127.0.0.1".parse().unwrap()),
+            "http",
+        );
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(
             h["x-forwarded-for"],
@@ -295,7 +315,7 @@ mod tests {
     #[test]
     fn missing_request_id_is_generated() {
         let mut h = HeaderMap::new();
-        let id = forward_request(&mut h, None, "::1".parse().unwrap(), "http");
+        let id = forward_request(&mut h, None, &peer_value("::1".parse().unwrap()), "http");
         assert_eq!(id.len(), 36);
         assert_eq!(h["x-request-id"], id);
         assert_eq!(h["x-forwarded-for"], "::1");
@@ -341,7 +361,7 @@ mod tests {
             "traceparent",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         )]);
-        forward_request(&mut h, None, "::1".parse().unwrap(), "http");
+        forward_request(&mut h, None, &peer_value("::1".parse().unwrap()), "http");
         assert_eq!(
             h["traceparent"],
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -207,10 +207,12 @@ async fn connection<S, F>(
     };
     let per_request = {
         let (conn, service) = (conn.clone(), listener.service.clone());
+        let peer_ip = crate::data::headers::peer_value(peer.ip());
         service_fn(move |request| {
             let (handle, in_flight) = conn.begin();
             let downstream = Downstream {
                 peer,
+                peer_ip: peer_ip.clone(),
                 proto,
                 conn: Some(handle),
             };

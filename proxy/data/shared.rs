@@ -23,6 +23,8 @@ pub struct Shared {
 pub struct Downstream {
     /// The client's address.
     pub peer: SocketAddr,
+    /// The client's address as a header value (made once per connection).
+    pub peer_ip: http::HeaderValue,
     /// `http` or `https`.
     pub proto: &'static str,
     /// The request's view of its connection: the framing the scanner found in its body.
