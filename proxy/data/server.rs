@@ -216,7 +216,9 @@ async fn connection<S, F>(
                 proto,
                 conn: Some(handle),
             };
-            let response = service(downstream, request);
+            // Boxed once: the handler's future is large, and hyper moves the future it is given;
+            // a pointer moves instead of the whole state.
+            let response = Box::pin(service(downstream, request));
             async move { Ok::<_, Infallible>(response.await.map(|b| b.with_in_flight(in_flight))) }
         })
     };

@@ -246,42 +246,57 @@ pub async fn call<'a>(
         _ => None,
     };
     let deadline = tokio::time::Instant::now() + route.timeouts.response_header;
-    let call = send(version, endpoint, Request::from_parts(parts, body));
     let mut endpoint = endpoint;
-    let mut outcome = tokio::time::timeout_at(deadline, call).await;
+    let mut request = Request::from_parts(parts, body);
+    // One await site for every attempt: each site would hold room for its own send future.
     let mut attempt = 0;
-    while let (Some((retries, head)), Ok(Err(e))) = (&retry, &outcome) {
-        if failure_kind(e) != FailureKind::Connect || attempt >= retries.attempts {
-            break;
+    loop {
+        if attempt > 0 {
+            version.retries_in_flight.fetch_add(1, Ordering::Relaxed);
         }
-        let Some(next) = next_retry_endpoint(version, endpoint, retries.budget_percent) else {
-            break;
+        let outcome = tokio::time::timeout_at(deadline, send(version, endpoint, request)).await;
+        if attempt > 0 {
+            version.retries_in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        let error = match outcome {
+            Err(_elapsed) => return Err(Failure::Timeout { endpoint }),
+            Ok(Ok(response)) => return Ok(response),
+            Ok(Err(error)) => error,
         };
-        let (next, health) = next;
-        attempt += 1;
+        let next = match &retry {
+            Some((retries, head))
+                if failure_kind(&error) == FailureKind::Connect && attempt < retries.attempts =>
+            {
+                next_retry_endpoint(version, endpoint, retries.budget_percent)
+                    .and_then(|(next, health)| Some((next, health, head.to(next)?)))
+            }
+            _ => None,
+        };
+        let Some((next, health, again)) = next else {
+            return Err(Failure::Error { endpoint, error });
+        };
         endpoint = next;
         if let Some(failed) = record.endpoint.replace(health.clone()) {
             failed.observe(true);
         }
         version.metrics.retries.inc();
-        let mut target = head.uri.clone().into_parts();
-        target.authority = Some(next.0.clone());
-        let Ok(target) = Uri::from_parts(target) else {
-            break;
-        };
-        let mut request = Request::new(RequestBody::empty());
-        *request.method_mut() = head.method.clone();
-        *request.uri_mut() = target;
-        *request.headers_mut() = head.headers.clone();
-        *request.version_mut() = head.version;
-        version.retries_in_flight.fetch_add(1, Ordering::Relaxed);
-        outcome = tokio::time::timeout_at(deadline, send(version, endpoint, request)).await;
-        version.retries_in_flight.fetch_sub(1, Ordering::Relaxed);
+        request = again;
+        attempt += 1;
     }
-    match outcome {
-        Err(_elapsed) => Err(Failure::Timeout { endpoint }),
-        Ok(Err(error)) => Err(Failure::Error { endpoint, error }),
-        Ok(Ok(response)) => Ok(response),
+}
+
+impl RetryHead {
+    /// The same request for another endpoint, without a body.
+    fn to(&self, endpoint: &Endpoint) -> Option<Request<RequestBody>> {
+        let mut target = self.uri.clone().into_parts();
+        target.authority = Some(endpoint.0.clone());
+        let target = Uri::from_parts(target).ok()?;
+        let mut request = Request::new(RequestBody::empty());
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = target;
+        *request.headers_mut() = self.headers.clone();
+        *request.version_mut() = self.version;
+        Some(request)
     }
 }
 

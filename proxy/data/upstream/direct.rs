@@ -118,7 +118,9 @@ impl Direct {
                 Err(Refused::Sent(error)) => return Err(CallError::Http(error)),
             }
         }
-        let mut conn = self.connect(uri).await?;
+        // Boxed: a connect's state (TCP, TLS, handshake) is large and rarely needed; every
+        // request's future would otherwise carry room for it.
+        let mut conn = Box::pin(self.connect(uri)).await?;
         match conn.send(request).await {
             Ok(head) => Ok(self.lend(head, conn, slot)),
             Err(Refused::Unsent(error, _) | Refused::Sent(error)) => Err(CallError::Http(error)),
