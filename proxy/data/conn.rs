@@ -400,6 +400,9 @@ where
     let mut draining = false;
     let mut closing_idle = false;
     let mut timer = std::pin::pin!(tokio::time::sleep_until(next_check(&conn, Instant::now())));
+    // Whether the timer has been polled since it was last set: from then on it holds this task's
+    // waker, and looking at its state is enough (a poll per wake-up less).
+    let mut registered = false;
     std::future::poll_fn(|cx| {
         // Bounded: a pass that does not return starts a graceful shutdown (at most one for the
         // drain and one for the keep-alive) or moves the timer to a later instant.
@@ -412,7 +415,13 @@ where
                 graceful(connection.as_mut());
                 continue;
             }
-            if timer.as_mut().poll(cx).is_pending() {
+            let fired = if registered {
+                timer.is_elapsed()
+            } else {
+                registered = true;
+                timer.as_mut().poll(cx).is_ready()
+            };
+            if !fired {
                 return Poll::Pending;
             }
             let now = Instant::now();
@@ -433,6 +442,7 @@ where
                 _ => {}
             }
             timer.as_mut().reset(next_check(&conn, now));
+            registered = false;
         }
         // Eight passes in one poll: yield, and come back at once.
         cx.waker().wake_by_ref();

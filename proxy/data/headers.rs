@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// `x-request-id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -68,44 +68,44 @@ pub fn forward_request(
     remove_hop_by_hop(headers);
 
     // Every X-Forwarded-For line is one list (RFC 9110 §5.3): all of them, in order, then the peer.
-    // Without one (the common case) the list is the connection's ready-made value.
-    let mut prior = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter(|v| v.to_str().is_ok())
-        .map(|v| v.as_bytes().trim_ascii())
-        .filter(|v| !v.is_empty())
-        .peekable();
-    let forwarded_for = if prior.peek().is_none() {
-        client.clone()
-    } else {
-        let mut list = Vec::with_capacity(64);
-        for value in prior {
-            list.extend_from_slice(value);
-            list.extend_from_slice(b", ");
+    // Without one (the common case) the list is the connection's ready-made value. Each header
+    // below is looked up once (an entry), not once to read and again to write.
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Vacant(slot) => {
+            slot.insert(client.clone());
         }
-        list.extend_from_slice(client.as_bytes());
-        // Visible ASCII from valid values and an address: always a valid header value.
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(list)).unwrap_or_else(|_| client.clone())
-    };
-    // insert replaces every earlier X-Forwarded-For line with the single joined list.
-    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
+        Entry::Occupied(mut lines) => {
+            let mut list = Vec::with_capacity(64);
+            for value in lines
+                .iter()
+                .filter(|v| v.to_str().is_ok())
+                .map(|v| v.as_bytes().trim_ascii())
+                .filter(|v| !v.is_empty())
+            {
+                list.extend_from_slice(value);
+                list.extend_from_slice(b", ");
+            }
+            list.extend_from_slice(client.as_bytes());
+            // Visible ASCII from valid values and an address: always a valid header value.
+            let joined = HeaderValue::from_maybe_shared(bytes::Bytes::from(list))
+                .unwrap_or_else(|_| client.clone());
+            // Replaces every earlier line with the single joined list.
+            lines.insert(joined);
+        }
+    }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
-
-    if !headers.contains_key(&TRACEPARENT) {
-        headers.insert(TRACEPARENT.clone(), new_traceparent());
-    }
-
-    match headers.get(&X_REQUEST_ID) {
-        Some(id) if !id.is_empty() => id.clone(),
-        _ => {
-            let id = new_request_id();
-            headers.insert(X_REQUEST_ID.clone(), id.clone());
-            id
+    headers.entry(&TRACEPARENT).or_insert_with(new_traceparent);
+    match headers.entry(&X_REQUEST_ID) {
+        Entry::Occupied(id) if !id.get().is_empty() => id.get().clone(),
+        Entry::Occupied(mut id) => {
+            let fresh = new_request_id();
+            id.insert(fresh.clone());
+            fresh
         }
+        Entry::Vacant(slot) => slot.insert(new_request_id()).clone(),
     }
 }
 

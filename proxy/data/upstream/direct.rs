@@ -108,7 +108,7 @@ impl Direct {
         let slot = self.slots[index];
         let uri = to_origin_form(&mut request);
         for _ in 0..MAX_STALE_TRIES {
-            let Some(mut conn) = checkout(slot).await else {
+            let Some(mut conn) = checkout(slot) else {
                 break;
             };
             match conn.send(request).await {
@@ -218,10 +218,22 @@ impl Conn {
     async fn send(&mut self, request: Request<RequestBody>) -> Result<Response<Incoming>, Refused> {
         let mut response = std::pin::pin!(self.sender.try_send_request(request));
         poll_fn(|cx| {
-            // The driver first: it writes the request and reads the answer into the future.
+            // The response is resolved only by the driver, so it is always polled quietly; the
+            // driver quietly first (the answer may be in already), then with this task's waker
+            // (the upstream's bytes are to wake it).
+            self.drive(&mut quiet());
+            let polled = response.as_mut().poll(&mut quiet());
+            if polled.is_ready() {
+                return polled;
+            }
             self.drive(cx);
-            // When the driver ends, hyper has resolved the response with its outcome.
-            response.as_mut().poll(cx)
+            let polled = response.as_mut().poll(&mut quiet());
+            if polled.is_ready() {
+                // Once more quietly, so that nothing in the driver holds this task's waker for
+                // what the body will do (ask for data, take it) in this same task.
+                self.drive(&mut quiet());
+            }
+            polled
         })
         .await
         .map_err(|mut e| match e.take_message() {
@@ -229,6 +241,15 @@ impl Conn {
             None => Refused::Sent(e.into_error()),
         })
     }
+}
+
+/// A context whose waker does nothing, for what this task drives itself. The driver and the
+/// response (head and body) it fills talk through channels, and each would wake the task that
+/// polled the other last: this task, while it runs, which costs it a whole poll more for nothing.
+/// Quiet polls first, then, and this task's waker only on a last round before `Pending`, so what
+/// does wake it is the network.
+fn quiet() -> Context<'static> {
+    Context::from_waker(std::task::Waker::noop())
 }
 
 /// A connection lent to a response body, and where it goes back.
@@ -288,16 +309,30 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         // Every field is Unpin, so projecting through get_mut is sound.
         let this = self.get_mut();
-        if let Some(lent) = &mut this.lent {
-            if !lent.conn.drive(cx) {
-                // Closed: what it read is in the body's channel, with the error if it failed.
-                this.lent = None;
-            }
-        }
         if let Some(error) = this.failed.take() {
             return Poll::Ready(Some(Err(error)));
         }
-        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
+        let frame = match this.lent.as_mut() {
+            Some(lent) => {
+                // Quietly first: ask for data (waking only the driver's quiet waker), drive the
+                // connection to deliver it; then, if nothing came, the same with this task's waker.
+                let mut polled = Pin::new(&mut this.body).poll_frame(&mut quiet());
+                if polled.is_pending() {
+                    lent.conn.drive(&mut quiet());
+                    polled = Pin::new(&mut this.body).poll_frame(&mut quiet());
+                }
+                if polled.is_pending() {
+                    lent.conn.drive(cx);
+                    polled = Pin::new(&mut this.body).poll_frame(cx);
+                }
+                if lent.conn.closed {
+                    // Closed: what it read is in the body's channel, with the error if it failed.
+                    this.lent = None;
+                }
+                std::task::ready!(polled)
+            }
+            None => std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)),
+        };
         let ended = match frame {
             None => true,
             Some(Ok(_)) => this.body.is_end_stream(),
@@ -348,7 +383,7 @@ thread_local! {
 
 /// The most recently used idle connection of `slot` on this worker that is within its idle
 /// timeout, still open and ready.
-async fn checkout(slot: Slot) -> Option<Box<Conn>> {
+fn checkout(slot: Slot) -> Option<Box<Conn>> {
     let now = Instant::now();
     for _ in 0..MAX_IDLE {
         // The pool is gone only while the thread exits.
@@ -363,10 +398,10 @@ async fn checkout(slot: Slot) -> Option<Box<Conn>> {
             // The rest of the slot is older still: the next sweep closes it.
             return None;
         }
-        // One poll reads an end of stream the upstream sent while the connection idled.
+        // One poll reads an end of stream the upstream sent while the connection idled; quiet,
+        // so that sending the request does not wake this task (see `quiet`).
         let conn = &mut idle.conn;
-        let usable = poll_fn(|cx| Poll::Ready(conn.drive(cx) && conn.sender.is_ready())).await;
-        if usable {
+        if conn.drive(&mut quiet()) && conn.sender.is_ready() {
             return Some(idle.conn);
         }
     }
