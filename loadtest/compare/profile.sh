@@ -5,7 +5,9 @@
 # (self time) and the user/sys CPU per request; keeps perf.data when --keep is given.
 #
 # Usage: loadtest/compare/profile.sh [--switchyard-bin PATH] [--duration S] [--connections N]
-#          [--top N] [--base-port P] [--keep]
+#          [--top N] [--base-port P] [--keep] [--no-perf]
+# --no-perf measures the CPU per request alone (no profiler attached): alternate two binaries with it
+# for an A/B of a change.
 # Needs nginx, wrk and perf (Debian: nginx, wrk, linux-perf); loopback ports only.
 set -euo pipefail
 
@@ -17,6 +19,7 @@ CONNECTIONS=64
 TOP=40
 BASE_PORT=18500
 KEEP=0
+PERF=1
 die() { echo "profile.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -26,14 +29,15 @@ while [ $# -gt 0 ]; do
         --top) TOP=${2:?}; shift 2 ;;
         --base-port) BASE_PORT=${2:?}; shift 2 ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --no-perf) PERF=0; shift ;;
+        -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1" ;;
     esac
 done
 [[ "$DURATION" =~ ^[0-9]+$ ]] && [ "$DURATION" -ge 2 ] && [ "$DURATION" -le 60 ] || die "--duration is 2 to 60 s"
 [[ "$CONNECTIONS" =~ ^[0-9]+$ ]] && [ "$CONNECTIONS" -ge 1 ] && [ "$CONNECTIONS" -le 1024 ] || die "--connections is 1 to 1024"
 PATH="$PATH:/usr/sbin:/sbin"
-for tool in nginx wrk perf taskset; do command -v "$tool" >/dev/null || die "missing: $tool"; done
+for tool in nginx wrk taskset $([ "$PERF" = 1 ] && echo perf); do command -v "$tool" >/dev/null || die "missing: $tool"; done
 [ -x "$SWITCHYARD" ] || die "no $SWITCHYARD (cargo build --release)"
 
 WORK=$(mktemp -d /tmp/switchyard-profile.XXXXXX)
@@ -75,7 +79,9 @@ read -r u0 s0 < <(ticks)
 taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$((DURATION + 1))s" "$URL" >"$WORK/wrk.txt" &
 WRK=$!
 sleep 0.5
-perf record -q -e cpu-clock -F 4000 -p "$SY" -o "$WORK/perf.data" -- sleep "$DURATION" 2>/dev/null
+if [ "$PERF" = 1 ]; then
+    perf record -q -e cpu-clock -F 4000 -p "$SY" -o "$WORK/perf.data" -- sleep "$DURATION" 2>/dev/null
+fi
 wait "$WRK"
 read -r u1 s1 < <(ticks)
 requests=$(awk '/requests in/ { print $1 }' "$WORK/wrk.txt")
@@ -85,6 +91,7 @@ grep -E "Requests/sec|requests in" "$WORK/wrk.txt"
 awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v n="$requests" -v hz="$hz" 'BEGIN {
     printf "CPU per request (warm-up excluded, whole wrk run): user %.1f us + sys %.1f us = %.1f us\n",
         u * 1e6 / hz / n, s * 1e6 / hz / n, (u + s) * 1e6 / hz / n }'
+[ "$PERF" = 1 ] || exit 0
 echo
 echo "Hottest symbols, self time (perf record -e cpu-clock -F 4000, $DURATION s):"
 perf report -i "$WORK/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null |
