@@ -95,7 +95,13 @@ impl Conn {
     }
 
     fn mark(&self, phase: u8) {
-        let ms = self.accepted.elapsed().as_millis() as u64;
+        self.mark_at(phase, &mut None);
+    }
+
+    /// Sets the phase as of `now_ms` (milliseconds since accept), read from the clock on first
+    /// use: the events of one read share one clock read.
+    fn mark_at(&self, phase: u8, now_ms: &mut Option<u64>) {
+        let ms = *now_ms.get_or_insert_with(|| self.accepted.elapsed().as_millis() as u64);
         self.since_ms.store(ms, Ordering::SeqCst);
         self.phase.store(phase, Ordering::SeqCst);
     }
@@ -169,18 +175,18 @@ impl Conn {
     }
 
     /// Follows the scanner.
-    fn on_event(&self, event: Event, index: &mut u32) {
+    fn on_event(&self, event: Event, index: &mut u32, now_ms: &mut Option<u64>) {
         match event {
             Event::Started => {
                 // The first head's deadline counts from accept, not from its first byte.
                 if self.phase.load(Ordering::Relaxed) != FIRST {
-                    self.mark(HEAD);
+                    self.mark_at(HEAD, now_ms);
                 }
             }
             Event::Head => {
                 self.body
                     .store(u64::from(*index & 0xffff) << 48, Ordering::Relaxed);
-                self.mark(BODY);
+                self.mark_at(BODY, now_ms);
             }
             Event::Chunk(n) => {
                 let body = self.body.load(Ordering::Relaxed);
@@ -190,9 +196,9 @@ impl Conn {
             }
             Event::Ended => {
                 *index = index.wrapping_add(1);
-                self.mark(IDLE);
+                self.mark_at(IDLE, now_ms);
             }
-            Event::Preface => self.mark(H2),
+            Event::Preface => self.mark_at(H2, now_ms),
             Event::Opaque => {
                 if self.phase.load(Ordering::Relaxed) != H2 {
                     self.phase.store(OPAQUE, Ordering::SeqCst);
@@ -320,7 +326,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
         if scanner.is_opaque() {
             return Poll::Ready(Ok(()));
         }
-        let fed = scanner.feed(&buf.filled()[before..], |e| conn.on_event(e, index));
+        let mut now_ms = None;
+        let fed = scanner.feed(&buf.filled()[before..], |e| {
+            conn.on_event(e, index, &mut now_ms)
+        });
         if let Err(r) = fed {
             conn.refuse(*index, r.error);
             *refused = Some(r.error);

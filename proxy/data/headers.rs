@@ -32,6 +32,25 @@ const HOP_BY_HOP: [HeaderName; HOPS] = [
     HeaderName::from_static("http2-settings"),
 ];
 
+/// The position of `name` in [`HOP_BY_HOP`]; the length is compared first, so most names cost
+/// one comparison of lengths.
+fn hop_index(name: &HeaderName) -> Option<usize> {
+    let name = name.as_str();
+    let candidates: &[usize] = match name.len() {
+        2 => &[3],
+        7 => &[4, 6],
+        10 => &[0, 1],
+        14 => &[7],
+        16 => &[2],
+        17 => &[5],
+        _ => return None,
+    };
+    candidates
+        .iter()
+        .copied()
+        .find(|&i| HOP_BY_HOP[i].as_str() == name)
+}
+
 /// Removes `Connection`, every header it names, and the fixed hop-by-hop headers.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Values are cloned one at a time (a refcount, no copy) so the map can be edited meanwhile.
@@ -47,7 +66,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names present rather than a lookup per hop-by-hop name.
     let mut present = [false; HOPS];
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_index(name) {
             present[i] = true;
         }
     }
@@ -119,32 +138,51 @@ pub fn peer_value(ip: IpAddr) -> HeaderValue {
 /// ids, flags `00` (not sampled), so services with parent-based samplers do not all start
 /// tracing because the proxy made up a context.
 pub fn new_traceparent() -> HeaderValue {
-    use rand::Rng;
-    let mut rng = rand::rng();
+    let mut ids: [u8; 24] = random_bytes();
     // Both ids must not be all zero (W3C Trace Context §3.2.2.3); setting one bit guarantees it.
-    let trace: u128 = rng.random::<u128>() | 1;
-    let parent: u64 = rng.random::<u64>() | 1;
+    ids[15] |= 1;
+    ids[23] |= 1;
     // "00-" 32 hex digits "-" 16 hex digits "-00", written on the stack: no formatting machinery,
     // one allocation (the header value's own).
     let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    hex_into(&mut text[3..35], trace);
-    hex_into(&mut text[36..52], u128::from(parent));
+    hex_into(&mut text[3..35], &ids[..16]);
+    hex_into(&mut text[36..52], &ids[16..]);
     HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// Writes the low `out.len()` hex digits of `value` into `out`, lower case, most significant first.
-fn hex_into(out: &mut [u8], mut value: u128) {
+/// Writes `bytes` in lower-case hex into `out` (two digits a byte, most significant first).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in out.iter_mut().rev() {
-        *byte = DIGITS[(value & 0xf) as usize];
-        value >>= 4;
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
+}
+
+thread_local! {
+    /// A fast generator per thread for request and trace ids, seeded from the thread's
+    /// OS-seeded generator: ids must be unique and unpredictable enough to not collide, not secret.
+    static IDS: std::cell::RefCell<rand::rngs::SmallRng> = std::cell::RefCell::new(
+        rand::SeedableRng::from_rng(&mut rand::rng()),
+    );
+}
+
+/// `N` random bytes from the thread's id generator.
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    let filled = IDS.try_with(|rng| rand::RngCore::fill_bytes(&mut *rng.borrow_mut(), &mut bytes));
+    if filled.is_err() {
+        // Only while the thread exits: the thread's OS-seeded generator still works.
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    }
+    bytes
 }
 
 /// A fresh random request id (UUID v4).
 pub fn new_request_id() -> HeaderValue {
     let mut buf = uuid::Uuid::encode_buffer();
-    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    let id = uuid::Builder::from_random_bytes(random_bytes()).into_uuid();
+    let text = id.hyphenated().encode_lower(&mut buf);
     // A hyphenated UUID is ASCII hex and dashes: always a valid header value.
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
@@ -232,6 +270,40 @@ pub fn grpc_failed(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<String> = (0..1_000)
+            .map(|_| new_request_id().to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids.len(), 1_000);
+        for id in ids.iter().take(10) {
+            let parsed = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(parsed.get_version_num(), 4, "{id}");
+            assert_eq!(
+                id,
+                &parsed.hyphenated().to_string(),
+                "lower-case, hyphenated"
+            );
+        }
+    }
+
+    #[test]
+    fn every_fixed_hop_by_hop_name_and_no_other_is_found() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_index(name), Some(i), "{name}");
+        }
+        for other in [
+            "host",
+            "user-agent",
+            "x-request-id",
+            "te-x",
+            "upgrades",
+            "traceparent",
+        ] {
+            assert_eq!(hop_index(&HeaderName::from_static(other)), None, "{other}");
+        }
+    }
 
     fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -333,10 +405,10 @@ mod tests {
             0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
         ] {
             let mut out = [0u8; 32];
-            hex_into(&mut out, value);
+            hex_into(&mut out, &value.to_be_bytes());
             assert_eq!(std::str::from_utf8(&out).unwrap(), format!("{value:032x}"));
             let mut out = [0u8; 16];
-            hex_into(&mut out, value & u128::from(u64::MAX));
+            hex_into(&mut out, &(value as u64).to_be_bytes());
             assert_eq!(
                 std::str::from_utf8(&out).unwrap(),
                 format!("{:016x}", value as u64)

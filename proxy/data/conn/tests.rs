@@ -20,19 +20,19 @@ async fn the_first_head_counts_from_accept_and_later_ones_from_their_first_byte(
         Some((conn.accepted + Duration::from_secs(10), Expiry::HeaderRead))
     );
     // A first byte does not restart the clock of the first head.
-    conn.on_event(Event::Started, &mut index);
+    conn.on_event(Event::Started, &mut index, &mut None);
     assert_eq!(
         conn.deadline(),
         Some((conn.accepted + Duration::from_secs(10), Expiry::HeaderRead))
     );
-    conn.on_event(Event::Head, &mut index);
+    conn.on_event(Event::Head, &mut index, &mut None);
     assert_eq!(conn.deadline(), None, "a body is being read");
     let (request, in_flight) = conn.begin();
-    conn.on_event(Event::Ended, &mut index);
+    conn.on_event(Event::Ended, &mut index, &mut None);
     assert_eq!(conn.deadline(), None, "a request is in flight");
     drop(in_flight);
     assert_eq!(conn.deadline().map(|d| d.1), Some(Expiry::KeepAlive));
-    conn.on_event(Event::Started, &mut index);
+    conn.on_event(Event::Started, &mut index, &mut None);
     assert_eq!(conn.deadline().map(|d| d.1), Some(Expiry::HeaderRead));
     assert_eq!((request.index, index), (0, 1));
 }
@@ -42,7 +42,7 @@ async fn an_http2_connection_is_idle_between_streams() {
     let conn = Conn::new(&limits());
     let mut index = 0;
     for e in [Event::Started, Event::Preface, Event::Opaque] {
-        conn.on_event(e, &mut index);
+        conn.on_event(e, &mut index, &mut None);
     }
     assert_eq!(conn.deadline().map(|d| d.1), Some(Expiry::KeepAlive));
     let (_, a) = conn.begin();
@@ -106,11 +106,11 @@ async fn a_connection_is_idle_only_between_requests_with_nothing_left_to_write()
     let conn = Conn::new(&limits());
     let mut index = 0;
     assert_eq!(conn.idle_since(), None, "before the first request");
-    conn.on_event(Event::Started, &mut index);
-    conn.on_event(Event::Head, &mut index);
+    conn.on_event(Event::Started, &mut index, &mut None);
+    conn.on_event(Event::Head, &mut index, &mut None);
     let (_, in_flight) = conn.begin();
     assert_eq!(conn.requests_begun(), 1);
-    conn.on_event(Event::Ended, &mut index);
+    conn.on_event(Event::Ended, &mut index, &mut None);
     assert_eq!(conn.idle_since(), None, "its response is being served");
     tokio::time::advance(Duration::from_millis(250)).await;
     drop(in_flight);
@@ -124,6 +124,6 @@ async fn a_connection_is_idle_only_between_requests_with_nothing_left_to_write()
     );
     conn.wrote(false);
     assert_eq!(conn.idle_since(), Some(since));
-    conn.on_event(Event::Started, &mut index);
+    conn.on_event(Event::Started, &mut index, &mut None);
     assert_eq!(conn.idle_since(), None, "a next head has begun");
 }
