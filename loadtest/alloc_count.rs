@@ -112,6 +112,15 @@ async fn run(args: Args) -> Result<()> {
         textbook::Server::Auto,
         textbook::ClientKind::Legacy,
     ));
+    let inline_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let inline_addr = inline_listener.local_addr()?;
+    tokio::spawn(textbook::serve(
+        inline_listener,
+        upstream.to_string().parse()?,
+        Duration::from_secs(3600),
+        textbook::Server::Http1,
+        textbook::ClientKind::Inline,
+    ));
     let switchyard = start_switchyard(upstream, "").await?;
     let switchyard_addr = switchyard.addr("public").context("the listener")?;
     // The same, parking its connection whenever it has idled 1 ms: what a request on a parked
@@ -133,6 +142,10 @@ async fn run(args: Args) -> Result<()> {
     for (name, addr) in [
         ("textbook hyper proxy", textbook_addr),
         ("textbook, hyper-util auto server", auto_addr),
+        (
+            "textbook, hyper's client::conn in the request's task",
+            inline_addr,
+        ),
         ("switchyard", switchyard_addr),
     ] {
         let (n, bytes) = count(addr, &args).await.context(name)?;

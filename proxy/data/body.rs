@@ -204,7 +204,9 @@ pub struct RequestBody {
     /// `None`: an empty body (a retried request that had none).
     inner: Option<Incoming>,
     bytes: Option<Arc<AtomicU64>>,
-    tee: Option<Tee>,
+    /// Boxed: a mirrored request is the rare one, and the request's body is moved through every
+    /// layer of the forwarding future, each keeping room for it.
+    tee: Option<Box<Tee>>,
     limit: Option<BodyLimit>,
     idle: Option<Idle>,
     /// Where the client's fault is recorded when the body fails by it.
@@ -331,11 +333,11 @@ impl RequestBody {
         if self.ended() {
             draft.send(Bytes::new());
         } else {
-            self.tee = Some(Tee {
+            self.tee = Some(Box::new(Tee {
                 draft,
                 chunks: Vec::new(),
                 size: 0,
-            });
+            }));
         }
         self
     }

@@ -2,25 +2,25 @@
 //! client (`client::conn::http1`) in place of hyper-util's pooled client for the common case:
 //! the connection's future is polled by the task that sent the request, first together with the
 //! response head, then by the response body as hyper's server streams it to the client, and the
-//! connection goes back to a pool of the worker thread when that body ends. No connection task, no
-//! hand-off between tasks, no lock: the pooled client spends a channel send, a task wake-up and a
-//! locked pool checkout on each request, about a sixth of a textbook proxy's user time.
+//! connection goes back to its endpoint's pool when that body ends. No connection task and no
+//! hand-off between tasks: the pooled client spends a channel send and a task wake-up each way on
+//! every request, about a sixth of a textbook proxy's user time.
 //!
-//! Pools are per worker thread and per slot, a slot being one (connection settings, endpoint)
-//! pair numbered when a snapshot is built ([`Registry`]). A connection comes out of the pool only
-//! if hyper is ready to send on it and it has not closed; a request refused by a pooled connection
-//! before a byte of it went out (the upstream closed it meanwhile) goes to the next one, then to a
-//! new connection. A connection idle for the route's `timeouts.idle` is not used again; it is
-//! closed when the worker next takes or puts back a connection of its slot, or by a sweep of all
-//! slots when it puts one back (at most once a second). At most [`MAX_IDLE`] are kept per slot
-//! and thread.
+//! One pool per slot, a slot being one (connection settings, endpoint) pair, kept by the
+//! [`Registry`] across snapshots. It is shared by the worker threads: a task moves between
+//! workers, and pools of their own would each grow to hold what the others could have reused. Its
+//! lock is held for one push or pop (never across a poll or a close). A connection comes out of
+//! the pool only if hyper is ready to send on it and it has not closed; a request refused by a
+//! pooled connection before a byte of it went out (the upstream closed it meanwhile) goes to the
+//! next one, then to a new connection. The most recently used comes out first, so the others age:
+//! one idle for the route's `timeouts.idle` is closed when its slot is next used (those older than
+//! it with it), and a slot's expired connections are swept when one is put back, at most once a
+//! second. At most [`MAX_IDLE`] are kept per slot.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,38 +40,34 @@ use super::CallError;
 use crate::config::Endpoint;
 use crate::data::body::RequestBody;
 
-/// Idle connections kept at most per slot and worker thread.
+/// Idle connections kept at most per slot.
 pub const MAX_IDLE: usize = 256;
-/// How often, at most, a worker closes its pooled connections past their idle timeout.
+/// How often, at most, a slot's connections past their idle timeout are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Pooled connections tried, at most, before a new one is made for a request.
 const MAX_STALE_TRIES: usize = 4;
 
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 
-/// Where one (connection settings, endpoint) pair keeps its idle connections in every worker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Slot(usize);
+/// Where one (connection settings, endpoint) pair keeps its idle connections.
+pub type Slot = Arc<Pool>;
 
-/// Slot numbers are unique in the process: the per-thread pools are shared by every proxy the
-/// process runs (tests run several), so one proxy's slot never names another's endpoint.
-static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
-
-/// Numbers (settings, endpoint) pairs for the per-thread pools. Only snapshot builds touch it.
+/// Gives each (settings, endpoint) pair its pool. Only snapshot builds touch it.
 #[derive(Default)]
 pub struct Registry {
     slots: Mutex<HashMap<(super::ClientKey, Endpoint), Slot>>,
 }
 
 impl Registry {
-    /// The slot of `endpoint` reached with these settings: the same for every snapshot that keeps
+    /// The pool of `endpoint` reached with these settings: the same for every snapshot that keeps
     /// them, so a reload keeps the warm connections.
     pub fn slot(&self, key: &super::ClientKey, endpoint: &Endpoint) -> Slot {
         // A poisoned lock only means another builder panicked mid-insert; the map is still usable.
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        *slots
+        slots
             .entry((key.clone(), endpoint.clone()))
-            .or_insert_with(|| Slot(NEXT_SLOT.fetch_add(1, Ordering::Relaxed)))
+            .or_default()
+            .clone()
     }
 }
 
@@ -105,14 +101,14 @@ impl Direct {
         index: usize,
         mut request: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, CallError> {
-        let slot = self.slots[index];
+        let slot = &self.slots[index];
         let uri = to_origin_form(&mut request);
         for _ in 0..MAX_STALE_TRIES {
             let Some(mut conn) = checkout(slot) else {
                 break;
             };
             match conn.send(request).await {
-                Ok(head) => return Ok(self.lend(head, conn, slot)),
+                Ok(head) => return Ok(self.lend(head, conn, slot.clone())),
                 // Refused before a byte went out: the upstream closed it while it idled.
                 Err(Refused::Unsent(_, back)) => request = *back,
                 Err(Refused::Sent(error)) => return Err(CallError::Http(error)),
@@ -122,7 +118,7 @@ impl Direct {
         // request's future would otherwise carry room for it.
         let mut conn = Box::pin(self.connect(uri)).await?;
         match conn.send(request).await {
-            Ok(head) => Ok(self.lend(head, conn, slot)),
+            Ok(head) => Ok(self.lend(head, conn, slot.clone())),
             Err(Refused::Unsent(error, _) | Refused::Sent(error)) => Err(CallError::Http(error)),
         }
     }
@@ -260,7 +256,7 @@ struct Lent {
 }
 
 impl Lent {
-    /// Puts the connection in this worker's pool if hyper can send on it at once; one still busy
+    /// Puts the connection in its pool if hyper can send on it at once; one still busy
     /// (a request body the upstream answered before reading) or closed is dropped.
     fn give_back(mut self) {
         let waker = std::task::Waker::noop();
@@ -364,10 +360,15 @@ impl Body for UpstreamBody {
     }
 }
 
-/// One worker thread's idle connections, by slot.
+/// One slot's idle connections, oldest first, and when they were last swept.
 #[derive(Default)]
-struct Pool {
-    slots: Vec<VecDeque<Idle>>,
+pub struct Pool {
+    idle: Mutex<Idling>,
+}
+
+#[derive(Default)]
+struct Idling {
+    conns: Vec<Idle>,
     swept: Option<Instant>,
 }
 
@@ -377,25 +378,23 @@ struct Idle {
     idle_timeout: Duration,
 }
 
-thread_local! {
-    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idling> {
+        // A panic while the lock was held left at worst a connection too many or too few.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
-/// The most recently used idle connection of `slot` on this worker that is within its idle
-/// timeout, still open and ready.
-fn checkout(slot: Slot) -> Option<Box<Conn>> {
+/// The most recently used idle connection of `slot` that is within its idle timeout, still open
+/// and ready. Connections found expired or closed are closed after the lock is let go.
+fn checkout(slot: &Pool) -> Option<Box<Conn>> {
     let now = Instant::now();
     for _ in 0..MAX_IDLE {
-        // The pool is gone only while the thread exits.
-        let mut idle = POOL
-            .try_with(|pool| {
-                let mut pool = pool.borrow_mut();
-                pool.slots.get_mut(slot.0).and_then(VecDeque::pop_back)
-            })
-            .ok()
-            .flatten()?;
+        let mut idle = slot.lock().conns.pop()?;
         if now.duration_since(idle.since) >= idle.idle_timeout {
-            // The rest of the slot is older still: the next sweep closes it.
+            // The rest of the slot is older still.
+            let expired = std::mem::take(&mut slot.lock().conns);
+            drop(expired);
             return None;
         }
         // One poll reads an end of stream the upstream sent while the connection idled; quiet,
@@ -408,33 +407,33 @@ fn checkout(slot: Slot) -> Option<Box<Conn>> {
     None
 }
 
-/// Keeps a connection for the next request on this worker; closes the ones past their idle
-/// timeout, at most once a second.
+/// Keeps a connection for the next request to its endpoint; sweeps the slot's connections past
+/// their idle timeout, at most once a second.
 fn checkin(lent: Lent) {
     let now = Instant::now();
-    // The pool is gone only while the thread exits: the connection is closed then.
-    let _ = POOL.try_with(|pool| {
-        let mut pool = pool.borrow_mut();
-        if pool.slots.len() <= lent.slot.0 {
-            pool.slots.resize_with(lent.slot.0 + 1, VecDeque::new);
+    let mut closing = Vec::new();
+    {
+        let mut idling = lent.slot.lock();
+        if idling.conns.len() >= MAX_IDLE {
+            closing.push(idling.conns.remove(0));
         }
-        let idle = &mut pool.slots[lent.slot.0];
-        if idle.len() >= MAX_IDLE {
-            idle.pop_front();
-        }
-        idle.push_back(Idle {
+        idling.conns.push(Idle {
             conn: lent.conn,
             since: now,
             idle_timeout: lent.idle_timeout,
         });
-        if pool
+        if idling
             .swept
             .is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY)
         {
-            pool.swept = Some(now);
-            for idle in &mut pool.slots {
-                idle.retain(|c| now.duration_since(c.since) < c.idle_timeout);
-            }
+            idling.swept = Some(now);
+            // Oldest first: the expired ones are a prefix.
+            let fresh = idling
+                .conns
+                .partition_point(|c| now.duration_since(c.since) >= c.idle_timeout);
+            closing.extend(idling.conns.drain(..fresh));
         }
-    });
+    }
+    // Closed here, after the lock is let go.
+    drop(closing);
 }
