@@ -21,7 +21,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Connections an upstream accepted, and how many of them the proxy has closed.
 #[derive(Default)]
@@ -30,9 +30,13 @@ struct Counts {
     closed: AtomicUsize,
 }
 
-/// An HTTP/1.1 upstream answering by path: `/length` a body with a length, `/chunked` a body
-/// streamed in three chunks, `/empty` 204, `/echo` the request body back.
-async fn counting_upstream() -> (SocketAddr, Arc<Counts>) {
+/// A loopback upstream that counts the connections it accepts (at most 100) and the ones whose
+/// `serve` has ended, serving each connection with `serve`.
+async fn counted<F, Fut>(serve: F) -> (SocketAddr, Arc<Counts>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let counts = Arc::new(Counts::default());
@@ -43,19 +47,28 @@ async fn counting_upstream() -> (SocketAddr, Arc<Counts>) {
                 return;
             };
             seen.accepted.fetch_add(1, Ordering::SeqCst);
-            let seen = seen.clone();
+            let (seen, served) = (seen.clone(), serve(stream));
             tokio::spawn(async move {
-                let service = service_fn(|request: Request<Incoming>| async move {
-                    Ok::<_, Infallible>(answer(request).await)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                served.await;
                 seen.closed.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
     (addr, counts)
+}
+
+/// An HTTP/1.1 upstream answering by path: `/length` a body with a length, `/chunked` a body
+/// streamed in three chunks, `/empty` 204, `/echo` the request body back.
+async fn counting_upstream() -> (SocketAddr, Arc<Counts>) {
+    counted(|stream| async move {
+        let service = service_fn(|request: Request<Incoming>| async move {
+            Ok::<_, Infallible>(answer(request).await)
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    })
+    .await
 }
 
 type Answer = Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>;
@@ -133,33 +146,21 @@ async fn one_upstream_connection_serves_every_framing_in_turn() {
 /// An upstream that answers each request with a keep-alive response, then closes the connection
 /// a moment later without saying so (as a server whose keep-alive timeout is short does).
 async fn closing_upstream() -> (SocketAddr, Arc<Counts>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let counts = Arc::new(Counts::default());
-    let seen = counts.clone();
-    tokio::spawn(async move {
-        for _ in 0..100 {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            seen.accepted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65_536 {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    .await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            });
+    counted(|mut stream| async move {
+        let mut buf = [0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65_536 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
         }
-    });
-    (addr, counts)
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    })
+    .await
 }
 
 #[tokio::test]

@@ -76,7 +76,7 @@ impl Clients {
             .iter()
             .map(|e| self.direct_slots.slot(key, e))
             .collect();
-        Some(Direct::new(connector(key), key.idle_timeout, slots))
+        Some(Direct::new(connector(key), slots))
     }
 }
 

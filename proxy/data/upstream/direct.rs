@@ -66,7 +66,12 @@ impl Registry {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots
             .entry((key.clone(), endpoint.clone()))
-            .or_default()
+            .or_insert_with(|| {
+                Arc::new(Pool {
+                    idle_timeout: key.idle_timeout,
+                    idle: Mutex::default(),
+                })
+            })
             .clone()
     }
 }
@@ -76,22 +81,13 @@ impl Registry {
 #[derive(Clone)]
 pub struct Direct {
     connector: HttpsConnector<HttpConnector>,
-    idle_timeout: Duration,
     slots: Vec<Slot>,
 }
 
 impl Direct {
     /// A direct path with this connector, for endpoints numbered `slots` (in endpoint order).
-    pub fn new(
-        connector: HttpsConnector<HttpConnector>,
-        idle_timeout: Duration,
-        slots: Vec<Slot>,
-    ) -> Self {
-        Direct {
-            connector,
-            idle_timeout,
-            slots,
-        }
+    pub fn new(connector: HttpsConnector<HttpConnector>, slots: Vec<Slot>) -> Self {
+        Direct { connector, slots }
     }
 
     /// Sends `request` (its target in absolute form) to the endpoint at `index`, on a pooled
@@ -147,11 +143,7 @@ impl Direct {
         conn: Box<Conn>,
         slot: Slot,
     ) -> Response<UpstreamBody> {
-        let mut lent = Some(Lent {
-            conn,
-            slot,
-            idle_timeout: self.idle_timeout,
-        });
+        let mut lent = Some(Lent { conn, slot });
         // No body to stream (HEAD, 204, 304, an empty body): nothing would drive it back.
         if head.body().is_end_stream() {
             if let Some(lent) = lent.take() {
@@ -252,7 +244,6 @@ fn quiet() -> Context<'static> {
 struct Lent {
     conn: Box<Conn>,
     slot: Slot,
-    idle_timeout: Duration,
 }
 
 impl Lent {
@@ -361,8 +352,9 @@ impl Body for UpstreamBody {
 }
 
 /// One slot's idle connections, oldest first, and when they were last swept.
-#[derive(Default)]
 pub struct Pool {
+    /// The route's `timeouts.idle`: part of the slot's settings, so the same for every connection.
+    idle_timeout: Duration,
     idle: Mutex<Idling>,
 }
 
@@ -375,7 +367,6 @@ struct Idling {
 struct Idle {
     conn: Box<Conn>,
     since: Instant,
-    idle_timeout: Duration,
 }
 
 impl Pool {
@@ -391,7 +382,7 @@ fn checkout(slot: &Pool) -> Option<Box<Conn>> {
     let now = Instant::now();
     for _ in 0..MAX_IDLE {
         let mut idle = slot.lock().conns.pop()?;
-        if now.duration_since(idle.since) >= idle.idle_timeout {
+        if now.duration_since(idle.since) >= slot.idle_timeout {
             // The rest of the slot is older still.
             let expired = std::mem::take(&mut slot.lock().conns);
             drop(expired);
@@ -420,7 +411,6 @@ fn checkin(lent: Lent) {
         idling.conns.push(Idle {
             conn: lent.conn,
             since: now,
-            idle_timeout: lent.idle_timeout,
         });
         if idling
             .swept
@@ -430,7 +420,7 @@ fn checkin(lent: Lent) {
             // Oldest first: the expired ones are a prefix.
             let fresh = idling
                 .conns
-                .partition_point(|c| now.duration_since(c.since) >= c.idle_timeout);
+                .partition_point(|c| now.duration_since(c.since) >= lent.slot.idle_timeout);
             closing.extend(idling.conns.drain(..fresh));
         }
     }
