@@ -256,6 +256,36 @@ async fn a_request_being_served_is_cut_by_neither_timeout() {
     assert_eq!(header_timeouts(&proxy), 0.0);
 }
 
+#[tokio::test]
+async fn a_stalled_head_after_a_refused_upgrade_is_still_closed() {
+    // After a request asking to upgrade, the framing scanner steps aside for good (the bytes that
+    // follow may be a tunnel's), so the supervisor sets no header-read deadline; when the upstream
+    // answers without switching protocols the connection goes on as HTTP/1.1, and hyper's
+    // header-read timer (the backstop, checked on the supervisor's ticks) must close a head that
+    // never completes.
+    let upstream = Upstream::start("stable").await;
+    let proxy = start_proxy(&config(
+        &upstream,
+        "header_read_timeout: 200ms, keep_alive_timeout: 200ms",
+        "",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr("public").unwrap())
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /1 HTTP/1.1\r\nHost: shop\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let answer = read_response(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (closed, rest) = closed_after(s, b"GET /2 HTTP/1.1\r\nHost: sh").await;
+    assert!(closed, "the stalled head was closed");
+    assert!(!rest.contains("HTTP/1.1 200"), "{rest}");
+    assert_eq!(upstream.count(), 1);
+}
+
 fn parked(proxy: &switchyard::app::Running) -> f64 {
     let text = String::from_utf8_lossy(&proxy.metrics().encode()).into_owned();
     metric(&text, "switchyard_downstream_connections_parked").unwrap_or(-1.0)

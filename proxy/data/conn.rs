@@ -460,6 +460,52 @@ where
     .await
 }
 
+/// hyper's timer for the HTTP/1.1 header-read backstop (see `server::builders`): a deadline
+/// compared with the clock whenever hyper polls it, never entered in tokio's timer wheel. hyper
+/// starts this timer while it waits for every request head and drops it when the head is parsed,
+/// so a wheel entry would cost an insert and a removal per request for a deadline that almost
+/// never passes.
+///
+/// Its sleep returns `Pending` without keeping the waker, which is sound only under [`supervise`]:
+/// the supervisor polls the connection at least once a tick, so a passed deadline is seen at
+/// most one tick late. Every HTTP/1.1 connection the server builds is supervised.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CoarseTimer;
+
+/// A [`CoarseTimer`] deadline.
+struct CoarseSleep(std::time::Instant);
+
+impl Future for CoarseSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if std::time::Instant::now() >= self.0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl hyper::rt::Sleep for CoarseSleep {}
+
+impl hyper::rt::Timer for CoarseTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(std::time::Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(CoarseSleep(deadline))
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, deadline: std::time::Instant) {
+        match sleep.as_mut().downcast_mut_pin::<CoarseSleep>() {
+            Some(coarse) => coarse.get_mut().0 = deadline,
+            None => *sleep = self.sleep_until(deadline),
+        }
+    }
+}
+
 /// When the supervisor looks next: the connection's deadline, or one tick from `now` if that is
 /// sooner (or there is none).
 fn next_check(conn: &Conn, now: Instant) -> Instant {

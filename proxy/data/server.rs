@@ -62,9 +62,10 @@ fn builders(limits: &Limits) -> Builders {
     let mut http1 = http1::Builder::new();
     // `conn::supervise` enforces the header-read and keep-alive timeouts; hyper's own timer
     // (which starts only at the first byte and then also bounds idle time) is a backstop set
-    // past both, for a connection whose heads the framing scanner stepped aside from.
+    // past both, for a connection whose heads the framing scanner stepped aside from. It is
+    // checked on the supervisor's ticks rather than kept in tokio's timer wheel (`CoarseTimer`).
     http1
-        .timer(TokioTimer::new())
+        .timer(conn::CoarseTimer)
         .header_read_timeout(limits.header_read_timeout + limits.keep_alive_timeout)
         .max_buf_size(limits.max_request_header_bytes);
     // hyper parses up to 100 headers on the stack; setting a count moves parsing to a heap
