@@ -78,17 +78,27 @@ async fn a_weight_set_on_one_replica_is_in_force_on_all_three_within_a_second() 
         }
     }
 
-    let ctl = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["ctl", "--admin", &rig.replicas[1].admin_url(""), "fleet"])
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&ctl.stdout);
-    assert!(
-        ctl.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ctl.stderr)
-    );
-    for name in ["edge-0", "edge-1", "edge-2", "store up"] {
+    // Another replica than the one asked above: its view of the fleet may lag by a heartbeat on
+    // a loaded machine, so the table is read again (for at most 10 s) until it lists everyone.
+    let names = ["edge-0", "edge-1", "edge-2", "store up"];
+    let mut table = String::new();
+    for _ in 0..50 {
+        let ctl = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["ctl", "--admin", &rig.replicas[1].admin_url(""), "fleet"])
+            .output()
+            .unwrap();
+        assert!(
+            ctl.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ctl.stderr)
+        );
+        table = String::from_utf8_lossy(&ctl.stdout).into_owned();
+        if names.iter().all(|name| table.contains(name)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for name in names {
         assert!(table.contains(name), "ctl fleet shows {name}:\n{table}");
     }
 

@@ -126,7 +126,10 @@ impl Direct {
             .await
             .map_err(CallError::Connect)?;
         let io = connector.call(uri).await.map_err(CallError::Connect)?;
-        let (sender, driver) = hyper::client::conn::http1::handshake(io)
+        // Flattened writes, as on the server side (`server::builders`).
+        let (sender, driver) = hyper::client::conn::http1::Builder::new()
+            .writev(false)
+            .handshake(io)
             .await
             .map_err(CallError::Http)?;
         Ok(Box::new(Conn {
