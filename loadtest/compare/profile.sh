@@ -5,9 +5,10 @@
 # (self time) and the user/sys CPU per request; keeps perf.data when --keep is given.
 #
 # Usage: loadtest/compare/profile.sh [--switchyard-bin PATH] [--duration S] [--connections N]
-#          [--top N] [--base-port P] [--keep] [--no-perf]
+#          [--top N] [--base-port P] [--body-kb N] [--keep] [--no-perf]
 # --no-perf measures the CPU per request alone (no profiler attached): alternate two binaries with it
-# for an A/B of a change.
+# for an A/B of a change. --body-kb N makes the upstream answer N KB of random bytes (a file) in
+# place of run.sh's 3-byte "ok": the cost of moving bodies rather than heads.
 # Needs nginx, wrk and perf (Debian: nginx, wrk, linux-perf); loopback ports only.
 set -euo pipefail
 
@@ -20,6 +21,7 @@ TOP=40
 BASE_PORT=18500
 KEEP=0
 PERF=1
+BODY_KB=0
 die() { echo "profile.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -28,13 +30,15 @@ while [ $# -gt 0 ]; do
         --connections) CONNECTIONS=${2:?}; shift 2 ;;
         --top) TOP=${2:?}; shift 2 ;;
         --base-port) BASE_PORT=${2:?}; shift 2 ;;
+        --body-kb) BODY_KB=${2:?}; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --no-perf) PERF=0; shift ;;
-        -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1" ;;
     esac
 done
 [[ "$DURATION" =~ ^[0-9]+$ ]] && [ "$DURATION" -ge 2 ] && [ "$DURATION" -le 60 ] || die "--duration is 2 to 60 s"
+[[ "$BODY_KB" =~ ^[0-9]+$ ]] && [ "$BODY_KB" -le 65536 ] || die "--body-kb is 0 to 65536"
 [[ "$CONNECTIONS" =~ ^[0-9]+$ ]] && [ "$CONNECTIONS" -ge 1 ] && [ "$CONNECTIONS" -le 1024 ] || die "--connections is 1 to 1024"
 PATH="$PATH:/usr/sbin:/sbin"
 for tool in nginx wrk taskset $([ "$PERF" = 1 ] && echo perf); do command -v "$tool" >/dev/null || die "missing: $tool"; done
@@ -49,6 +53,11 @@ for f in upstream.conf switchyard.yaml; do
     sed -e "s#@WORK@#$WORK#g" -e "s#@STABLE_PORT@#$STABLE_PORT#g" -e "s#@CANARY_PORT@#$CANARY_PORT#g" \
         -e "s#@SWITCHYARD_PORT@#$SWITCHYARD_PORT#g" "$HERE/$f" >"$WORK/$f"
 done
+if [ "$BODY_KB" -gt 0 ]; then
+    head -c "$((BODY_KB * 1024))" /dev/urandom >"$WORK/body.bin"
+    sed -i "s#return 200 \"ok\\\\n\";#root $WORK; try_files /body.bin =404;#" "$WORK/upstream.conf"
+    grep -q "try_files /body.bin" "$WORK/upstream.conf" || die "could not set the upstream's body"
+fi
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
