@@ -73,12 +73,16 @@ impl Harness {
         let answers = Answers::default();
         let followed = Arc::new(Mutex::new(HashSet::new()));
         let (proxy, running) = runtime.block_on(async {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("upstream port");
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("upstream port");
             let upstream = listener.local_addr().expect("upstream address");
             tokio::spawn(accept(listener, answers.clone(), followed.clone()));
             let config = switchyard::config::parse(Path::new("fuzz.yaml"), &config(upstream))
                 .expect("the harness config is valid");
-            let running = switchyard::app::start(config).await.expect("the proxy starts");
+            let running = switchyard::app::start(config)
+                .await
+                .expect("the proxy starts");
             (running.addr("public").expect("the listener"), running)
         });
         Harness {
@@ -98,13 +102,16 @@ impl Harness {
             .lock()
             .expect("answers")
             .insert(case, (answer.to_vec(), mode & 1 == 1));
-        let method = [Method::GET, Method::HEAD, Method::POST, Method::DELETE][usize::from(mode >> 1) & 3].clone();
+        let method = [Method::GET, Method::HEAD, Method::POST, Method::DELETE]
+            [usize::from(mode >> 1) & 3]
+            .clone();
         self.runtime.block_on(async {
             // The fuzzed exchange: any outcome (the upstream's answer, a 502 or 504, a cut
             // connection, a body that stalls until the client gives up) is acceptable.
             let body = if method == Method::POST { "hello" } else { "" };
             let fuzzed = request(method, case, false, body);
-            let _ = tokio::time::timeout(Duration::from_millis(600), exchange(self.proxy, fuzzed)).await;
+            let _ = tokio::time::timeout(Duration::from_millis(600), exchange(self.proxy, fuzzed))
+                .await;
 
             let follow = request(Method::GET, case, true, "");
             let got = tokio::time::timeout(Duration::from_secs(10), exchange(self.proxy, follow))
@@ -133,7 +140,9 @@ fn request(method: Method, case: u64, follow_up: bool, body: &'static str) -> Re
     if follow_up {
         builder = builder.header("x-follow-up", "1");
     }
-    builder.body(Full::new(Bytes::from_static(body.as_bytes()))).expect("a valid request")
+    builder
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("a valid request")
 }
 
 /// One request on a new client connection: status, headers, body.
@@ -142,7 +151,9 @@ async fn exchange(
     request: Request<Full<Bytes>>,
 ) -> Option<(StatusCode, http::HeaderMap, Bytes)> {
     let stream = TcpStream::connect(proxy).await.ok()?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
     tokio::spawn(connection);
     let response = sender.send_request(request).await.ok()?;
     let (parts, body) = response.into_parts();
@@ -161,7 +172,9 @@ async fn accept(listener: TcpListener, answers: Answers, followed: Arc<Mutex<Has
 async fn serve(mut stream: TcpStream, answers: Answers, followed: Arc<Mutex<HashSet<u64>>>) {
     let mut buf = Vec::new();
     for _ in 0..256 {
-        let Some(end) = read_head(&mut stream, &mut buf).await else { return };
+        let Some(end) = read_head(&mut stream, &mut buf).await else {
+            return;
+        };
         let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
         let header = |name: &str| {
             head.lines()
@@ -169,8 +182,13 @@ async fn serve(mut stream: TcpStream, answers: Answers, followed: Arc<Mutex<Hash
                 .map(str::trim)
                 .map(str::to_string)
         };
-        let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let (case, follow_up) = (header("x-case").and_then(|v| v.parse::<u64>().ok()), header("x-follow-up"));
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let (case, follow_up) = (
+            header("x-case").and_then(|v| v.parse::<u64>().ok()),
+            header("x-follow-up"),
+        );
         while buf.len() < end + length {
             if !read_more(&mut stream, &mut buf).await {
                 return;
@@ -180,13 +198,17 @@ async fn serve(mut stream: TcpStream, answers: Answers, followed: Arc<Mutex<Hash
         let Some(case) = case else { return };
         if follow_up.is_some() {
             followed.lock().expect("followed").insert(case);
-            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: 6\r\nx-follow-answer: {case}\r\n\r\nsecond");
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: 6\r\nx-follow-answer: {case}\r\n\r\nsecond"
+            );
             if stream.write_all(answer.as_bytes()).await.is_err() {
                 return;
             }
             continue;
         }
-        let Some((bytes, close)) = answers.lock().expect("answers").get(&case).cloned() else { return };
+        let Some((bytes, close)) = answers.lock().expect("answers").get(&case).cloned() else {
+            return;
+        };
         if stream.write_all(&bytes).await.is_err() {
             return;
         }
@@ -222,6 +244,8 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, answer)) = data.split_first() else { return };
+    let Some((&mode, answer)) = data.split_first() else {
+        return;
+    };
     HARNESS.with(|cell| cell.get_or_init(Harness::start).run(mode, answer));
 });
