@@ -204,6 +204,60 @@ async fn an_upstream_connection_is_not_kept_past_the_idle_timeout() {
     );
 }
 
+#[tokio::test]
+async fn an_idle_upstream_connection_is_closed_at_its_idle_timeout_without_more_traffic() {
+    let (upstream, counts) = counting_upstream().await;
+    let proxy = start_proxy(&route(upstream, "idle: 300ms")).await;
+    let url = format!("http://{}/length", proxy.addr("public").unwrap());
+    let reply = get(&client(), &url, &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(counts.closed.load(Ordering::SeqCst), 0, "kept while fresh");
+    // No request comes again: the reaper, not a next use of the pool, closes it.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            counts.closed.load(Ordering::SeqCst) == 1
+        })
+        .await,
+        "the idle connection was closed with no traffic"
+    );
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_endpoint_taken_out_by_a_reload_has_its_idle_connections_closed() {
+    let (old, old_counts) = counting_upstream().await;
+    let (new, new_counts) = counting_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("switchyard.yaml");
+    // An idle timeout far past the test: only the reload can end the old endpoint's connection.
+    std::fs::write(&file, route(old, "idle: 10m")).unwrap();
+    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
+    let url = format!("http://{}/length", proxy.addr("public").unwrap());
+    assert_eq!(get(&client(), &url, &[]).await.status, StatusCode::OK);
+    assert_eq!(old_counts.accepted.load(Ordering::SeqCst), 1);
+
+    std::fs::write(&file, route(new, "idle: 10m")).unwrap();
+    proxy
+        .control()
+        .reload(switchyard::control::ReloadSource::Api)
+        .await
+        .unwrap();
+    assert_eq!(get(&client(), &url, &[]).await.status, StatusCode::OK);
+    assert_eq!(new_counts.accepted.load(Ordering::SeqCst), 1);
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            old_counts.closed.load(Ordering::SeqCst) == 1
+        })
+        .await,
+        "the removed endpoint's connection was closed"
+    );
+    assert_eq!(
+        new_counts.closed.load(Ordering::SeqCst),
+        0,
+        "the new one is kept"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_shared_by_the_worker_threads() {
     // Tasks move between workers: a pool per worker would leave connections idle on one while

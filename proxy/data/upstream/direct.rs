@@ -13,14 +13,16 @@
 //! the pool only if hyper is ready to send on it and it has not closed; a request refused by a
 //! pooled connection before a byte of it went out (the upstream closed it meanwhile) goes to the
 //! next one, then to a new connection. The most recently used comes out first, so the others age:
-//! one idle for the route's `timeouts.idle` is closed when its slot is next used (those older than
-//! it with it), and a slot's expired connections are swept when one is put back, at most once a
-//! second. At most [`MAX_IDLE`] are kept per slot.
+//! one idle for the route's `timeouts.idle` is never used again (it and those older than it are
+//! closed when its slot is next used), and a reaper task closes the expired connections of every
+//! slot once a second, traffic or not, and drops the slots no snapshot uses any more (an endpoint
+//! taken out of the configuration) with their connections. At most [`MAX_IDLE`] are kept per slot.
 
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -42,8 +44,8 @@ use crate::data::body::RequestBody;
 
 /// Idle connections kept at most per slot.
 pub const MAX_IDLE: usize = 256;
-/// How often, at most, a slot's connections past their idle timeout are swept.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often the reaper closes connections past their idle timeout.
+const REAP_EVERY: Duration = Duration::from_secs(1);
 /// Pooled connections tried, at most, before a new one is made for a request.
 const MAX_STALE_TRIES: usize = 4;
 
@@ -52,19 +54,35 @@ type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 /// Where one (connection settings, endpoint) pair keeps its idle connections.
 pub type Slot = Arc<Pool>;
 
-/// Gives each (settings, endpoint) pair its pool. Only snapshot builds touch it.
+type Slots = Mutex<HashMap<(super::ClientKey, Endpoint), Slot>>;
+
+/// Gives each (settings, endpoint) pair its pool. Only snapshot builds and the reaper touch it.
 #[derive(Default)]
 pub struct Registry {
-    slots: Mutex<HashMap<(super::ClientKey, Endpoint), Slot>>,
+    slots: Arc<Slots>,
+    /// Whether the reaper task runs (it starts with the first slot made inside a runtime).
+    reaping: AtomicBool,
+}
+
+fn lock_slots(
+    slots: &Slots,
+) -> std::sync::MutexGuard<'_, HashMap<(super::ClientKey, Endpoint), Slot>> {
+    // A poisoned lock only means another builder panicked mid-insert; the map is still usable.
+    slots.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Registry {
     /// The pool of `endpoint` reached with these settings: the same for every snapshot that keeps
     /// them, so a reload keeps the warm connections.
     pub fn slot(&self, key: &super::ClientKey, endpoint: &Endpoint) -> Slot {
-        // A poisoned lock only means another builder panicked mid-insert; the map is still usable.
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots
+        if !self.reaping.load(Ordering::Relaxed) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                if !self.reaping.swap(true, Ordering::Relaxed) {
+                    runtime.spawn(reap(Arc::downgrade(&self.slots)));
+                }
+            }
+        }
+        lock_slots(&self.slots)
             .entry((key.clone(), endpoint.clone()))
             .or_insert_with(|| {
                 Arc::new(Pool {
@@ -73,6 +91,33 @@ impl Registry {
                 })
             })
             .clone()
+    }
+}
+
+/// Closes what no request would: once a second, every slot's connections past their idle
+/// timeout, and the slots only the registry still holds (no snapshot routes to them) with all
+/// their connections. Ends when the registry does. Connections are closed after the locks are
+/// let go.
+async fn reap(slots: Weak<Slots>) {
+    let mut tick = tokio::time::interval(REAP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(slots) = slots.upgrade() else { return };
+        let (live, orphans): (Vec<Slot>, Vec<Slot>) = {
+            let mut map = lock_slots(&slots);
+            let orphans = map
+                .extract_if(|_, slot| Arc::strong_count(slot) == 1)
+                .map(|(_, slot)| slot)
+                .collect();
+            (map.values().cloned().collect(), orphans)
+        };
+        drop(orphans);
+        let now = Instant::now();
+        for slot in live {
+            let expired: Vec<Idle> = slot.lock().expired(now, slot.idle_timeout).collect();
+            drop(expired);
+        }
     }
 }
 
@@ -354,7 +399,7 @@ impl Body for UpstreamBody {
     }
 }
 
-/// One slot's idle connections, oldest first, and when they were last swept.
+/// One slot's idle connections, oldest first.
 pub struct Pool {
     /// The route's `timeouts.idle`: part of the slot's settings, so the same for every connection.
     idle_timeout: Duration,
@@ -364,7 +409,16 @@ pub struct Pool {
 #[derive(Default)]
 struct Idling {
     conns: Vec<Idle>,
-    swept: Option<Instant>,
+}
+
+impl Idling {
+    /// Takes out the connections idle for `timeout` or longer: the oldest, so a prefix.
+    fn expired(&mut self, now: Instant, timeout: Duration) -> std::vec::Drain<'_, Idle> {
+        let fresh = self
+            .conns
+            .partition_point(|c| now.duration_since(c.since) >= timeout);
+        self.conns.drain(..fresh)
+    }
 }
 
 struct Idle {
@@ -401,32 +455,19 @@ fn checkout(slot: &Pool) -> Option<Box<Conn>> {
     None
 }
 
-/// Keeps a connection for the next request to its endpoint; sweeps the slot's connections past
-/// their idle timeout, at most once a second.
+/// Keeps a connection for the next request to its endpoint (the reaper closes it if none comes
+/// within the idle timeout).
 fn checkin(lent: Lent) {
-    let now = Instant::now();
-    let mut closing = Vec::new();
-    {
+    let idle = Idle {
+        conn: lent.conn,
+        since: Instant::now(),
+    };
+    let oldest = {
         let mut idling = lent.slot.lock();
-        if idling.conns.len() >= MAX_IDLE {
-            closing.push(idling.conns.remove(0));
-        }
-        idling.conns.push(Idle {
-            conn: lent.conn,
-            since: now,
-        });
-        if idling
-            .swept
-            .is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY)
-        {
-            idling.swept = Some(now);
-            // Oldest first: the expired ones are a prefix.
-            let fresh = idling
-                .conns
-                .partition_point(|c| now.duration_since(c.since) >= lent.slot.idle_timeout);
-            closing.extend(idling.conns.drain(..fresh));
-        }
-    }
+        let oldest = (idling.conns.len() >= MAX_IDLE).then(|| idling.conns.remove(0));
+        idling.conns.push(idle);
+        oldest
+    };
     // Closed here, after the lock is let go.
-    drop(closing);
+    drop(oldest);
 }
