@@ -10,7 +10,8 @@
 //!
 //! The first byte chooses the method of the fuzzed request (GET, HEAD, POST with a body, DELETE)
 //! and whether the upstream closes its side after answering or keeps the connection open; the rest
-//! is the answer, written in one piece. Run: `cargo fuzz run upstream_answer -- -max_len=4096`.
+//! is the answer, written in one piece. Run (seeds in `fuzz/seeds/upstream_answer`):
+//! `cargo fuzz run upstream_answer --fuzz-dir . corpus/upstream_answer seeds/upstream_answer -- -max_len=4096`.
 #![no_main]
 
 use std::cell::OnceCell;
