@@ -115,7 +115,7 @@ async fn reap(slots: Weak<Slots>) {
         drop(orphans);
         let now = Instant::now();
         for slot in live {
-            let expired: Vec<Idle> = slot.lock().expired(now, slot.idle_timeout).collect();
+            let expired = slot.take_expired(now);
             drop(expired);
         }
     }
@@ -403,22 +403,7 @@ impl Body for UpstreamBody {
 pub struct Pool {
     /// The route's `timeouts.idle`: part of the slot's settings, so the same for every connection.
     idle_timeout: Duration,
-    idle: Mutex<Idling>,
-}
-
-#[derive(Default)]
-struct Idling {
-    conns: Vec<Idle>,
-}
-
-impl Idling {
-    /// Takes out the connections idle for `timeout` or longer: the oldest, so a prefix.
-    fn expired(&mut self, now: Instant, timeout: Duration) -> std::vec::Drain<'_, Idle> {
-        let fresh = self
-            .conns
-            .partition_point(|c| now.duration_since(c.since) >= timeout);
-        self.conns.drain(..fresh)
-    }
+    idle: Mutex<Vec<Idle>>,
 }
 
 struct Idle {
@@ -427,9 +412,17 @@ struct Idle {
 }
 
 impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Idling> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         // A panic while the lock was held left at worst a connection too many or too few.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes out the connections idle for the timeout or longer (the oldest, so a prefix), to be
+    /// closed by the caller once the lock is let go.
+    fn take_expired(&self, now: Instant) -> Vec<Idle> {
+        let mut idle = self.lock();
+        let fresh = idle.partition_point(|c| now.duration_since(c.since) >= self.idle_timeout);
+        idle.drain(..fresh).collect()
     }
 }
 
@@ -438,10 +431,10 @@ impl Pool {
 fn checkout(slot: &Pool) -> Option<Box<Conn>> {
     let now = Instant::now();
     for _ in 0..MAX_IDLE {
-        let mut idle = slot.lock().conns.pop()?;
+        let mut idle = slot.lock().pop()?;
         if now.duration_since(idle.since) >= slot.idle_timeout {
             // The rest of the slot is older still.
-            let expired = std::mem::take(&mut slot.lock().conns);
+            let expired = std::mem::take(&mut *slot.lock());
             drop(expired);
             return None;
         }
@@ -464,8 +457,8 @@ fn checkin(lent: Lent) {
     };
     let oldest = {
         let mut idling = lent.slot.lock();
-        let oldest = (idling.conns.len() >= MAX_IDLE).then(|| idling.conns.remove(0));
-        idling.conns.push(idle);
+        let oldest = (idling.len() >= MAX_IDLE).then(|| idling.remove(0));
+        idling.push(idle);
         oldest
     };
     // Closed here, after the lock is let go.
