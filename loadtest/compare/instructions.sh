@@ -36,13 +36,11 @@ for tool in nginx valgrind callgrind_annotate python3; do command -v "$tool" >/d
 
 WORK=$(mktemp -d /tmp/switchyard-instructions.XXXXXX)
 mkdir -p "$WORK/tmp"
-STABLE_PORT=$BASE_PORT
-CANARY_PORT=$((BASE_PORT + 1))
-SWITCHYARD_PORT=$((BASE_PORT + 12))
-for f in upstream.conf switchyard.yaml; do
-    sed -e "s#@WORK@#$WORK#g" -e "s#@STABLE_PORT@#$STABLE_PORT#g" -e "s#@CANARY_PORT@#$CANARY_PORT#g" \
-        -e "s#@SWITCHYARD_PORT@#$SWITCHYARD_PORT#g" "$HERE/$f" >"$WORK/$f"
-done
+# shellcheck source=common.sh
+. "$HERE/common.sh"
+ports "$BASE_PORT"
+fill upstream.conf
+fill switchyard.yaml
 cat >"$WORK/client.py" <<'EOF'
 import http.client, sys, threading
 port, n, c = int(sys.argv[1]), int(sys.argv[2]), 8
@@ -63,16 +61,9 @@ cleanup() {
     if [ "$KEEP" = 1 ]; then echo "instructions.sh: kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
-wait_port() {
-    for _ in $(seq 1 300); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    die "nothing listens on port $1 after 30 s"
-}
 nginx -p "$WORK" -e "$WORK/upstream-error.log" -c "$WORK/upstream.conf" -g 'daemon off;' >/dev/null 2>&1 &
 UPSTREAM=$!
-wait_port "$STABLE_PORT"
+wait_port "$STABLE_PORT" 30
 
 # Prints "instructions task-polls" for one run of $1 requests.
 count() {
@@ -80,7 +71,7 @@ count() {
     SWITCHYARD_WORKER_THREADS=1 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
         "$SWITCHYARD" run --config "$WORK/switchyard.yaml" >"$WORK/switchyard.$1.out" 2>&1 &
     local pid=$!
-    wait_port "$SWITCHYARD_PORT"
+    wait_port "$SWITCHYARD_PORT" 30
     python3 "$WORK/client.py" "$SWITCHYARD_PORT" "$1" || die "requests failed (see $WORK)"
     kill -TERM "$pid"
     wait "$pid" || true

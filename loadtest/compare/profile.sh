@@ -46,13 +46,11 @@ for tool in nginx wrk taskset $([ "$PERF" = 1 ] && echo perf); do command -v "$t
 
 WORK=$(mktemp -d /tmp/switchyard-profile.XXXXXX)
 mkdir -p "$WORK/tmp"
-STABLE_PORT=$BASE_PORT
-CANARY_PORT=$((BASE_PORT + 1))
-SWITCHYARD_PORT=$((BASE_PORT + 12))
-for f in upstream.conf switchyard.yaml; do
-    sed -e "s#@WORK@#$WORK#g" -e "s#@STABLE_PORT@#$STABLE_PORT#g" -e "s#@CANARY_PORT@#$CANARY_PORT#g" \
-        -e "s#@SWITCHYARD_PORT@#$SWITCHYARD_PORT#g" "$HERE/$f" >"$WORK/$f"
-done
+# shellcheck source=common.sh
+. "$HERE/common.sh"
+ports "$BASE_PORT"
+fill upstream.conf
+fill switchyard.yaml
 if [ "$BODY_KB" -gt 0 ]; then
     head -c "$((BODY_KB * 1024))" /dev/urandom >"$WORK/body.bin"
     sed -i "s#return 200 \"ok\\\\n\";#root $WORK; try_files /body.bin =404;#" "$WORK/upstream.conf"
@@ -65,13 +63,6 @@ cleanup() {
     if [ "$KEEP" = 1 ]; then echo "profile.sh: kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
-wait_port() {
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    die "nothing listens on port $1 after 10 s"
-}
 taskset -c 1 nginx -p "$WORK" -e "$WORK/upstream-error.log" -c "$WORK/upstream.conf" -g 'daemon off;' \
     >/dev/null 2>&1 &
 PIDS+=("$!")
@@ -79,8 +70,8 @@ SWITCHYARD_WORKER_THREADS=1 RUST_LOG=warn taskset -c 0 "$SWITCHYARD" run --confi
     >"$WORK/switchyard.out" 2>&1 &
 SY=$!
 PIDS+=("$SY")
-wait_port "$STABLE_PORT"
-wait_port "$SWITCHYARD_PORT"
+wait_port "$STABLE_PORT" 10
+wait_port "$SWITCHYARD_PORT" 10
 URL="http://127.0.0.1:$SWITCHYARD_PORT/"
 taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d3s "$URL" >/dev/null # warm-up
 ticks() { awk '{ print $14, $15 }' "/proc/$SY/stat"; }

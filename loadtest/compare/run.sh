@@ -151,20 +151,13 @@ LOADGEN=$TARGET_DIR/release/switchyard-load
 # Work directory, ports, configs.
 WORK=$(mktemp -d /tmp/switchyard-compare.XXXXXX)
 mkdir -p "$WORK/tmp" "$WORK/raw"
-STABLE_PORT=$BASE_PORT
-CANARY_PORT=$((BASE_PORT + 1))
-NGINX_PORT=$((BASE_PORT + 10))
-HAPROXY_PORT=$((BASE_PORT + 11))
-SWITCHYARD_PORT=$((BASE_PORT + 12))
+# shellcheck source=common.sh
+. "$HERE/common.sh"
+ports "$BASE_PORT"
 for p in $STABLE_PORT $CANARY_PORT $NGINX_PORT $HAPROXY_PORT $SWITCHYARD_PORT; do
     if ss -Htln "sport = :$p" | grep -q .; then die "port $p is in use; pick another --base-port"; fi
 done
 
-fill() { # template -> file
-    sed -e "s#@WORK@#$WORK#g" -e "s#@STABLE_PORT@#$STABLE_PORT#g" -e "s#@CANARY_PORT@#$CANARY_PORT#g" \
-        -e "s#@NGINX_PORT@#$NGINX_PORT#g" -e "s#@HAPROXY_PORT@#$HAPROXY_PORT#g" \
-        -e "s#@SWITCHYARD_PORT@#$SWITCHYARD_PORT#g" "$HERE/$1" >"$WORK/$1"
-}
 fill upstream.conf
 fill nginx.conf
 fill haproxy.cfg
@@ -214,7 +207,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_port() { # port pid name
+wait_listening() { # port pid name: like common.sh's wait_port, and dies if pid exits
     for _ in $(seq 1 100); do
         kill -0 "$2" 2>/dev/null || die "$3 exited at start (see $WORK/$3.err)"
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
@@ -226,8 +219,8 @@ wait_port() { # port pid name
 taskset -c "$LOAD_CPU" nginx -p "$WORK" -e "$WORK/upstream-error.log" -c "$WORK/upstream.conf" \
     -g 'daemon off;' >"$WORK/upstream.out" 2>"$WORK/upstream.err" &
 UPSTREAM_PID=$!; STARTED+=("$UPSTREAM_PID")
-wait_port "$STABLE_PORT" "$UPSTREAM_PID" upstream
-wait_port "$CANARY_PORT" "$UPSTREAM_PID" upstream
+wait_listening "$STABLE_PORT" "$UPSTREAM_PID" upstream
+wait_listening "$CANARY_PORT" "$UPSTREAM_PID" upstream
 
 declare -A PID URL
 URL[direct]="http://127.0.0.1:$STABLE_PORT/"
@@ -238,18 +231,18 @@ for c in $CANDIDATES; do
             taskset -c "$PROXY_CPU" nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" \
                 -g 'daemon off;' >"$WORK/nginx.out" 2>"$WORK/nginx.err" &
             PID[nginx]=$!; STARTED+=("$!"); URL[nginx]="http://127.0.0.1:$NGINX_PORT/"
-            wait_port "$NGINX_PORT" "${PID[nginx]}" nginx ;;
+            wait_listening "$NGINX_PORT" "${PID[nginx]}" nginx ;;
         haproxy)
             taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" \
                 >"$WORK/haproxy.out" 2>"$WORK/haproxy.err" &
             PID[haproxy]=$!; STARTED+=("$!"); URL[haproxy]="http://127.0.0.1:$HAPROXY_PORT/"
-            wait_port "$HAPROXY_PORT" "${PID[haproxy]}" haproxy ;;
+            wait_listening "$HAPROXY_PORT" "${PID[haproxy]}" haproxy ;;
         switchyard)
             # One worker thread: --worker-threads's variable on newer builds, tokio's own on older.
             SWITCHYARD_WORKER_THREADS=1 TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c "$PROXY_CPU" "$SWITCHYARD" run \
                 --config "$WORK/switchyard.yaml" >"$WORK/switchyard.out" 2>"$WORK/switchyard.err" &
             PID[switchyard]=$!; STARTED+=("$!"); URL[switchyard]="http://127.0.0.1:$SWITCHYARD_PORT/"
-            wait_port "$SWITCHYARD_PORT" "${PID[switchyard]}" switchyard ;;
+            wait_listening "$SWITCHYARD_PORT" "${PID[switchyard]}" switchyard ;;
     esac
 done
 
