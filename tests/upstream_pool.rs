@@ -285,3 +285,115 @@ async fn connections_are_shared_by_the_worker_threads() {
         "800 requests from 4 clients took {accepted} upstream connections"
     );
 }
+
+/// The answers of [`scripted_upstream`], by path: how each ends decides whether the connection
+/// may carry the next request.
+fn scripted(path: &str) -> (&'static [u8], bool) {
+    match path {
+        // Informational heads before the answer are skipped.
+        "/informational" => (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\
+              HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\ninformational",
+            true,
+        ),
+        // Chunk extensions, and a trailer section.
+        "/trailers" => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+              4;note=first\r\ntrai\r\n4\r\nlers\r\n0\r\nx-checksum: 7\r\n\r\n",
+            true,
+        ),
+        // Kept open by the upstream, but it said close: not used again.
+        "/close" => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nclose",
+            true,
+        ),
+        // HTTP/1.0 without a length: the body runs to the close.
+        "/to-the-close" => (b"HTTP/1.0 200 OK\r\n\r\nread to the close", false),
+        _ => (b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nlength", true),
+    }
+}
+
+/// A raw upstream that reads request heads (requests without bodies) and writes the bytes of
+/// [`scripted`] for each path, keeping the connection open unless the script closes it.
+async fn scripted_upstream() -> (SocketAddr, Arc<Counts>) {
+    counted(|mut stream| async move {
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..100 {
+            let end = loop {
+                if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + 4;
+                }
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => pending.extend_from_slice(&buf[..n]),
+                }
+            };
+            let head: Vec<u8> = pending.drain(..end).collect();
+            let head = String::from_utf8_lossy(&head);
+            let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+            let (answer, keep_open) = scripted(&path);
+            if stream.write_all(answer).await.is_err() || !keep_open {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn every_response_shape_is_read_and_only_a_reusable_connection_is_reused() {
+    let (upstream, counts) = scripted_upstream().await;
+    let proxy = start_proxy(&route(upstream, "idle: 60s")).await;
+    let base = format!("http://{}", proxy.addr("public").unwrap());
+    let client = client();
+    let expect = |path: &str, body: &str, connections: usize| {
+        let url = format!("{base}{path}");
+        let body = body.to_string();
+        let client = client.clone();
+        let counts = counts.clone();
+        async move {
+            let reply = get(&client, &url, &[]).await;
+            assert_eq!(
+                (reply.status, reply.body.as_str()),
+                (StatusCode::OK, &*body),
+                "{url}"
+            );
+            assert_eq!(
+                counts.accepted.load(Ordering::SeqCst),
+                connections,
+                "after {url}"
+            );
+        }
+    };
+    expect("/informational", "informational", 1).await;
+    expect("/trailers", "trailers", 1).await;
+    expect("/length", "length", 1).await;
+    expect("/close", "close", 1).await;
+    // The answer said close: a new connection.
+    expect("/to-the-close", "read to the close", 2).await;
+    // That one ended at the close: another.
+    expect("/length", "length", 3).await;
+    expect("/length", "length", 3).await;
+
+    // An HTTP/2 client is sent the trailers the HTTP/1.1 upstream wrote after the last chunk.
+    let h2c: hyper_util::client::legacy::Client<_, http_body_util::Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let response = h2c
+        .request(
+            Request::get(format!("{base}/trailers"))
+                .body(http_body_util::Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers came through");
+    assert_eq!(trailers["x-checksum"], "7");
+    assert_eq!(collected.to_bytes(), "trailers");
+}

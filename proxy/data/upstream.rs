@@ -1,11 +1,12 @@
-//! Upstream clients. HTTP/1.1 endpoints are reached on the direct path ([`direct`]): hyper's
-//! low-level client driven by the request's own task, from per-worker pools. HTTP/2 endpoints,
+//! Upstream clients. HTTP/1.1 endpoints are reached on the direct path ([`direct`]): our own
+//! HTTP/1.1 client connection ([`h1`]) driven by the request's own task, from shared pools. HTTP/2 endpoints,
 //! upgrades, shadow copies and health checks use hyper-util's pooled client, one per distinct set
 //! of connection settings, created on first use and kept for the life of the process. Snapshots
 //! hold clones (and the direct path's pool slots are numbered by settings and endpoint), so a
 //! reload that keeps a route's settings keeps its warm keep-alive connections.
 
 mod direct;
+mod h1;
 
 pub use direct::{Direct, UpstreamBody};
 
@@ -162,7 +163,7 @@ pub enum CallError {
     Connect(Box<dyn std::error::Error + Send + Sync>),
     /// The direct path's HTTP/1.1 exchange.
     #[error(transparent)]
-    Http(hyper::Error),
+    Exchange(h1::Error),
 }
 
 /// Classifies an upstream client error by walking its source chain.
@@ -183,7 +184,8 @@ pub fn failure_kind(err: &CallError) -> FailureKind {
     let connect = match err {
         CallError::Pooled(e) => e.is_connect(),
         CallError::Connect(_) => true,
-        CallError::Http(_) => false,
+        CallError::Exchange(e) if e.is_protocol() => return FailureKind::Protocol,
+        CallError::Exchange(_) => false,
     };
     if connect {
         return FailureKind::Connect;

@@ -1,10 +1,11 @@
-//! HTTP/1.1 upstream connections driven by the request's own task (issue 16). hyper's low-level
-//! client (`client::conn::http1`) in place of hyper-util's pooled client for the common case:
-//! the connection's future is polled by the task that sent the request, first together with the
-//! response head, then by the response body as hyper's server streams it to the client, and the
-//! connection goes back to its endpoint's pool when that body ends. No connection task and no
-//! hand-off between tasks: the pooled client spends a channel send and a task wake-up each way on
-//! every request, about a sixth of a textbook proxy's user time.
+//! HTTP/1.1 upstream connections driven by the request's own task (issue 16), with the codec of
+//! [`super::h1`] in place of hyper-util's pooled client for the common case: the request's task
+//! writes the request and reads the response head, then the response body reads the rest as
+//! hyper's server streams it to the client, and the connection goes back to its endpoint's pool
+//! when that body ends. No connection task and no hand-off between tasks: the pooled client
+//! spends a channel send and a task wake-up each way on every request, about a sixth of a
+//! textbook proxy's user time, and hyper's low-level client (the step before this one) still a
+//! request channel, a dispatcher and a response oneshot.
 //!
 //! One pool per slot, a slot being one (connection settings, endpoint) pair, kept by the
 //! [`Registry`] across snapshots. It is shared by the worker threads: a task moves between
@@ -19,7 +20,7 @@
 //! taken out of the configuration) with their connections. At most [`MAX_IDLE`] are kept per slot.
 
 use std::collections::HashMap;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -30,14 +31,13 @@ use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{Connection, SendRequest};
-use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::h1::{self, Conn, Refused};
 use super::CallError;
 use crate::config::Endpoint;
 use crate::data::body::RequestBody;
@@ -48,8 +48,6 @@ pub const MAX_IDLE: usize = 256;
 const REAP_EVERY: Duration = Duration::from_secs(1);
 /// Pooled connections tried, at most, before a new one is made for a request.
 const MAX_STALE_TRIES: usize = 4;
-
-type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 
 /// Where one (connection settings, endpoint) pair keeps its idle connections.
 pub type Slot = Arc<Pool>;
@@ -143,24 +141,26 @@ impl Direct {
         mut request: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, CallError> {
         let slot = &self.slots[index];
-        let uri = to_origin_form(&mut request);
+        set_host(&mut request);
         for _ in 0..MAX_STALE_TRIES {
             let Some(mut conn) = checkout(slot) else {
                 break;
             };
             match conn.send(request).await {
-                Ok(head) => return Ok(self.lend(head, conn, slot.clone())),
+                Ok(head) => return Ok(lend(head, conn, slot.clone())),
                 // Refused before a byte went out: the upstream closed it while it idled.
                 Err(Refused::Unsent(_, back)) => request = *back,
-                Err(Refused::Sent(error)) => return Err(CallError::Http(error)),
+                Err(Refused::Sent(error)) => return Err(CallError::Exchange(error)),
             }
         }
-        // Boxed: a connect's state (TCP, TLS, handshake) is large and rarely needed; every
-        // request's future would otherwise carry room for it.
-        let mut conn = Box::pin(self.connect(uri)).await?;
+        // Boxed: a connect's state (TCP, TLS) is large and rarely needed; every request's future
+        // would otherwise carry room for it.
+        let mut conn = Box::pin(self.connect(request.uri().clone())).await?;
         match conn.send(request).await {
-            Ok(head) => Ok(self.lend(head, conn, slot.clone())),
-            Err(Refused::Unsent(error, _) | Refused::Sent(error)) => Err(CallError::Http(error)),
+            Ok(head) => Ok(lend(head, conn, slot.clone())),
+            Err(Refused::Unsent(error, _) | Refused::Sent(error)) => {
+                Err(CallError::Exchange(error))
+            }
         }
     }
 
@@ -171,121 +171,41 @@ impl Direct {
             .await
             .map_err(CallError::Connect)?;
         let io = connector.call(uri).await.map_err(CallError::Connect)?;
-        // Flattened writes, as on the server side (`server::builders`).
-        let (sender, driver) = hyper::client::conn::http1::Builder::new()
-            .writev(false)
-            .handshake(io)
-            .await
-            .map_err(CallError::Http)?;
-        Ok(Box::new(Conn {
-            sender,
-            driver,
-            closed: false,
-        }))
-    }
-
-    /// The response, its body driving the connection until it ends.
-    fn lend(
-        &self,
-        head: Response<Incoming>,
-        conn: Box<Conn>,
-        slot: Slot,
-    ) -> Response<UpstreamBody> {
-        let mut lent = Some(Lent { conn, slot });
-        // No body to stream (HEAD, 204, 304, an empty body): nothing would drive it back.
-        if head.body().is_end_stream() {
-            if let Some(lent) = lent.take() {
-                lent.give_back();
-            }
-        }
-        head.map(|body| UpstreamBody {
-            body,
-            lent,
-            failed: None,
-        })
+        Ok(Box::new(Conn::new(TokioIo::new(io))))
     }
 }
 
-/// hyper's low-level client writes the target as given and adds no `Host`: the pooled client
-/// sent the origin form with `Host` from the authority, and so does this path. Returns the
-/// absolute target, for a connect.
-fn to_origin_form(request: &mut Request<RequestBody>) -> Uri {
-    let uri = std::mem::take(request.uri_mut());
-    if !request.headers().contains_key(HOST) {
-        if let Some(host) = uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            request.headers_mut().insert(HOST, host);
+/// The response, its body reading the rest from the connection until it ends.
+fn lend(head: Response<()>, conn: Box<Conn>, slot: Slot) -> Response<UpstreamBody> {
+    let mut lent = Some(Lent { conn, slot });
+    // No body to stream (HEAD, 204, 304, an empty body): nothing would give it back later.
+    if lent.as_ref().is_some_and(|l| l.conn.is_end_stream()) {
+        if let Some(lent) = lent.take() {
+            lent.give_back();
         }
     }
-    *request.uri_mut() = uri
-        .path_and_query()
-        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
-    uri
+    head.map(|()| UpstreamBody {
+        source: match lent {
+            Some(lent) => Source::Direct(lent),
+            None => Source::Empty,
+        },
+        failed: None,
+    })
 }
 
-/// One upstream connection: the handle that sends and the future that drives it.
-struct Conn {
-    sender: SendRequest<RequestBody>,
-    driver: Connection<Io, RequestBody>,
-    /// The driver has finished (closed or failed): it is not polled again.
-    closed: bool,
-}
-
-/// Why a connection gave no response.
-enum Refused {
-    /// Before the request was written: it comes back, to be sent elsewhere.
-    Unsent(hyper::Error, Box<Request<RequestBody>>),
-    /// After: it may have reached the upstream.
-    Sent(hyper::Error),
-}
-
-impl Conn {
-    /// Drives the connection once; true while it is open.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.closed && Pin::new(&mut self.driver).poll(cx).is_ready() {
-            self.closed = true;
-        }
-        !self.closed
+/// The request goes out in origin form (path and query) with `Host` from the target's authority
+/// when the client sent none (HTTP/2 clients send `:authority`), as the pooled client does.
+fn set_host(request: &mut Request<RequestBody>) {
+    if request.headers().contains_key(HOST) {
+        return;
     }
-
-    /// Sends the request and drives the connection until the response head has come.
-    async fn send(&mut self, request: Request<RequestBody>) -> Result<Response<Incoming>, Refused> {
-        let mut response = std::pin::pin!(self.sender.try_send_request(request));
-        poll_fn(|cx| {
-            // The response is resolved only by the driver, so it is always polled quietly; the
-            // driver quietly first (the answer may be in already), then with this task's waker
-            // (the upstream's bytes are to wake it).
-            self.drive(&mut quiet());
-            let polled = response.as_mut().poll(&mut quiet());
-            if polled.is_ready() {
-                return polled;
-            }
-            self.drive(cx);
-            let polled = response.as_mut().poll(&mut quiet());
-            if polled.is_ready() {
-                // Once more quietly, so that nothing in the driver holds this task's waker for
-                // what the body will do (ask for data, take it) in this same task.
-                self.drive(&mut quiet());
-            }
-            polled
-        })
-        .await
-        .map_err(|mut e| match e.take_message() {
-            Some(request) => Refused::Unsent(e.into_error(), Box::new(request)),
-            None => Refused::Sent(e.into_error()),
-        })
+    if let Some(host) = request
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        request.headers_mut().insert(HOST, host);
     }
-}
-
-/// A context whose waker does nothing, for what this task drives itself. The driver and the
-/// response (head and body) it fills talk through channels, and each would wake the task that
-/// polled the other last: this task, while it runs, which costs it a whole poll more for nothing.
-/// Quiet polls first, then, and this task's waker only on a last round before `Pending`, so what
-/// does wake it is the network.
-fn quiet() -> Context<'static> {
-    Context::from_waker(std::task::Waker::noop())
 }
 
 /// A connection lent to a response body, and where it goes back.
@@ -295,32 +215,38 @@ struct Lent {
 }
 
 impl Lent {
-    /// Puts the connection in its pool if hyper can send on it at once; one still busy
-    /// (a request body the upstream answered before reading) or closed is dropped.
-    fn give_back(mut self) {
-        let waker = std::task::Waker::noop();
-        let ready = self.conn.drive(&mut Context::from_waker(waker)) && self.conn.sender.is_ready();
-        if ready {
+    /// Puts the connection in its pool if the exchange ended cleanly; one still busy (a request
+    /// body the upstream answered before reading), closing or closed is dropped.
+    fn give_back(self) {
+        if self.conn.reusable() {
             checkin(self);
         }
     }
 }
 
-/// The upstream's response body; on the direct path it drives its connection and gives it back
-/// once the body has ended.
+/// The upstream's response body.
 pub struct UpstreamBody {
-    body: Incoming,
-    lent: Option<Lent>,
+    source: Source,
     /// The body's error, held back one turn.
-    failed: Option<hyper::Error>,
+    failed: Option<BoxError>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+enum Source {
+    /// From the pooled client, whose connection drives itself.
+    Pooled(Incoming),
+    /// Read from a direct connection, given back when the body ends.
+    Direct(Lent),
+    /// Nothing (more) to read.
+    Empty,
 }
 
 impl UpstreamBody {
-    /// A body from the pooled client, whose connection drives itself.
+    /// A body from the pooled client.
     pub fn pooled(body: Incoming) -> Self {
         UpstreamBody {
-            body,
-            lent: None,
+            source: Source::Pooled(body),
             failed: None,
         }
     }
@@ -329,73 +255,71 @@ impl UpstreamBody {
 impl std::fmt::Debug for UpstreamBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamBody")
-            .field("direct", &self.lent.is_some())
+            .field("direct", &matches!(self.source, Source::Direct(_)))
             .finish()
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         // Every field is Unpin, so projecting through get_mut is sound.
         let this = self.get_mut();
         if let Some(error) = this.failed.take() {
             return Poll::Ready(Some(Err(error)));
         }
-        let frame = match this.lent.as_mut() {
-            Some(lent) => {
-                // Quietly first: ask for data (waking only the driver's quiet waker), drive the
-                // connection to deliver it; then, if nothing came, the same with this task's waker.
-                let mut polled = Pin::new(&mut this.body).poll_frame(&mut quiet());
-                if polled.is_pending() {
-                    lent.conn.drive(&mut quiet());
-                    polled = Pin::new(&mut this.body).poll_frame(&mut quiet());
-                }
-                if polled.is_pending() {
-                    lent.conn.drive(cx);
-                    polled = Pin::new(&mut this.body).poll_frame(cx);
-                }
-                if lent.conn.closed {
-                    // Closed: what it read is in the body's channel, with the error if it failed.
-                    this.lent = None;
-                }
-                std::task::ready!(polled)
+        let frame = match &mut this.source {
+            Source::Pooled(body) => {
+                return Pin::new(body).poll_frame(cx).map_err(Into::into);
             }
-            None => std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)),
+            Source::Empty => return Poll::Ready(None),
+            Source::Direct(lent) => std::task::ready!(lent.conn.poll_body(cx)),
         };
-        let ended = match frame {
-            None => true,
-            Some(Ok(_)) => this.body.is_end_stream(),
+        match frame {
             Some(Err(error)) => {
-                // Driven in this task, a connection that fails right after the last bytes it
-                // read hands over both at once, and hyper's server would give up before writing
-                // what it holds: the error waits one turn, so what came before it is flushed
-                // (the client sees the status, then a broken body).
-                this.lent = None;
-                this.failed = Some(error);
+                // A connection that fails right after the last bytes it read hands over both
+                // in turn, and hyper's server would give up before writing what it holds: the
+                // error waits one turn, so what came before it is flushed (the client sees the
+                // status, then a broken body).
+                this.source = Source::Empty;
+                this.failed = Some(Box::new(error));
                 cx.waker().wake_by_ref();
-                return Poll::Pending;
+                Poll::Pending
             }
-        };
-        if ended {
-            if let Some(lent) = this.lent.take() {
-                lent.give_back();
+            frame => {
+                if this.is_end_stream() {
+                    if let Source::Direct(lent) = std::mem::replace(&mut this.source, Source::Empty)
+                    {
+                        lent.give_back();
+                    }
+                }
+                Poll::Ready(frame.map(|f| f.map_err(|e: h1::Error| -> BoxError { Box::new(e) })))
             }
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.source {
+            Source::Pooled(body) => body.is_end_stream(),
+            Source::Direct(lent) => lent.conn.is_end_stream(),
+            Source::Empty => self.failed.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.source {
+            Source::Pooled(body) => body.size_hint(),
+            Source::Direct(lent) => lent
+                .conn
+                .body_size()
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
+            Source::Empty => SizeHint::with_exact(0),
+        }
     }
 }
 
@@ -438,10 +362,8 @@ fn checkout(slot: &Pool) -> Option<Box<Conn>> {
             drop(expired);
             return None;
         }
-        // One poll reads an end of stream the upstream sent while the connection idled; quiet,
-        // so that sending the request does not wake this task (see `quiet`).
-        let conn = &mut idle.conn;
-        if conn.drive(&mut quiet()) && conn.sender.is_ready() {
+        // One read without waiting sees an end of stream the upstream sent while it idled.
+        if idle.conn.still_open() {
             return Some(idle.conn);
         }
     }

@@ -1,0 +1,351 @@
+//! The HTTP/1.1 messages of the direct path's client: the request head as it is written, the
+//! response head as it is parsed, and the framing rules that decide how each body is read
+//! (see [`super`] for the rules).
+
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
+use hyper::body::Body;
+
+use super::Error;
+use crate::data::body::RequestBody;
+
+/// Headers read at most in a response head or trailer section (hyper's default).
+pub const MAX_HEADERS: usize = 100;
+
+/// How the request body is framed on the wire.
+pub enum Out {
+    /// `remaining` bytes still to write.
+    Length(u64),
+    Chunked,
+}
+
+/// How the rest of the response body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoder {
+    /// This many bytes more.
+    Length(u64),
+    /// Chunked: at a chunk-size line.
+    ChunkSize,
+    /// Chunked: this many bytes of the current chunk more.
+    ChunkData(u64),
+    /// Chunked: at the CRLF after a chunk's data.
+    ChunkEnd,
+    /// Chunked: at the trailer section (or the CRLF that ends the body).
+    Trailers,
+    /// Until the upstream closes.
+    Eof,
+    /// Read to its end.
+    Done,
+}
+
+/// Writes the request head into `write`; returns how the body is framed, `None` without a body.
+pub fn encode_head(request: &Request<RequestBody>, write: &mut BytesMut) -> Option<Out> {
+    let body = request.body();
+    let headers = request.headers();
+    let out = if body.is_end_stream() {
+        None
+    } else if let Some(len) = declared_length(headers) {
+        Some(Out::Length(len))
+    } else if let Some(len) = body.size_hint().exact() {
+        Some(Out::Length(len))
+    } else {
+        Some(Out::Chunked)
+    };
+    write.put_slice(request.method().as_str().as_bytes());
+    write.put_u8(b' ');
+    let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    write.put_slice(target.as_bytes());
+    write.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        write.put_slice(name.as_str().as_bytes());
+        write.put_slice(b": ");
+        write.put_slice(value.as_bytes());
+        write.put_slice(b"\r\n");
+    }
+    match out {
+        Some(Out::Length(len)) if !headers.contains_key(CONTENT_LENGTH) => {
+            write.put_slice(b"content-length: ");
+            write.put_slice(itoa_u64(len, &mut [0; 20]));
+            write.put_slice(b"\r\n");
+        }
+        Some(Out::Chunked) => write.put_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    write.put_slice(b"\r\n");
+    out
+}
+
+/// The request's own `Content-Length`, when it has one valid value.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    content_length(headers).ok().flatten()
+}
+
+/// Parses a response head at the start of `read`, taking it out of the buffer. `None` until the
+/// head is whole; informational heads are consumed and skipped.
+pub fn parse_head(
+    read: &mut BytesMut,
+    head_only: bool,
+) -> Result<Option<(Response<()>, Decoder, bool)>, Error> {
+    loop {
+        // Uninitialized: a hundred empty headers would be a 3 KB fill on every response.
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let config = httparse::ParserConfig::default();
+        let len = match config.parse_response_with_uninit_headers(&mut parsed, read, &mut fields)? {
+            httparse::Status::Complete(len) => len,
+            httparse::Status::Partial => return Ok(None),
+        };
+        let code = parsed.code.unwrap_or(0);
+        let status =
+            StatusCode::from_u16(code).map_err(|_| Error::Invalid("a status code out of range"))?;
+        if status.is_informational() {
+            if code == 101 {
+                return Err(Error::Invalid("101 to a request that asked for no upgrade"));
+            }
+            read.advance(len);
+            continue;
+        }
+        let version = if parsed.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        let reason = parsed
+            .reason
+            .filter(|r| Some(*r) != status.canonical_reason())
+            .map(|r| Bytes::copy_from_slice(r.as_bytes()));
+        let headers = header_map(parsed.headers)?;
+        read.advance(len);
+        let (decoder, framed) = decoder(status, version, head_only, &headers)?;
+        let keep_alive = framed && keeps_alive(version, &headers);
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.version_mut() = version;
+        *response.headers_mut() = headers;
+        if let Some(reason) = reason {
+            if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason) {
+                response.extensions_mut().insert(reason);
+            }
+        }
+        return Ok(Some((response, decoder, keep_alive)));
+    }
+}
+
+/// The fields as a header map.
+pub fn header_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, Error> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| Error::Invalid("a bad header name"))?;
+        let value = HeaderValue::from_bytes(field.value)
+            .map_err(|_| Error::Invalid("a bad header value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// How the body after this head is read, and whether it is framed (not read to the close).
+fn decoder(
+    status: StatusCode,
+    version: Version,
+    head_only: bool,
+    headers: &HeaderMap,
+) -> Result<(Decoder, bool), Error> {
+    if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Decoder::Done, true));
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            return Err(Error::Invalid("Transfer-Encoding in an HTTP/1.0 response"));
+        }
+        return Ok(if chunked_last(headers) {
+            (Decoder::ChunkSize, true)
+        } else {
+            (Decoder::Eof, false)
+        });
+    }
+    Ok(match content_length(headers)? {
+        Some(len) => (Decoder::Length(len), true),
+        None => (Decoder::Eof, false),
+    })
+}
+
+/// The `Content-Length`: `None` without one, an error when values are invalid or disagree.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        let text = value.to_str().map_err(|_| invalid_length())?;
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid_length());
+            }
+            let n: u64 = part.parse().map_err(|_| invalid_length())?;
+            if length.is_some_and(|seen| seen != n) {
+                return Err(Error::Invalid("Content-Length values disagree"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length)
+}
+
+fn invalid_length() -> Error {
+    Error::Invalid("an invalid Content-Length")
+}
+
+/// True when the last transfer coding is `chunked`.
+fn chunked_last(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"))
+}
+
+/// Whether the upstream keeps the connection open after this answer.
+fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    let mut keep = version == Version::HTTP_11;
+    for value in headers.get_all(CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("close") {
+                return false;
+            }
+            if token.eq_ignore_ascii_case("keep-alive") {
+                keep = true;
+            }
+        }
+    }
+    keep
+}
+
+/// `n` in lowercase hexadecimal.
+pub fn put_hex(write: &mut BytesMut, mut n: usize) {
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    write.put_slice(&digits[at..]);
+}
+
+/// `n` in decimal, in `buf`.
+fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[at..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Option<(Response<()>, Decoder, bool)>, Error> {
+        parse_head(&mut BytesMut::from(text.as_bytes()), false)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let framed = |text: &str| head(text).ok().flatten().map(|(_, d, k)| (d, k));
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"),
+            Some((Decoder::Length(5), true))
+        );
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\ncontent-length: 5\r\n\r\n"),
+            Some((Decoder::Length(5), true))
+        );
+        assert_eq!(
+            framed(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 5\r\n\r\n"
+            ),
+            Some((Decoder::ChunkSize, true))
+        );
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n"),
+            Some((Decoder::Eof, false))
+        );
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\n\r\n"),
+            Some((Decoder::Eof, false))
+        );
+        assert_eq!(
+            framed("HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n"),
+            Some((Decoder::Done, true))
+        );
+        assert_eq!(
+            framed("HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"),
+            Some((Decoder::Length(0), false))
+        );
+        assert_eq!(
+            framed("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n"),
+            Some((Decoder::Length(1), false))
+        );
+        assert_eq!(
+            framed("HTTP/1.0 200 OK\r\ncontent-length: 1\r\nconnection: keep-alive\r\n\r\n"),
+            Some((Decoder::Length(1), true))
+        );
+        assert_eq!(
+            framed("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"),
+            Some((Decoder::Length(2), true))
+        );
+        assert_eq!(framed("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n"), None);
+    }
+
+    #[test]
+    fn bad_framing_is_refused() {
+        for text in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999999\r\n\r\n",
+            "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HELLO THERE\r\n\r\n",
+        ] {
+            assert!(head(text).is_err(), "{text:?} was taken");
+        }
+    }
+
+    #[test]
+    fn a_head_answer_has_no_body_and_a_reason_phrase_is_kept() {
+        let mut read = BytesMut::from(&b"HTTP/1.1 200 Fine\r\ncontent-length: 9\r\n\r\n"[..]);
+        let (response, decoder, keep) = parse_head(&mut read, true)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("a whole head"));
+        assert_eq!((decoder, keep), (Decoder::Done, true));
+        assert!(read.is_empty());
+        let reason = response.extensions().get::<hyper::ext::ReasonPhrase>();
+        assert_eq!(reason.map(|r| r.as_bytes()), Some(&b"Fine"[..]));
+    }
+
+    #[test]
+    fn numbers_are_written_without_fmt() {
+        let mut out = BytesMut::new();
+        for n in [0, 9, 10, 255, 4096, usize::MAX] {
+            put_hex(&mut out, n);
+            assert_eq!(out.split().as_ref(), format!("{n:x}").as_bytes());
+        }
+        for n in [0, 7, 10, 1234567, u64::MAX] {
+            assert_eq!(itoa_u64(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
+    }
+}
