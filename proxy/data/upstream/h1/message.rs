@@ -117,8 +117,23 @@ pub fn parse_head(
             .reason
             .filter(|r| Some(*r) != status.canonical_reason())
             .map(|r| Bytes::copy_from_slice(r.as_bytes()));
-        let headers = header_map(parsed.headers)?;
-        read.advance(len);
+        let headers = if parsed.headers.len() <= SHARED_HEADERS {
+            // Each value a slice of the head, which is taken out of the buffer whole.
+            let mut spans = [[0usize; 4]; SHARED_HEADERS];
+            let base = read.as_ptr() as usize;
+            let at = |s: &[u8]| s.as_ptr() as usize - base;
+            for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+                let name = field.name.as_bytes();
+                *span = [at(name), name.len(), at(field.value), field.value.len()];
+            }
+            let count = parsed.headers.len();
+            let head = read.split_to(len).freeze();
+            shared_header_map(&head, &spans[..count])?
+        } else {
+            let headers = header_map(parsed.headers)?;
+            read.advance(len);
+            headers
+        };
         let (decoder, framed) = decoder(status, version, head_only, &headers)?;
         let keep_alive = framed && keeps_alive(version, &headers);
         let mut response = Response::new(());
@@ -134,7 +149,25 @@ pub fn parse_head(
     }
 }
 
-/// The fields as a header map.
+/// A response head with up to this many headers keeps their values in place (one allocation,
+/// the head, shared); one with more copies each value.
+const SHARED_HEADERS: usize = 32;
+
+/// The header map of `head`, whose fields are at `spans` (name offset and length, value offset
+/// and length).
+fn shared_header_map(head: &Bytes, spans: &[[usize; 4]]) -> Result<HeaderMap, Error> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &[name, name_len, value, value_len] in spans {
+        let name = HeaderName::from_bytes(&head[name..name + name_len])
+            .map_err(|_| Error::Invalid("a bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+            .map_err(|_| Error::Invalid("a bad header value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// The fields as a header map, each value copied.
 pub fn header_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, Error> {
     let mut headers = HeaderMap::with_capacity(fields.len());
     for field in fields {
