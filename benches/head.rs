@@ -1,7 +1,9 @@
 //! Criterion benches of the per-request head work in front of the routing decision: the framing
 //! scanner reading a request head as it arrives (the proxy's own parse, beside hyper's), httparse
 //! alone on the same bytes (what hyper's parse costs, for scale), and the forwarding rewrite
-//! (hop-by-hop removal, X-Forwarded-*, traceparent, request id) on the parsed header map.
+//! (hop-by-hop removal, X-Forwarded-*, traceparent, request id) on the parsed header map; then the
+//! upstream side of the direct path's own HTTP/1.1 codec: the request head written for the
+//! upstream, and the upstream's response head parsed into a response.
 //! Run: `cargo bench --bench head`.
 
 #![allow(clippy::unwrap_used)] // bench set-up may unwrap
@@ -95,5 +97,36 @@ fn rewrite(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, scan, rewrite);
+/// An upstream's answer as nginx writes it (`return 200`), with its 2-byte body.
+const UPSTREAM_ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\
+Date: Mon, 30 Nov 2026 09:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\
+Connection: keep-alive\r\nx-upstream: stable\r\n\r\nok";
+
+fn upstream(c: &mut Criterion) {
+    use switchyard::data::body::RequestBody;
+    use switchyard::data::upstream::h1::message::{encode_head, parse_head};
+    let mut request = http::Request::new(RequestBody::empty());
+    *request.uri_mut() = "http://127.0.0.1:8081/shop/cart?item=42&ref=home"
+        .parse()
+        .unwrap();
+    *request.headers_mut() = parsed(BROWSER_GET);
+    c.bench_function("head/upstream_encode/browser_get", |b| {
+        let mut write = bytes::BytesMut::with_capacity(4096);
+        b.iter(|| {
+            black_box(encode_head(black_box(&request), &mut write));
+            write.clear();
+        });
+    });
+    c.bench_function("head/upstream_parse/nginx_answer", |b| {
+        // A connection's read buffer, refilled with the answer each time, as a read does.
+        let mut read = bytes::BytesMut::with_capacity(8192);
+        b.iter(|| {
+            read.clear();
+            read.extend_from_slice(UPSTREAM_ANSWER);
+            black_box(parse_head(&mut read, false).unwrap());
+        });
+    });
+}
+
+criterion_group!(benches, scan, rewrite, upstream);
 criterion_main!(benches);

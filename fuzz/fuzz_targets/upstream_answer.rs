@@ -1,6 +1,6 @@
-//! Arbitrary bytes as an upstream's answer, through the proxy's HTTP/1.1 upstream path (hyper's
-//! client codec driven in the request's task, connections pooled per endpoint; see
-//! `proxy/data/upstream/direct.rs`), on a real proxy and a raw upstream on loopback.
+//! Arbitrary bytes as an upstream's answer, through the proxy's HTTP/1.1 upstream path (its own
+//! client codec, `proxy/data/upstream/h1`, driven in the request's task, connections pooled per
+//! endpoint; see `proxy/data/upstream/direct.rs`), on a real proxy and a raw upstream on loopback.
 //!
 //! Checked for every input: no panic anywhere in the proxy (libfuzzer-sys aborts on a panic in
 //! any thread), and no desynchronized pool. After the fuzzed exchange, a well-formed request on a

@@ -6,7 +6,7 @@
 //! reload that keeps a route's settings keeps its warm keep-alive connections.
 
 mod direct;
-mod h1;
+pub mod h1;
 
 pub use direct::{Direct, UpstreamBody};
 

@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 
 use crate::data::body::RequestBody;
 
-mod message;
+pub mod message;
 
 use message::{encode_head, header_map, parse_head, put_hex, Decoder, Out, MAX_HEADERS};
 

@@ -17,8 +17,9 @@ pub const MAX_HEADERS: usize = 100;
 
 /// How the request body is framed on the wire.
 pub enum Out {
-    /// `remaining` bytes still to write.
+    /// This many bytes still to write.
     Length(u64),
+    /// In chunks, ended by a zero-size chunk.
     Chunked,
 }
 
