@@ -10,8 +10,9 @@
 //! One pool per slot, a slot being one (connection settings, endpoint) pair, kept by the
 //! [`Registry`] across snapshots. It is shared by the worker threads: a task moves between
 //! workers, and pools of their own would each grow to hold what the others could have reused. Its
-//! lock is held for one push or pop (never across a poll or a close). A connection comes out of
-//! the pool only if hyper is ready to send on it and it has not closed; a request refused by a
+//! lock is held for one push or pop (never across a poll or a close). A connection goes in only
+//! after a clean exchange (see [`Conn::reusable`]) and comes out only if the upstream has neither
+//! closed it nor sent anything since (a read that does not wait); a request refused by a
 //! pooled connection before a byte of it went out (the upstream closed it meanwhile) goes to the
 //! next one, then to a new connection. The most recently used comes out first, so the others age:
 //! one idle for the route's `timeouts.idle` is never used again (it and those older than it are
@@ -217,8 +218,9 @@ struct Lent {
 impl Lent {
     /// Puts the connection in its pool if the exchange ended cleanly; one still busy (a request
     /// body the upstream answered before reading), closing or closed is dropped.
-    fn give_back(self) {
+    fn give_back(mut self) {
         if self.conn.reusable() {
+            self.conn.trim();
             checkin(self);
         }
     }

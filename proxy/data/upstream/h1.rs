@@ -200,7 +200,7 @@ impl Conn {
                 Some(Ok(frame)) => {
                     // Trailers are dropped (see the module's notes).
                     if let Ok(data) = frame.into_data() {
-                        upload.encode(&data, &mut self.write)?;
+                        upload.encode(&data, &mut self.write);
                     }
                     if upload.body.is_end_stream() {
                         self.finish_upload()?;
@@ -324,7 +324,7 @@ impl Conn {
                     }
                     continue;
                 }
-                Decoder::ChunkSize => match httparse::parse_chunk_size(&self.read) {
+                Decoder::ChunkSize => match parse_chunk_size(&self.read) {
                     Ok(httparse::Status::Complete((used, size))) => {
                         self.read.advance(used);
                         self.decoder = if size == 0 {
@@ -350,6 +350,12 @@ impl Conn {
                 Decoder::Trailers => {
                     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     match httparse::parse_headers(&self.read, &mut headers) {
+                        Ok(httparse::Status::Complete((used, _)))
+                            if !crlf_lines(&self.read[..used]) =>
+                        {
+                            let error = Error::Invalid("a trailer line not ended by CRLF");
+                            return Poll::Ready(Some(Err(error)));
+                        }
                         Ok(httparse::Status::Complete((used, fields))) => {
                             let trailers =
                                 (!fields.is_empty()).then(|| header_map(fields)).transpose();
@@ -373,6 +379,17 @@ impl Conn {
             if ready!(self.poll_fill(cx))? == 0 {
                 return Poll::Ready(Some(Err(Error::Closed)));
             }
+        }
+    }
+
+    /// Lets go of buffers a large message grew past what a read needs, before the connection
+    /// idles in a pool.
+    pub fn trim(&mut self) {
+        if self.write.capacity() > READ_MAX {
+            self.write = BytesMut::new();
+        }
+        if self.read.capacity() > 2 * READ_MAX {
+            self.read = BytesMut::new();
         }
     }
 
@@ -414,21 +431,39 @@ impl Conn {
     }
 }
 
+/// httparse's chunk-size parse, stricter where hyper's decoder is: at least one hexadecimal digit,
+/// and the line ended by CRLF (httparse takes an empty size as 0, and a bare LF).
+fn parse_chunk_size(read: &[u8]) -> Result<httparse::Status<(usize, u64)>, Error> {
+    let bad = || Error::Invalid("a bad chunk size line");
+    if read.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let status = httparse::parse_chunk_size(read).map_err(|_| bad())?;
+    if let httparse::Status::Complete((used, _)) = status {
+        if !crlf_lines(&read[..used]) {
+            return Err(bad());
+        }
+    }
+    Ok(status)
+}
+
+/// True when every line of `section` ends with CRLF.
+fn crlf_lines(section: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', section).all(|at| at > 0 && section[at - 1] == b'\r')
+}
+
 impl Upload {
     /// Buffers one data frame, framed.
-    fn encode(&mut self, data: &Bytes, write: &mut BytesMut) -> Result<(), Error> {
+    fn encode(&mut self, data: &Bytes, write: &mut BytesMut) {
         if data.is_empty() {
-            return Ok(());
+            return;
         }
         match &mut self.out {
             Out::Length(left) => {
-                let len = data.len() as u64;
-                if len > *left {
-                    let long = "the request body is longer than its Content-Length";
-                    return Err(Error::Body(long.into()));
-                }
-                *left -= len;
-                write.extend_from_slice(data);
+                // As hyper: what is owed, no more (the rest of a GET's unannounced body).
+                let owed = usize::try_from(*left).unwrap_or(usize::MAX).min(data.len());
+                *left -= owed as u64;
+                write.extend_from_slice(&data[..owed]);
             }
             Out::Chunked => {
                 put_hex(write, data.len());
@@ -437,6 +472,43 @@ impl Upload {
                 write.put_slice(b"\r\n");
             }
         }
-        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_size_line_needs_a_digit_and_crlf() {
+        let complete = |line: &[u8]| match parse_chunk_size(line) {
+            Ok(httparse::Status::Complete((used, size))) => Some((used, size)),
+            _ => None,
+        };
+        assert_eq!(complete(b"1f\r\n"), Some((4, 31)));
+        assert_eq!(complete(b"5;name=value\r\nhello"), Some((14, 5)));
+        assert_eq!(complete(b"0\r\n\r\n"), Some((3, 0)));
+        assert!(matches!(
+            parse_chunk_size(b"5"),
+            Ok(httparse::Status::Partial)
+        ));
+        for bad in [
+            &b"\r\n"[..],
+            b";ext\r\n",
+            b" 5\r\n",
+            b"5\n",
+            b"5;a\nb\r\n",
+            b"x\r\n",
+        ] {
+            assert!(parse_chunk_size(bad).is_err(), "{bad:?} was taken");
+        }
+    }
+
+    #[test]
+    fn a_trailer_section_needs_crlf_lines() {
+        assert!(crlf_lines(b"x-checksum: 7\r\n\r\n"));
+        assert!(crlf_lines(b"\r\n"));
+        assert!(!crlf_lines(b"x-checksum: 7\n\r\n"));
+        assert!(!crlf_lines(b"\n"));
     }
 }

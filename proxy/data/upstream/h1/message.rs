@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Body;
 
 use super::Error;
@@ -46,34 +46,47 @@ pub enum Decoder {
 pub fn encode_head(request: &Request<RequestBody>, write: &mut BytesMut) -> Option<Out> {
     let body = request.body();
     let headers = request.headers();
-    let out = if body.is_end_stream() {
-        None
-    } else if let Some(len) = declared_length(headers) {
-        Some(Out::Length(len))
+    let declared = declared_length(headers);
+    // The framing, and a length to announce when the request has none of its own.
+    let (out, announce) = if body.is_end_stream() {
+        (None, None)
+    } else if let Some(len) = declared {
+        (Some(Out::Length(len)), None)
     } else if let Some(len) = body.size_hint().exact() {
-        Some(Out::Length(len))
+        (Some(Out::Length(len)), Some(len))
+    } else if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::CONNECT
+    ) {
+        // As hyper: these almost never have a body, and an upstream may refuse one framed in
+        // chunks; a body that comes anyway is not sent.
+        (Some(Out::Length(0)), None)
     } else {
-        Some(Out::Chunked)
+        (Some(Out::Chunked), None)
     };
     write.put_slice(request.method().as_str().as_bytes());
     write.put_u8(b' ');
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     write.put_slice(target.as_bytes());
     write.put_slice(b" HTTP/1.1\r\n");
+    // A `Content-Length` that is not the framing (invalid, or values that disagree) is not sent,
+    // so an upstream never sees two framings.
+    let keep_length = out.is_none() || declared.is_some();
     for (name, value) in headers {
+        if name == CONTENT_LENGTH && !keep_length {
+            continue;
+        }
         write.put_slice(name.as_str().as_bytes());
         write.put_slice(b": ");
         write.put_slice(value.as_bytes());
         write.put_slice(b"\r\n");
     }
-    match out {
-        Some(Out::Length(len)) if !headers.contains_key(CONTENT_LENGTH) => {
-            write.put_slice(b"content-length: ");
-            write.put_slice(itoa_u64(len, &mut [0; 20]));
-            write.put_slice(b"\r\n");
-        }
-        Some(Out::Chunked) => write.put_slice(b"transfer-encoding: chunked\r\n"),
-        _ => {}
+    if let Some(len) = announce {
+        write.put_slice(b"content-length: ");
+        write.put_slice(itoa_u64(len, &mut [0; 20]));
+        write.put_slice(b"\r\n");
+    } else if let Some(Out::Chunked) = out {
+        write.put_slice(b"transfer-encoding: chunked\r\n");
     }
     write.put_slice(b"\r\n");
     out
@@ -195,8 +208,11 @@ fn decoder(
         if version == Version::HTTP_10 {
             return Err(Error::Invalid("Transfer-Encoding in an HTTP/1.0 response"));
         }
+        // With a Content-Length beside it (RFC 9112 §6.3: an error a recipient may read
+        // through), the chunks are read but the connection is not used again.
+        let alone = !headers.contains_key(CONTENT_LENGTH);
         return Ok(if chunked_last(headers) {
-            (Decoder::ChunkSize, true)
+            (Decoder::ChunkSize, alone)
         } else {
             (Decoder::Eof, false)
         });
@@ -311,7 +327,7 @@ mod tests {
             framed(
                 "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 5\r\n\r\n"
             ),
-            Some((Decoder::ChunkSize, true))
+            Some((Decoder::ChunkSize, false))
         );
         assert_eq!(
             framed("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n"),
