@@ -73,7 +73,7 @@ pub fn encode_head(request: &Request<RequestBody>, write: &mut BytesMut) -> Opti
     // so an upstream never sees two framings.
     let keep_length = out.is_none() || declared.is_some();
     for (name, value) in headers {
-        if name == CONTENT_LENGTH && !keep_length {
+        if !keep_length && name == CONTENT_LENGTH {
             continue;
         }
         write.put_slice(name.as_str().as_bytes());
