@@ -6,16 +6,23 @@
 //! each; this is a buffer, a parse and a state machine.
 //!
 //! What it keeps from hyper's client, rule by rule (RFC 9112): the request is framed by its
-//! `Content-Length` when it has one, else by the body's exact size, else chunked (hop-by-hop
-//! `Transfer-Encoding` never reaches this far); request trailers are dropped, as hyper drops those
-//! no `Trailer` header declares (the proxy removes `Trailer`). A response's informational heads
-//! (1xx but 101) are skipped; HEAD answers, 204 and 304 have no body; `Transfer-Encoding` ending
-//! in `chunked` is chunked (trailers delivered as a trailers frame), any other
-//! `Transfer-Encoding` (or an HTTP/1.0 one) is read to the end of the connection; then
+//! `Content-Length` when it has one valid value (else that header is not sent), else by the
+//! body's exact size, else chunked, but a GET, HEAD or CONNECT whose body's length is unknown
+//! sends none (hop-by-hop `Transfer-Encoding` never reaches this far); request trailers are
+//! dropped, as hyper drops those no `Trailer` header declares (the proxy removes `Trailer`). A
+//! response's informational heads (1xx but 101) are skipped; HEAD answers, 204 and 304 have no
+//! body; `Transfer-Encoding` ending in `chunked` is chunked (trailers delivered as a trailers
+//! frame; a chunk size needs a digit, and every line CRLF, as hyper's decoder wants), any other
+//! `Transfer-Encoding` is read to the end of the connection, and one on HTTP/1.0 is refused; then
 //! `Content-Length` (several must agree), then to the end of the connection. A connection is kept
 //! for the next request only if the answer was HTTP/1.1 (or 1.0 with `keep-alive`) without
-//! `close`, was framed by length or chunks, was read to its end with no byte past it, and the
-//! request was written whole.
+//! `close`, was framed by length or chunks (not both), was read to its end with no byte past it,
+//! and the request was written whole.
+//!
+//! Where it differs from hyper's client: after the response head, what is left of the request
+//! body is written while the response body is read (hyper's connection task wrote it on its own),
+//! and a connection whose upstream answered before reading the whole request is closed, not
+//! reused.
 
 use std::future::poll_fn;
 use std::io;
