@@ -131,6 +131,7 @@ pub fn parse_head(
             .reason
             .filter(|r| Some(*r) != status.canonical_reason())
             .map(|r| Bytes::copy_from_slice(r.as_bytes()));
+        let mut notes = Notes::default();
         let headers = if parsed.headers.len() <= SHARED_HEADERS {
             // Each value a slice of the head, which is taken out of the buffer whole.
             let mut spans = [[0usize; 4]; SHARED_HEADERS];
@@ -142,14 +143,14 @@ pub fn parse_head(
             }
             let count = parsed.headers.len();
             let head = read.split_to(len).freeze();
-            shared_header_map(&head, &spans[..count])?
+            shared_header_map(&head, &spans[..count], &mut notes)?
         } else {
-            let headers = header_map(parsed.headers)?;
+            let headers = noted_header_map(parsed.headers, &mut notes)?;
             read.advance(len);
             headers
         };
-        let (decoder, framed) = decoder(status, version, head_only, &headers)?;
-        let keep_alive = framed && keeps_alive(version, &headers);
+        let (decoder, framed) = decoder(status, version, head_only, &notes)?;
+        let keep_alive = framed && notes.keeps_alive(version);
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = version;
@@ -168,13 +169,19 @@ pub fn parse_head(
 const SHARED_HEADERS: usize = 32;
 
 /// The header map of `head`, whose fields are at `spans` (name offset and length, value offset
-/// and length).
-fn shared_header_map(head: &Bytes, spans: &[[usize; 4]]) -> Result<HeaderMap, Error> {
+/// and length); the framing fields are noted on the way.
+fn shared_header_map(
+    head: &Bytes,
+    spans: &[[usize; 4]],
+    notes: &mut Notes,
+) -> Result<HeaderMap, Error> {
     let mut headers = HeaderMap::with_capacity(spans.len());
     for &[name, name_len, value, value_len] in spans {
         let name = HeaderName::from_bytes(&head[name..name + name_len])
             .map_err(|_| Error::Invalid("a bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+        let value = head.slice(value..value + value_len);
+        notes.note(&name, &value);
+        let value = HeaderValue::from_maybe_shared(value)
             .map_err(|_| Error::Invalid("a bad header value"))?;
         headers.append(name, value);
     }
@@ -183,10 +190,19 @@ fn shared_header_map(head: &Bytes, spans: &[[usize; 4]]) -> Result<HeaderMap, Er
 
 /// The fields as a header map, each value copied.
 pub fn header_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, Error> {
+    noted_header_map(fields, &mut Notes::default())
+}
+
+/// The same, noting the framing fields.
+fn noted_header_map(
+    fields: &[httparse::Header<'_>],
+    notes: &mut Notes,
+) -> Result<HeaderMap, Error> {
     let mut headers = HeaderMap::with_capacity(fields.len());
     for field in fields {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Error::Invalid("a bad header name"))?;
+        notes.note(&name, field.value);
         let value = HeaderValue::from_bytes(field.value)
             .map_err(|_| Error::Invalid("a bad header value"))?;
         headers.append(name, value);
@@ -194,85 +210,119 @@ pub fn header_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, Error> {
     Ok(headers)
 }
 
+/// What the framing rules read from a response head's fields, noted while its map is built (so
+/// no field is looked up again).
+#[derive(Default)]
+struct Notes {
+    /// A `Transfer-Encoding` field, and whether the last one ends in `chunked`.
+    transfer_encoding: bool,
+    chunked_last: bool,
+    /// A `Content-Length` field, its agreed value, and the first thing wrong with its values.
+    content_length: bool,
+    length: Option<u64>,
+    bad_length: Option<&'static str>,
+    /// `Connection` tokens.
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Notes {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+        if *name == TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            self.chunked_last = elements(value)
+                .next_back()
+                .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"));
+        } else if *name == CONTENT_LENGTH {
+            self.content_length = true;
+            for part in elements(value) {
+                self.length_element(part);
+            }
+        } else if *name == CONNECTION {
+            for token in elements(value) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+
+    /// One element of a `Content-Length` list: digits only, equal to the others.
+    fn length_element(&mut self, part: &[u8]) {
+        if self.bad_length.is_some() {
+            return;
+        }
+        let digits = !part.is_empty() && part.iter().all(u8::is_ascii_digit);
+        let n = digits
+            .then(|| {
+                part.iter().try_fold(0u64, |n, d| {
+                    n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+                })
+            })
+            .flatten();
+        match (n, self.length) {
+            (None, _) => self.bad_length = Some("an invalid Content-Length"),
+            (Some(n), Some(seen)) if seen != n => {
+                self.bad_length = Some("Content-Length values disagree")
+            }
+            (Some(n), _) => self.length = Some(n),
+        }
+    }
+
+    /// Whether the upstream keeps the connection open after this answer.
+    fn keeps_alive(&self, version: Version) -> bool {
+        !self.close && (version == Version::HTTP_11 || self.keep_alive)
+    }
+}
+
+/// The comma-separated elements of a field value, trimmed.
+fn elements(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(<[u8]>::trim_ascii)
+}
+
 /// How the body after this head is read, and whether it is framed (not read to the close).
 fn decoder(
     status: StatusCode,
     version: Version,
     head_only: bool,
-    headers: &HeaderMap,
+    notes: &Notes,
 ) -> Result<(Decoder, bool), Error> {
     if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((Decoder::Done, true));
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
+    if notes.transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(Error::Invalid("Transfer-Encoding in an HTTP/1.0 response"));
         }
         // With a Content-Length beside it (RFC 9112 §6.3: an error a recipient may read
         // through), the chunks are read but the connection is not used again.
-        let alone = !headers.contains_key(CONTENT_LENGTH);
-        return Ok(if chunked_last(headers) {
-            (Decoder::ChunkSize, alone)
+        return Ok(if notes.chunked_last {
+            (Decoder::ChunkSize, !notes.content_length)
         } else {
             (Decoder::Eof, false)
         });
     }
-    Ok(match content_length(headers)? {
+    if let Some(wrong) = notes.bad_length {
+        return Err(Error::Invalid(wrong));
+    }
+    Ok(match notes.length {
         Some(len) => (Decoder::Length(len), true),
         None => (Decoder::Eof, false),
     })
 }
 
-/// The `Content-Length`: `None` without one, an error when values are invalid or disagree.
+/// The request's `Content-Length`: `None` without one, an error when values are invalid or
+/// disagree.
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
-    let mut length = None;
+    let mut notes = Notes::default();
     for value in headers.get_all(CONTENT_LENGTH) {
-        let text = value.to_str().map_err(|_| invalid_length())?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid_length());
-            }
-            let n: u64 = part.parse().map_err(|_| invalid_length())?;
-            if length.is_some_and(|seen| seen != n) {
-                return Err(Error::Invalid("Content-Length values disagree"));
-            }
-            length = Some(n);
+        for part in elements(value.as_bytes()) {
+            notes.length_element(part);
         }
     }
-    Ok(length)
-}
-
-fn invalid_length() -> Error {
-    Error::Invalid("an invalid Content-Length")
-}
-
-/// True when the last transfer coding is `chunked`.
-fn chunked_last(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"))
-}
-
-/// Whether the upstream keeps the connection open after this answer.
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let mut keep = version == Version::HTTP_11;
-    for value in headers.get_all(CONNECTION) {
-        let Ok(value) = value.to_str() else { continue };
-        for token in value.split(',').map(str::trim) {
-            if token.eq_ignore_ascii_case("close") {
-                return false;
-            }
-            if token.eq_ignore_ascii_case("keep-alive") {
-                keep = true;
-            }
-        }
+    match notes.bad_length {
+        Some(wrong) => Err(Error::Invalid(wrong)),
+        None => Ok(notes.length),
     }
-    keep
 }
 
 /// `n` in lowercase hexadecimal.
