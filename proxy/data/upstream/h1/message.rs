@@ -168,6 +168,12 @@ pub fn parse_head(
 /// the head, shared); one with more copies each value.
 const SHARED_HEADERS: usize = 32;
 
+/// Room a response's header map is made with, at least. hyper's server keeps the map of the
+/// response it wrote to parse the connection's next request into, and the forwarding rewrite adds
+/// five headers to that request: a map sized for the upstream's few headers would grow (a rehash
+/// of every entry) on every request.
+const RESPONSE_MAP_ROOM: usize = 24;
+
 /// The header map of `head`, whose fields are at `spans` (name offset and length, value offset
 /// and length); the framing fields are noted on the way.
 fn shared_header_map(
@@ -175,7 +181,7 @@ fn shared_header_map(
     spans: &[[usize; 4]],
     notes: &mut Notes,
 ) -> Result<HeaderMap, Error> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = HeaderMap::with_capacity(spans.len().max(RESPONSE_MAP_ROOM));
     for &[name, name_len, value, value_len] in spans {
         let name = HeaderName::from_bytes(&head[name..name + name_len])
             .map_err(|_| Error::Invalid("a bad header name"))?;
