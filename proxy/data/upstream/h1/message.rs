@@ -175,23 +175,19 @@ const SHARED_HEADERS: usize = 32;
 const RESPONSE_MAP_ROOM: usize = 24;
 
 /// The header map of `head`, whose fields are at `spans` (name offset and length, value offset
-/// and length); the framing fields are noted on the way.
+/// and length), each value a slice of `head`; the framing fields are noted on the way.
 fn shared_header_map(
     head: &Bytes,
     spans: &[[usize; 4]],
     notes: &mut Notes,
 ) -> Result<HeaderMap, Error> {
-    let mut headers = HeaderMap::with_capacity(spans.len().max(RESPONSE_MAP_ROOM));
-    for &[name, name_len, value, value_len] in spans {
-        let name = HeaderName::from_bytes(&head[name..name + name_len])
-            .map_err(|_| Error::Invalid("a bad header name"))?;
-        let value = head.slice(value..value + value_len);
-        notes.note(&name, &value);
-        let value = HeaderValue::from_maybe_shared(value)
-            .map_err(|_| Error::Invalid("a bad header value"))?;
-        headers.append(name, value);
-    }
-    Ok(headers)
+    let fields = spans.iter().map(|&[name, name_len, value, value_len]| {
+        (
+            &head[name..name + name_len],
+            head.slice(value..value + value_len),
+        )
+    });
+    build_map(fields, spans.len().max(RESPONSE_MAP_ROOM), notes)
 }
 
 /// The fields as a header map, each value copied.
@@ -204,12 +200,23 @@ fn noted_header_map(
     fields: &[httparse::Header<'_>],
     notes: &mut Notes,
 ) -> Result<HeaderMap, Error> {
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for field in fields {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| Error::Invalid("a bad header name"))?;
-        notes.note(&name, field.value);
-        let value = HeaderValue::from_bytes(field.value)
+    let copies = fields
+        .iter()
+        .map(|f| (f.name.as_bytes(), Bytes::copy_from_slice(f.value)));
+    build_map(copies, fields.len(), notes)
+}
+
+/// A header map of `capacity` or more from (name, value) pairs, noting the framing fields.
+fn build_map<'a>(
+    fields: impl Iterator<Item = (&'a [u8], Bytes)>,
+    capacity: usize,
+    notes: &mut Notes,
+) -> Result<HeaderMap, Error> {
+    let mut headers = HeaderMap::with_capacity(capacity);
+    for (name, value) in fields {
+        let name = HeaderName::from_bytes(name).map_err(|_| Error::Invalid("a bad header name"))?;
+        notes.note(&name, &value);
+        let value = HeaderValue::from_maybe_shared(value)
             .map_err(|_| Error::Invalid("a bad header value"))?;
         headers.append(name, value);
     }
