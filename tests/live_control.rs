@@ -480,6 +480,39 @@ async fn a_configmap_symlink_swap_is_picked_up() {
     proxy.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_file_written_beside_the_config_does_not_reload_it() {
+    // Only events naming the configuration (or Kubernetes' ..data entries) reload it; a log or
+    // state file written in the same directory costs the proxy nothing. To see that an event
+    // naming another file reloads nothing, that file is a hard link to the configuration:
+    // written through it, the content changes while the event names the link.
+    let s = Setup::new().await;
+    let file = s.path("switchyard.yaml");
+    std::fs::write(&file, s.config(100, 0)).unwrap();
+    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
+    let url = format!("http://{}/", proxy.addr("public").unwrap());
+    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let beside = s.path("access.log");
+    std::fs::hard_link(&file, &beside).unwrap();
+    let g = generation(&admin).await;
+
+    std::fs::write(&beside, s.config(0, 100)).unwrap();
+    // Four times the watcher's debounce: a reload it started would be done.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        generation(&admin).await,
+        g,
+        "an event for another file reloaded"
+    );
+    assert_eq!(canary_share(&url, 10).await, 0);
+
+    // The same content written through the configuration's own name is picked up.
+    std::fs::write(&file, s.config(0, 100)).unwrap();
+    wait_for_generation_above(&admin, g).await;
+    assert_eq!(canary_share(&url, 10).await, 10);
+    proxy.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_that_cannot_be_saved_is_refused_and_changes_nothing() {
     let s = Setup::new().await;
