@@ -395,69 +395,77 @@ pub enum Ended<E> {
 /// least a tick after the event, so no event can bring a deadline before the timer. When the
 /// timer fires, the deadline is read again and the timer set to it, or a tick ahead. A request
 /// costs no timer update and no extra poll; a connection costs a wake-up per tick.
-pub async fn supervise<C, E>(
-    connection: C,
+///
+/// A plain function returning an `async move` block rather than an `async fn`, and `connection`
+/// polled where it lies rather than pinned into a new local: an `async fn` keeps its arguments
+/// twice in its state (as captured and as moved into the body), and this state lives in every
+/// connection's task for as long as the connection is open, idle ones included.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn supervise<C, E>(
+    mut connection: C,
     conn: Arc<Conn>,
     mut drain: watch::Receiver<()>,
     graceful: impl Fn(Pin<&mut C>),
-) -> Ended<E>
+) -> impl Future<Output = Ended<E>>
 where
-    C: Future<Output = Result<(), E>>,
+    C: Future<Output = Result<(), E>> + Unpin,
 {
-    let mut connection = std::pin::pin!(connection);
-    let mut drained = std::pin::pin!(drain.changed());
-    let mut draining = false;
-    let mut closing_idle = false;
-    let mut timer = std::pin::pin!(tokio::time::sleep_until(next_check(&conn, Instant::now())));
-    // Whether the timer has been polled since it was last set: from then on it holds this task's
-    // waker, and looking at its state is enough (a poll per wake-up less).
-    let mut registered = false;
-    std::future::poll_fn(|cx| {
-        // Bounded: a pass that does not return starts a graceful shutdown (at most one for the
-        // drain and one for the keep-alive) or moves the timer to a later instant.
-        for _ in 0..8 {
-            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
-                return Poll::Ready(Ended::Finished(result));
-            }
-            if !draining && drained.as_mut().poll(cx).is_ready() {
-                draining = true;
-                graceful(connection.as_mut());
-                continue;
-            }
-            let fired = if registered {
-                timer.is_elapsed()
-            } else {
-                registered = true;
-                timer.as_mut().poll(cx).is_ready()
-            };
-            if !fired {
-                return Poll::Pending;
-            }
-            let now = Instant::now();
-            match conn.deadline() {
-                Some((at, Expiry::KeepAlive)) if at <= now => {
-                    // Idle: a graceful close ends an HTTP/1.1 connection at once and sends
-                    // HTTP/2's GOAWAY; if it lingers past another timeout, it is dropped.
-                    if closing_idle {
-                        return Poll::Ready(Ended::Expired(Expiry::KeepAlive));
-                    }
-                    closing_idle = true;
-                    conn.mark(conn.phase.load(Ordering::Relaxed));
+    async move {
+        let mut connection = Pin::new(&mut connection);
+        let mut drained = std::pin::pin!(drain.changed());
+        let mut draining = false;
+        let mut closing_idle = false;
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(next_check(&conn, Instant::now())));
+        // Whether the timer has been polled since it was last set: from then on it holds this task's
+        // waker, and looking at its state is enough (a poll per wake-up less).
+        let mut registered = false;
+        std::future::poll_fn(|cx| {
+            // Bounded: a pass that does not return starts a graceful shutdown (at most one for the
+            // drain and one for the keep-alive) or moves the timer to a later instant.
+            for _ in 0..8 {
+                if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                    return Poll::Ready(Ended::Finished(result));
+                }
+                if !draining && drained.as_mut().poll(cx).is_ready() {
+                    draining = true;
                     graceful(connection.as_mut());
+                    continue;
                 }
-                Some((at, Expiry::HeaderRead)) if at <= now => {
-                    return Poll::Ready(Ended::Expired(Expiry::HeaderRead));
+                let fired = if registered {
+                    timer.is_elapsed()
+                } else {
+                    registered = true;
+                    timer.as_mut().poll(cx).is_ready()
+                };
+                if !fired {
+                    return Poll::Pending;
                 }
-                _ => {}
+                let now = Instant::now();
+                match conn.deadline() {
+                    Some((at, Expiry::KeepAlive)) if at <= now => {
+                        // Idle: a graceful close ends an HTTP/1.1 connection at once and sends
+                        // HTTP/2's GOAWAY; if it lingers past another timeout, it is dropped.
+                        if closing_idle {
+                            return Poll::Ready(Ended::Expired(Expiry::KeepAlive));
+                        }
+                        closing_idle = true;
+                        conn.mark(conn.phase.load(Ordering::Relaxed));
+                        graceful(connection.as_mut());
+                    }
+                    Some((at, Expiry::HeaderRead)) if at <= now => {
+                        return Poll::Ready(Ended::Expired(Expiry::HeaderRead));
+                    }
+                    _ => {}
+                }
+                timer.as_mut().reset(next_check(&conn, now));
+                registered = false;
             }
-            timer.as_mut().reset(next_check(&conn, now));
-            registered = false;
-        }
-        // Eight passes in one poll: yield, and come back at once.
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await
+            // Eight passes in one poll: yield, and come back at once.
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 /// hyper's timer for the HTTP/1.1 header-read backstop (see `server::builders`): a deadline

@@ -163,10 +163,7 @@ where
                     backoff = Duration::from_millis(5);
                     let shared = shared.clone();
                     let drain = drain_rx.clone();
-                    tokio::spawn(async move {
-                        connection(shared, stream, peer, drain).await;
-                        drop(permits);
-                    });
+                    tokio::spawn(connection(shared, stream, peer, drain, permits));
                 }
                 Err(error) => {
                     tracing::warn!(listener = %name, %error, ?backoff, "accept failed; retrying");
@@ -192,76 +189,87 @@ where
 }
 
 /// Serves one accepted connection: TLS handshake when configured, then HTTP/1.1 or HTTP/2 under
-/// the connection's supervisor.
-async fn connection<S, F>(
+/// the connection's supervisor. `permits` (the listener's connection limit) are held until it ends.
+///
+/// The returned future is the connection's task for as long as it is open, idle ones included,
+/// so it is kept small: an `async move` block rather than an `async fn` (which keeps its arguments
+/// twice), spawned as it is (a block around it would keep them a third time).
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn connection<S, F>(
     listener: Arc<Listener<S>>,
     stream: TcpStream,
     peer: SocketAddr,
     drain: watch::Receiver<()>,
-) where
+    permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+) -> impl Future<Output = ()> + Send
+where
     S: Fn(Downstream, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
-    // Each chunk leaves as soon as it arrives (event streams, gRPC streaming).
-    let _ = stream.set_nodelay(true);
-    let conn = Conn::new(&listener.limits);
-    let proto = if listener.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let per_request = {
-        let (conn, service) = (conn.clone(), listener.service.clone());
-        let peer_ip = crate::data::headers::peer_value(peer.ip());
-        service_fn(move |request| {
-            let (handle, in_flight) = conn.begin();
-            let downstream = Downstream {
-                peer,
-                peer_ip: peer_ip.clone(),
-                proto,
-                conn: Some(handle),
-            };
-            // Boxed once: the handler's future is large, and hyper moves the future it is given;
-            // a pointer moves instead of the whole state.
-            let response = Box::pin(service(downstream, request));
-            async move { Ok::<_, Infallible>(response.await.map(|b| b.with_in_flight(in_flight))) }
+    async move {
+        // Named, so the block owns the permits (and releases them when the connection ends).
+        let _ = &permits;
+        // Each chunk leaves as soon as it arrives (event streams, gRPC streaming).
+        let _ = stream.set_nodelay(true);
+        let conn = Conn::new(&listener.limits);
+        let proto = if listener.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let per_request = {
+            let (conn, service) = (conn.clone(), listener.service.clone());
+            let peer_ip = crate::data::headers::peer_value(peer.ip());
+            service_fn(move |request| {
+                let (handle, in_flight) = conn.begin();
+                let downstream = Downstream {
+                    peer,
+                    peer_ip: peer_ip.clone(),
+                    proto,
+                    conn: Some(handle),
+                };
+                // Boxed once: the handler's future is large, and hyper moves the future it is given;
+                // a pointer moves instead of the whole state.
+                let response = Box::pin(service(downstream, request));
+                async move { Ok::<_, Infallible>(response.await.map(|b| b.with_in_flight(in_flight))) }
+            })
+        };
+        let Some(acceptor) = listener.tls.clone() else {
+            let io = Guarded::new(stream, conn.clone(), &listener.limits);
+            let served = Served::sniffing(io, conn.clone(), listener.builders.clone(), per_request)
+                .counting_parked(listener.parked());
+            let ended = conn::supervise(served, conn, drain, Served::graceful_shutdown).await;
+            listener.ended(peer, ended);
+            return;
+        };
+        // Boxed: the handshake's state is large, and a cleartext connection's task should not carry
+        // room for it.
+        let shared = listener.clone();
+        let ended = Box::pin(async move {
+            let listener = shared;
+            let stream =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        return None;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return None;
+                    }
+                };
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = Guarded::new(stream, conn.clone(), &listener.limits);
+            let builders = listener.builders.clone();
+            let served = Served::serving(io, h2, conn.clone(), builders, per_request)
+                .counting_parked(listener.parked());
+            Some(conn::supervise(served, conn, drain, Served::graceful_shutdown).await)
         })
-    };
-    let Some(acceptor) = listener.tls.clone() else {
-        let io = Guarded::new(stream, conn.clone(), &listener.limits);
-        let served = Served::sniffing(io, conn.clone(), listener.builders.clone(), per_request)
-            .counting_parked(listener.parked());
-        let ended = conn::supervise(served, conn, drain, Served::graceful_shutdown).await;
-        listener.ended(peer, ended);
-        return;
-    };
-    // Boxed: the handshake's state is large, and a cleartext connection's task should not carry
-    // room for it.
-    let shared = listener.clone();
-    let ended = Box::pin(async move {
-        let listener = shared;
-        let stream =
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                    return None;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return None;
-                }
-            };
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        let io = Guarded::new(stream, conn.clone(), &listener.limits);
-        let builders = listener.builders.clone();
-        let served = Served::serving(io, h2, conn.clone(), builders, per_request)
-            .counting_parked(listener.parked());
-        Some(conn::supervise(served, conn, drain, Served::graceful_shutdown).await)
-    })
-    .await;
-    if let Some(ended) = ended {
-        listener.ended(peer, ended);
+        .await;
+        if let Some(ended) = ended {
+            listener.ended(peer, ended);
+        }
     }
 }
 
