@@ -26,7 +26,7 @@ DURATION=${DURATION:-10}            # seconds per closed-loop round
 CONNECTIONS=${CONNECTIONS:-64}      # closed-loop concurrency (wrk connections)
 RATE=${RATE:-2000}                  # fixed rate for the latency comparison, requests/s
 RATE_DURATION=${RATE_DURATION:-10}  # seconds per fixed-rate run
-RATE_ROUNDS=${RATE_ROUNDS:-1}       # fixed-rate passes in each direction: 1 -> 2 runs per candidate
+RATE_ROUNDS=${RATE_ROUNDS:-3}       # fixed-rate passes in each direction: 3 -> 6 runs per candidate
 RATE_CONNECTIONS=${RATE_CONNECTIONS:-32}
 RATE_TOOL=${RATE_TOOL:-wrk}         # wrk (paced by a Lua delay) or switchyard-load (open loop)
 WARMUP=${WARMUP:-3}                 # seconds of unmeasured load per candidate before the rounds
@@ -43,7 +43,7 @@ BUILD=1
 INSTALL=1
 OUT=""
 KEEP=0
-MAX_TOTAL_SECONDS=660               # no new round after this long measuring; a summary is still printed
+MAX_TOTAL_SECONDS=900               # no new round after this long measuring; a summary is still printed
 
 die() { echo "run.sh: $*" >&2; exit 2; }
 note() { echo "run.sh: $*" >&2; }
