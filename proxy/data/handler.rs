@@ -3,6 +3,7 @@
 //! answer. Every failure goes through `ProxyError::into_response`, blamed on the side that caused
 //! it; every routed request is measured by its `Record`.
 
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,99 +29,106 @@ use crate::data::upstream::{self, FailureKind};
 use crate::route::{self, Decision, NoDecision, RequestHead};
 
 /// Proxies one request. Never fails: errors become responses.
-pub async fn handle(
+///
+/// This function and the ones it awaits down to the upstream call are plain functions returning
+/// `async move` blocks: an `async fn` keeps each argument twice in its state (as captured, and as
+/// moved into its body), and the request's head and body are large; each copy is a `memcpy` per
+/// request and room in the boxed future.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn handle(
     shared: Arc<Shared>,
     downstream: Downstream,
-    request: Request<Incoming>,
-) -> Response<ResponseBody> {
-    let started = Instant::now();
-    if let Some(refused) = refuse_head(&shared, &request) {
-        return refused.into_response();
-    }
-    let snapshot = shared.snapshot.load_full();
-    let mut request = request;
-    // An HTTP/1.1 upgrade (WebSocket) is routed like any request, then spliced after the 101.
-    let upgrade = headers::is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
-    let (parts, body) = request.into_parts();
+    mut request: Request<Incoming>,
+) -> impl Future<Output = Response<ResponseBody>> + Send {
+    async move {
+        let started = Instant::now();
+        if let Some(refused) = refuse_head(&shared, &request) {
+            return refused.into_response();
+        }
+        let snapshot = shared.snapshot.load_full();
+        // An HTTP/1.1 upgrade (WebSocket) is routed like any request, then spliced after the 101.
+        let upgrade = headers::is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
+        let (parts, body) = request.into_parts();
 
-    // The thread-local RNG is borrowed only for this synchronous call.
-    let decision = match route::decide(&RequestHead::of(&parts), &snapshot.tables, &mut rand::rng())
-    {
-        Ok(d) => d,
-        Err(NoDecision::NoRoute) => {
-            shared.metrics.no_route.inc();
-            return ProxyError::NoRoute.into_response();
-        }
-        Err(NoDecision::NoVersion(r)) => {
-            return ProxyError::NoVersion {
-                route: snapshot.routes[r].name.clone(),
-            }
-            .into_response()
-        }
-    };
+        // The thread-local RNG is borrowed only for this synchronous call.
+        let decision =
+            match route::decide(&RequestHead::of(&parts), &snapshot.tables, &mut rand::rng()) {
+                Ok(d) => d,
+                Err(NoDecision::NoRoute) => {
+                    shared.metrics.no_route.inc();
+                    return ProxyError::NoRoute.into_response();
+                }
+                Err(NoDecision::NoVersion(r)) => {
+                    return ProxyError::NoVersion {
+                        route: snapshot.routes[r].name.clone(),
+                    }
+                    .into_response()
+                }
+            };
 
-    let route_state = &snapshot.routes[decision.route];
-    if let Some((limiter, refused)) = &route_state.rate_limit {
-        if let Err(wait) = limiter.check(&parts.headers, downstream.peer.ip()) {
-            refused.inc();
-            return ProxyError::RateLimited {
-                route: route_state.name.clone(),
-                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        let route_state = &snapshot.routes[decision.route];
+        if let Some((limiter, refused)) = &route_state.rate_limit {
+            if let Err(wait) = limiter.check(&parts.headers, downstream.peer.ip()) {
+                refused.inc();
+                return ProxyError::RateLimited {
+                    route: route_state.name.clone(),
+                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                }
+                .into_response();
             }
-            .into_response();
         }
-    }
-    // Circuit breaker: the in-flight gauge is the count (one atomic load).
-    let version_state = &route_state.versions[decision.version];
-    if let Some(limit) = route_state.max_requests_per_version {
-        if version_state.metrics.in_flight.get() >= i64::from(limit) {
-            version_state.metrics.count_status(503);
-            return ProxyError::Overloaded {
-                route: route_state.name.clone(),
-                version: version_state.name.clone(),
-                limit,
+        // Circuit breaker: the in-flight gauge is the count (one atomic load).
+        let version_state = &route_state.versions[decision.version];
+        if let Some(limit) = route_state.max_requests_per_version {
+            if version_state.metrics.in_flight.get() >= i64::from(limit) {
+                version_state.metrics.count_status(503);
+                return ProxyError::Overloaded {
+                    route: route_state.name.clone(),
+                    version: version_state.name.clone(),
+                    limit,
+                }
+                .into_response();
             }
-            .into_response();
         }
-    }
-    let mut record = Record::start(snapshot.clone(), decision.route, decision.version, started);
-    let log = snapshot.config.access_log;
-    if log.enabled && (log.sample >= 1.0 || rand::rng().random::<f64>() < log.sample) {
-        record.access = Some(Box::new(AccessEntry {
-            request_id: HeaderValue::from_static("-"),
-            method: parts.method.clone(),
-            path: parts.uri.path_and_query().cloned(),
-            reason: decision.reason,
-            endpoint: None,
-            bytes_in: Arc::new(AtomicU64::new(0)),
-        }));
-    }
+        let mut record = Record::start(snapshot.clone(), decision.route, decision.version, started);
+        let log = snapshot.config.access_log;
+        if log.enabled && (log.sample >= 1.0 || rand::rng().random::<f64>() < log.sample) {
+            record.access = Some(Box::new(AccessEntry {
+                request_id: HeaderValue::from_static("-"),
+                method: parts.method.clone(),
+                path: parts.uri.path_and_query().cloned(),
+                reason: decision.reason,
+                endpoint: None,
+                bytes_in: Arc::new(AtomicU64::new(0)),
+            }));
+        }
 
-    let response = match forward(
-        &snapshot,
-        decision,
-        &downstream,
-        parts,
-        body,
-        upgrade,
-        &mut record,
-    )
-    .await
-    {
-        Ok(response) => response,
-        Err(error) => {
-            record.blame = error.blame();
-            if let ProxyError::Upstream { kind, .. } = &error {
-                snapshot.routes[decision.route].versions[decision.version]
-                    .metrics
-                    .count_failure(*kind);
-                tracing::warn!(%error, cause = ?std::error::Error::source(&error).map(|s| s.to_string()), "upstream failure");
+        let response = match forward(
+            &snapshot,
+            decision,
+            &downstream,
+            parts,
+            body,
+            upgrade,
+            &mut record,
+        )
+        .await
+        {
+            Ok(response) => response,
+            Err(error) => {
+                record.blame = error.blame();
+                if let ProxyError::Upstream { kind, .. } = &error {
+                    snapshot.routes[decision.route].versions[decision.version]
+                        .metrics
+                        .count_failure(*kind);
+                    tracing::warn!(%error, cause = ?std::error::Error::source(&error).map(|s| s.to_string()), "upstream failure");
+                }
+                error.into_response()
             }
-            error.into_response()
-        }
-    };
-    record.status = response.status().as_u16();
-    response.map(|body| body.with_record(record))
+        };
+        record.status = response.status().as_u16();
+        response.map(|body| body.with_record(record))
+    }
 }
 
 /// What the proxy refuses before routing: an ambiguous or malformed head (400), a method or
@@ -146,62 +154,65 @@ fn refuse_head(shared: &Shared, request: &Request<Incoming>) -> Option<ProxyErro
 
 /// The request's way to the upstream and back, in phases: endpoint, head, target, body, call,
 /// answer.
-async fn forward(
-    snapshot: &Arc<Snapshot>,
+#[allow(clippy::manual_async_fn)] // on purpose: see `handle`
+fn forward<'a>(
+    snapshot: &'a Arc<Snapshot>,
     decision: Decision,
-    downstream: &Downstream,
+    downstream: &'a Downstream,
     mut parts: Parts,
     body: Incoming,
     upgrade: Option<hyper::upgrade::OnUpgrade>,
-    record: &mut Record,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    let route = &snapshot.routes[decision.route];
-    let version = &route.versions[decision.version];
-    let (endpoint, health) = version
-        .next_endpoint()
-        .ok_or_else(|| ProxyError::NoVersion {
-            route: route.name.clone(),
-        })?;
-    record.endpoint = Some(health.clone());
+    record: &'a mut Record,
+) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + Send + 'a {
+    async move {
+        let route = &snapshot.routes[decision.route];
+        let version = &route.versions[decision.version];
+        let (endpoint, health) = version
+            .next_endpoint()
+            .ok_or_else(|| ProxyError::NoVersion {
+                route: route.name.clone(),
+            })?;
+        record.endpoint = Some(health.clone());
 
-    let upgrade_protocol = upgrade
-        .as_ref()
-        .and_then(|_| parts.headers.get(header::UPGRADE))
-        .and_then(headers::upgrade_without_h2c);
-    let request_id = rewrite_head(&mut parts, downstream, upgrade_protocol.as_ref());
-    // An upgraded connection is not copied: a shadow cannot join a WebSocket.
-    let mirror = match upgrade_protocol {
-        Some(_) => None,
-        None => crate::data::tap::offer(snapshot, decision.route, &parts, &request_id),
-    };
-    let bytes_in = record.access.as_mut().map(|a| {
-        a.request_id = request_id.clone();
-        a.endpoint = Some(endpoint.0.clone());
-        a.bytes_in.clone()
-    });
-    let downstream_version = parts.version;
-    set_target(&mut parts, version, endpoint, upgrade_protocol.is_some())?;
+        let upgrade_protocol = upgrade
+            .as_ref()
+            .and_then(|_| parts.headers.get(header::UPGRADE))
+            .and_then(headers::upgrade_without_h2c);
+        let request_id = rewrite_head(&mut parts, downstream, upgrade_protocol.as_ref());
+        // An upgraded connection is not copied: a shadow cannot join a WebSocket.
+        let mirror = match upgrade_protocol {
+            Some(_) => None,
+            None => crate::data::tap::offer(snapshot, decision.route, &parts, &request_id),
+        };
+        let bytes_in = record.access.as_mut().map(|a| {
+            a.request_id = request_id.clone();
+            a.endpoint = Some(endpoint.0.clone());
+            a.bytes_in.clone()
+        });
+        let downstream_version = parts.version;
+        set_target(&mut parts, version, endpoint, upgrade_protocol.is_some())?;
 
-    let (draft, live_capture) = mirror.unzip();
-    let GuardedBody { body, fault } =
-        guard_body(route, &parts, body, bytes_in, draft, snapshot, downstream)?;
-    record.body_fault = fault.clone();
-    let outcome = upstream::call(route, version, endpoint, parts, body, record).await;
-    let response = match outcome {
-        Ok(response) => response,
-        Err(failure) => {
-            let fault = fault.and_then(|f| f.get());
-            return Err(blame(route, version, failure, fault, snapshot, downstream));
-        }
-    };
-    let response = check_answer(response, route, version, endpoint, upgrade.is_some())?;
-    let answer = Answer {
-        downstream_version,
-        request_id,
-        live_capture,
-        upgrade,
-    };
-    Ok(answer_with(response, route, version, answer, record))
+        let (draft, live_capture) = mirror.unzip();
+        let GuardedBody { body, fault } =
+            guard_body(route, &parts, body, bytes_in, draft, snapshot, downstream)?;
+        record.body_fault = fault.clone();
+        let outcome = upstream::call(route, version, endpoint, parts, body, record).await;
+        let response = match outcome {
+            Ok(response) => response,
+            Err(failure) => {
+                let fault = fault.and_then(|f| f.get());
+                return Err(blame(route, version, failure, fault, snapshot, downstream));
+            }
+        };
+        let response = check_answer(response, route, version, endpoint, upgrade.is_some())?;
+        let answer = Answer {
+            downstream_version,
+            request_id,
+            live_capture,
+            upgrade,
+        };
+        Ok(answer_with(response, route, version, answer, record))
+    }
 }
 
 /// Rewrites the request head for the upstream: hop-by-hop headers out, X-Forwarded-*, request id

@@ -11,6 +11,7 @@ pub mod h1;
 pub use direct::{Direct, UpstreamBody};
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -223,67 +224,74 @@ struct RetryHead {
 /// Calls `endpoint` under the route's response-header deadline; after a connect failure, an
 /// idempotent request without a body is tried on another endpoint, within the route's retries
 /// and the version's retry budget. The endpoint that refused counts it towards its ejection.
-pub async fn call<'a>(
-    route: &RouteState,
+///
+/// A plain function returning an `async move` block, as `send` below: an `async fn` would keep the
+/// request's head and body twice in its state.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn call<'a, 'b>(
+    route: &'b RouteState,
     version: &'a VersionState,
     endpoint: &'a Endpoint,
     parts: Parts,
     body: RequestBody,
-    record: &mut Record,
-) -> Result<Response<UpstreamBody>, Failure<'a>> {
-    // A retry needs the head again: kept only for idempotent requests without a body, on routes
-    // with retries and versions with another endpoint to try.
-    let retry = match route.retries {
-        Some(r) if idempotent(&parts.method) && body.ended() && version.endpoints.len() > 1 => {
-            Some((
-                r,
-                RetryHead {
-                    method: parts.method.clone(),
-                    uri: parts.uri.clone(),
-                    headers: parts.headers.clone(),
-                    version: parts.version,
-                },
-            ))
-        }
-        _ => None,
-    };
-    let deadline = tokio::time::Instant::now() + route.timeouts.response_header;
-    let mut endpoint = endpoint;
-    let mut request = Request::from_parts(parts, body);
-    // One await site for every attempt: each site would hold room for its own send future.
-    let mut attempt = 0;
-    loop {
-        if attempt > 0 {
-            version.retries_in_flight.fetch_add(1, Ordering::Relaxed);
-        }
-        let outcome = tokio::time::timeout_at(deadline, send(version, endpoint, request)).await;
-        if attempt > 0 {
-            version.retries_in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
-        let error = match outcome {
-            Err(_elapsed) => return Err(Failure::Timeout { endpoint }),
-            Ok(Ok(response)) => return Ok(response),
-            Ok(Err(error)) => error,
-        };
-        let next = match &retry {
-            Some((retries, head))
-                if failure_kind(&error) == FailureKind::Connect && attempt < retries.attempts =>
-            {
-                next_retry_endpoint(version, endpoint, retries.budget_percent)
-                    .and_then(|(next, health)| Some((next, health, head.to(next)?)))
+    record: &'b mut Record,
+) -> impl Future<Output = Result<Response<UpstreamBody>, Failure<'a>>> + Send + use<'a, 'b> {
+    async move {
+        // A retry needs the head again: kept only for idempotent requests without a body, on routes
+        // with retries and versions with another endpoint to try.
+        let retry = match route.retries {
+            Some(r) if idempotent(&parts.method) && body.ended() && version.endpoints.len() > 1 => {
+                Some((
+                    r,
+                    RetryHead {
+                        method: parts.method.clone(),
+                        uri: parts.uri.clone(),
+                        headers: parts.headers.clone(),
+                        version: parts.version,
+                    },
+                ))
             }
             _ => None,
         };
-        let Some((next, health, again)) = next else {
-            return Err(Failure::Error { endpoint, error });
-        };
-        endpoint = next;
-        if let Some(failed) = record.endpoint.replace(health.clone()) {
-            failed.observe(true);
+        let deadline = tokio::time::Instant::now() + route.timeouts.response_header;
+        let mut endpoint = endpoint;
+        let mut request = Request::from_parts(parts, body);
+        // One await site for every attempt: each site would hold room for its own send future.
+        let mut attempt = 0;
+        loop {
+            if attempt > 0 {
+                version.retries_in_flight.fetch_add(1, Ordering::Relaxed);
+            }
+            let outcome = tokio::time::timeout_at(deadline, send(version, endpoint, request)).await;
+            if attempt > 0 {
+                version.retries_in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+            let error = match outcome {
+                Err(_elapsed) => return Err(Failure::Timeout { endpoint }),
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(error)) => error,
+            };
+            let next = match &retry {
+                Some((retries, head))
+                    if failure_kind(&error) == FailureKind::Connect
+                        && attempt < retries.attempts =>
+                {
+                    next_retry_endpoint(version, endpoint, retries.budget_percent)
+                        .and_then(|(next, health)| Some((next, health, head.to(next)?)))
+                }
+                _ => None,
+            };
+            let Some((next, health, again)) = next else {
+                return Err(Failure::Error { endpoint, error });
+            };
+            endpoint = next;
+            if let Some(failed) = record.endpoint.replace(health.clone()) {
+                failed.observe(true);
+            }
+            version.metrics.retries.inc();
+            request = again;
+            attempt += 1;
         }
-        version.metrics.retries.inc();
-        request = again;
-        attempt += 1;
     }
 }
 
@@ -304,26 +312,29 @@ impl RetryHead {
 
 /// Sends one request to `endpoint`: on the direct path for an HTTP/1.1 version, else (HTTP/2, or
 /// an upgrade, whose connection must outlive the exchange) through the pooled client.
-async fn send(
-    version: &VersionState,
-    endpoint: &Endpoint,
+#[allow(clippy::manual_async_fn)] // on purpose: the request is not kept twice (see `call`)
+fn send<'a>(
+    version: &'a VersionState,
+    endpoint: &'a Endpoint,
     request: Request<RequestBody>,
-) -> Result<Response<UpstreamBody>, CallError> {
-    let direct = version.direct.as_ref().and_then(|direct| {
-        let index = version
-            .endpoints
-            .iter()
-            .position(|e| std::ptr::eq(e, endpoint))?;
-        let upgrade = request.headers().contains_key(http::header::UPGRADE);
-        (!upgrade).then_some((direct, index))
-    });
-    match direct {
-        Some((direct, index)) => direct.send(index, request).await,
-        None => Ok(version
-            .client
-            .request(request)
-            .await?
-            .map(UpstreamBody::pooled)),
+) -> impl Future<Output = Result<Response<UpstreamBody>, CallError>> + Send + 'a {
+    async move {
+        let direct = version.direct.as_ref().and_then(|direct| {
+            let index = version
+                .endpoints
+                .iter()
+                .position(|e| std::ptr::eq(e, endpoint))?;
+            let upgrade = request.headers().contains_key(http::header::UPGRADE);
+            (!upgrade).then_some((direct, index))
+        });
+        match direct {
+            Some((direct, index)) => direct.send(index, request).await,
+            None => Ok(version
+                .client
+                .request(request)
+                .await?
+                .map(UpstreamBody::pooled)),
+        }
     }
 }
 

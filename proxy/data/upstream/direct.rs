@@ -21,7 +21,7 @@
 //! taken out of the configuration) with their connections. At most [`MAX_IDLE`] are kept per slot.
 
 use std::collections::HashMap;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -136,31 +136,37 @@ impl Direct {
 
     /// Sends `request` (its target in absolute form) to the endpoint at `index`, on a pooled
     /// connection when one is usable, else a new one.
-    pub async fn send(
+    ///
+    /// A plain function returning an `async move` block: an `async fn` would keep the request
+    /// twice in its state.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    pub fn send(
         &self,
         index: usize,
         mut request: Request<RequestBody>,
-    ) -> Result<Response<UpstreamBody>, CallError> {
-        let slot = &self.slots[index];
-        set_host(&mut request);
-        for _ in 0..MAX_STALE_TRIES {
-            let Some(mut conn) = checkout(slot) else {
-                break;
-            };
-            match conn.send(request).await {
-                Ok(head) => return Ok(lend(head, conn, slot.clone())),
-                // Refused before a byte went out: the upstream closed it while it idled.
-                Err(Refused::Unsent(_, back)) => request = *back,
-                Err(Refused::Sent(error)) => return Err(CallError::Exchange(error)),
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, CallError>> + Send + '_ {
+        async move {
+            let slot = &self.slots[index];
+            set_host(&mut request);
+            for _ in 0..MAX_STALE_TRIES {
+                let Some(mut conn) = checkout(slot) else {
+                    break;
+                };
+                match conn.send(request).await {
+                    Ok(head) => return Ok(lend(head, conn, slot.clone())),
+                    // Refused before a byte went out: the upstream closed it while it idled.
+                    Err(Refused::Unsent(_, back)) => request = *back,
+                    Err(Refused::Sent(error)) => return Err(CallError::Exchange(error)),
+                }
             }
-        }
-        // Boxed: a connect's state (TCP, TLS) is large and rarely needed; every request's future
-        // would otherwise carry room for it.
-        let mut conn = Box::pin(self.connect(request.uri().clone())).await?;
-        match conn.send(request).await {
-            Ok(head) => Ok(lend(head, conn, slot.clone())),
-            Err(Refused::Unsent(error, _) | Refused::Sent(error)) => {
-                Err(CallError::Exchange(error))
+            // Boxed: a connect's state (TCP, TLS) is large and rarely needed; every request's future
+            // would otherwise carry room for it.
+            let mut conn = Box::pin(self.connect(request.uri().clone())).await?;
+            match conn.send(request).await {
+                Ok(head) => Ok(lend(head, conn, slot.clone())),
+                Err(Refused::Unsent(error, _) | Refused::Sent(error)) => {
+                    Err(CallError::Exchange(error))
+                }
             }
         }
     }

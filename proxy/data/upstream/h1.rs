@@ -24,7 +24,7 @@
 //! and a connection whose upstream answered before reading the whole request is closed, not
 //! reused.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -131,13 +131,20 @@ impl Conn {
     /// Sends `request` (target in absolute form, `Host` set) and reads until the response head
     /// has come. The body is then read through [`Conn::poll_body`], which also writes what is
     /// left of the request body.
-    pub async fn send(&mut self, request: Request<RequestBody>) -> Result<Response<()>, Refused> {
+    ///
+    /// The head is encoded when this is called; the future is a `poll_fn` over what it needs, the
+    /// request held once (an `async fn` would hold it three times: as its argument, moved into its
+    /// body, and in the `Option` the upload takes it from).
+    pub fn send(
+        &mut self,
+        request: Request<RequestBody>,
+    ) -> impl Future<Output = Result<Response<()>, Refused>> + '_ {
         let head_only = request.method() == Method::HEAD;
         let mut out = encode_head(&request, &mut self.write);
         let mut request = Some(request);
         let mut wrote = false;
         let mut write_failed = None;
-        poll_fn(|cx| {
+        poll_fn(move |cx| {
             // Twice at most: once the head is out, the body is polled in the same turn.
             while write_failed.is_none() {
                 match self.poll_upload(cx, &mut wrote) {
@@ -184,7 +191,6 @@ impl Conn {
                 }
             }
         })
-        .await
     }
 
     /// Writes what is buffered, then the request body frame by frame, until all of it is out
