@@ -94,6 +94,14 @@ async fn canary_share(url: &str, n: usize) -> usize {
     on_canary
 }
 
+/// A proxy started from `file`, with its public URL and its admin API's base URL.
+async fn start(file: &Path) -> (switchyard::app::Running, String, String) {
+    let proxy = switchyard::app::start_from_file(file).await.unwrap();
+    let url = format!("http://{}/", proxy.addr("public").unwrap());
+    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    (proxy, url, admin)
+}
+
 fn bearer() -> (&'static str, String) {
     ("authorization", format!("Bearer {TOKEN}"))
 }
@@ -103,9 +111,7 @@ async fn weight_changes_and_file_rewrites_under_load_drop_no_request() {
     let s = Setup::new().await;
     let file = s.path("switchyard.yaml");
     std::fs::write(&file, s.config(100, 0)).unwrap();
-    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
-    let url = format!("http://{}/", proxy.addr("public").unwrap());
-    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let (proxy, url, admin) = start(&file).await;
 
     // Continuous load: 6 clients, until told to stop (and never longer than two minutes).
     let stop = Arc::new(AtomicBool::new(false));
@@ -227,8 +233,7 @@ async fn a_restart_keeps_api_weights_and_an_abort() {
     std::fs::write(&file, s.config(95, 5)).unwrap();
     let auth = bearer();
 
-    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
-    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let (proxy, _, admin) = start(&file).await;
     let reply = send(
         "PUT",
         &format!("{admin}/api/v1/routes/shop/weights"),
@@ -239,8 +244,7 @@ async fn a_restart_keeps_api_weights_and_an_abort() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     proxy.shutdown().await;
 
-    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
-    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let (proxy, _, admin) = start(&file).await;
     let view = get(&client(), &format!("{admin}/api/v1/routes/shop"), &[]).await;
     let v: serde_json::Value = serde_json::from_str(&view.body).unwrap();
     assert_eq!(v["versions"][1]["weight"], 30, "{}", view.body);
@@ -257,9 +261,7 @@ async fn a_restart_keeps_api_weights_and_an_abort() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     proxy.shutdown().await;
 
-    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
-    let admin = format!("http://{}", proxy.admin_addr().unwrap());
-    let url = format!("http://{}/", proxy.addr("public").unwrap());
+    let (proxy, url, admin) = start(&file).await;
     let view = get(&client(), &format!("{admin}/api/v1/routes/shop"), &[]).await;
     let v: serde_json::Value = serde_json::from_str(&view.body).unwrap();
     assert_eq!(v["state"], "aborted", "{}", view.body);
@@ -301,9 +303,7 @@ async fn a_corrupt_state_file_is_set_aside_and_canaries_are_held() {
     std::fs::write(&file, s.config(50, 50)).unwrap();
     std::fs::write(s.path("state.json"), "{ truncated").unwrap();
 
-    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
-    let url = format!("http://{}/", proxy.addr("public").unwrap());
-    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let (proxy, url, admin) = start(&file).await;
     assert_eq!(
         canary_share(&url, 50).await,
         0,
@@ -328,8 +328,7 @@ async fn the_admin_api_refuses_unauthorised_and_malformed_changes() {
     let s = Setup::new().await;
     let file = s.path("switchyard.yaml");
     std::fs::write(&file, s.config(95, 5)).unwrap();
-    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
-    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let (proxy, _, admin) = start(&file).await;
     let weights = format!("{admin}/api/v1/routes/shop/weights");
     let body = r#"{"stable": 0, "canary": 100}"#;
 
@@ -458,11 +457,7 @@ async fn a_configmap_symlink_swap_is_picked_up() {
     std::os::unix::fs::symlink("..2026_11_25_a", root.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/config.yaml", root.join("config.yaml")).unwrap();
 
-    let proxy = switchyard::app::start_from_file(&root.join("config.yaml"))
-        .await
-        .unwrap();
-    let url = format!("http://{}/", proxy.addr("public").unwrap());
-    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let (proxy, url, admin) = start(&root.join("config.yaml")).await;
     assert_eq!(canary_share(&url, 10).await, 0);
     let g = generation(&admin).await;
 
@@ -489,9 +484,7 @@ async fn a_file_written_beside_the_config_does_not_reload_it() {
     let s = Setup::new().await;
     let file = s.path("switchyard.yaml");
     std::fs::write(&file, s.config(100, 0)).unwrap();
-    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
-    let url = format!("http://{}/", proxy.addr("public").unwrap());
-    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let (proxy, url, admin) = start(&file).await;
     let beside = s.path("access.log");
     std::fs::hard_link(&file, &beside).unwrap();
     let g = generation(&admin).await;
@@ -524,8 +517,7 @@ async fn a_change_that_cannot_be_saved_is_refused_and_changes_nothing() {
     );
     let file = s.path("switchyard.yaml");
     std::fs::write(&file, text).unwrap();
-    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
-    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let (proxy, _, admin) = start(&file).await;
     // The disk goes away under the running proxy.
     std::fs::remove_dir_all(&state_dir).unwrap();
 
@@ -567,8 +559,7 @@ async fn a_reload_refuses_what_a_start_would_refuse_a_broken_ca_file() {
     let s = Setup::new().await;
     let file = s.path("switchyard.yaml");
     std::fs::write(&file, s.config(90, 10)).unwrap();
-    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
-    let admin = format!("http://{}", proxy.admin_addr().unwrap());
+    let (proxy, _, admin) = start(&file).await;
     let before = generation(&admin).await;
 
     std::fs::write(s.path("ca.pem"), "not a certificate\n").unwrap();
