@@ -52,6 +52,9 @@ pub enum StartError {
     /// The fleet block cannot be set up (TLS files, password).
     #[error(transparent)]
     Fleet(#[from] crate::fleet::FleetError),
+    /// A worker thread or its runtime could not be started (`--reuse-port`).
+    #[error("cannot start a worker thread: {0}")]
+    Workers(std::io::Error),
 }
 
 /// A running proxy.
@@ -67,19 +70,42 @@ pub struct Running {
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
+/// How the proxy listeners' connections are accepted and served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Accept {
+    /// One accept loop per listener on the caller's runtime, whose scheduler spreads the
+    /// connections over its workers.
+    #[default]
+    Shared,
+    /// `run --reuse-port`: N sockets per listener bound with `SO_REUSEPORT`, and N worker
+    /// threads, each a single-threaded runtime serving its own socket of every listener
+    /// ([`crate::data::workers`]).
+    PerWorker(usize),
+}
+
 /// Starts from a configuration file: reloads (file watch, SIGHUP, API) re-read it.
 pub async fn start_from_file(file: &Path) -> Result<Running, StartError> {
+    start_from_file_with(file, Accept::Shared).await
+}
+
+/// [`start_from_file`], accepting connections as `accept` says.
+pub async fn start_from_file_with(file: &Path, accept: Accept) -> Result<Running, StartError> {
     let loaded = crate::control::load::load(file)?;
     for warning in &loaded.warnings {
         tracing::warn!("{}: {warning}", file.display());
     }
     let config = loaded.config;
-    start_with(config, Some(file.to_path_buf())).await
+    start_with(config, Some(file.to_path_buf()), accept).await
 }
 
 /// Starts from an already validated configuration (no file: reloads are refused).
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    start_with(config, None).await
+    start_with(config, None, Accept::Shared).await
+}
+
+/// [`start`], accepting connections as `accept` says.
+pub async fn start_accepting(config: Config, accept: Accept) -> Result<Running, StartError> {
+    start_with(config, None, accept).await
 }
 
 async fn bind(name: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
@@ -125,7 +151,11 @@ fn admin_token(admin: &config::Admin) -> Result<Option<String>, StartError> {
     Ok(token)
 }
 
-async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, StartError> {
+async fn start_with(
+    config: Config,
+    file: Option<PathBuf>,
+    accept: Accept,
+) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new()?);
     let token = config
         .admin
@@ -135,7 +165,7 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
         .flatten();
 
     // Bind everything before serving anything, so a bad address fails the start cleanly.
-    let (bound, stores) = bind_listeners(&config).await?;
+    let (bound, stores) = bind_listeners(&config, accept).await?;
     let admin_bound = match &config.admin {
         Some(a) => Some(bind("admin", a.addr).await?),
         None => None,
@@ -193,7 +223,7 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
 
     let connections = (global, per_listener);
     let (listeners, mut servers) =
-        serve_listeners(bound, connections, &shared, drain, limits, &shutdown);
+        serve_listeners(bound, connections, &shared, drain, limits, &shutdown)?;
     let admin_state = Arc::new(Admin {
         shared: shared.clone(),
         control: control.clone(),
@@ -207,14 +237,19 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
     let admin_addr = admin_bound.map(|(listener, addr)| {
         let serving = server::Serving {
             name: "admin".into(),
-            listener,
             tls: None,
             drain,
             limits,
             connections: server::ConnectionLimits::default(),
             refused: None,
+            accepted: None,
         };
-        servers.push(serve_admin(serving, admin_state.clone(), &shutdown));
+        servers.push(serve_admin(
+            listener,
+            serving,
+            admin_state.clone(),
+            &shutdown,
+        ));
         addr
     });
     admin_state.listening.store(true, Ordering::Release);
@@ -231,17 +266,25 @@ async fn start_with(config: Config, file: Option<PathBuf>) -> Result<Running, St
     })
 }
 
-/// A bound listener: name, address, socket, TLS acceptor.
+/// A bound listener: name, address, socket(s), TLS acceptor.
 type Bound = (
     String,
     SocketAddr,
-    TcpListener,
+    Sockets,
     Option<tokio_rustls::TlsAcceptor>,
 );
 
-/// Loads each listener's certificates and binds its address.
+/// A listener's socket, or one per worker ([`Accept::PerWorker`]).
+enum Sockets {
+    One(TcpListener),
+    PerWorker(Vec<std::net::TcpListener>),
+}
+
+/// Loads each listener's certificates and binds its address (once per worker with
+/// [`Accept::PerWorker`]).
 async fn bind_listeners(
     config: &Config,
+    accept: Accept,
 ) -> Result<(Vec<Bound>, Vec<Arc<crate::data::tls::CertStore>>), StartError> {
     let mut bound = Vec::with_capacity(config.listeners.len());
     let mut stores = Vec::new();
@@ -257,13 +300,29 @@ async fn bind_listeners(
             }
             None => None,
         };
-        let (listener, addr) = bind(&l.name, l.addr).await?;
-        bound.push((l.name.clone(), addr, listener, tls));
+        let (sockets, addr) = match accept {
+            Accept::Shared => {
+                let (listener, addr) = bind(&l.name, l.addr).await?;
+                (Sockets::One(listener), addr)
+            }
+            Accept::PerWorker(n) => {
+                let err = |source| StartError::Bind {
+                    name: l.name.clone(),
+                    addr: l.addr,
+                    source,
+                };
+                let sockets = crate::data::workers::bind(l.addr, n.max(1)).map_err(err)?;
+                let addr = sockets[0].local_addr().map_err(err)?; // n.max(1): one at least
+                (Sockets::PerWorker(sockets), addr)
+            }
+        };
+        bound.push((l.name.clone(), addr, sockets, tls));
     }
     Ok((bound, stores))
 }
 
-/// Starts a server per bound listener; returns the names and addresses, and the server tasks.
+/// Starts a server per bound listener (per listener and worker with [`Accept::PerWorker`]);
+/// returns the names and addresses, and the server tasks.
 fn serve_listeners(
     bound: Vec<Bound>,
     (global, per_listener): (Arc<tokio::sync::Semaphore>, Vec<Option<usize>>),
@@ -271,19 +330,18 @@ fn serve_listeners(
     drain: std::time::Duration,
     limits: crate::config::Limits,
     shutdown: &watch::Sender<bool>,
-) -> (Vec<(String, SocketAddr)>, Vec<JoinHandle<()>>) {
+) -> Result<(Vec<(String, SocketAddr)>, Vec<JoinHandle<()>>), StartError> {
     let mut listeners = Vec::with_capacity(bound.len());
     let mut servers = Vec::with_capacity(bound.len() + 1);
-    for ((name, addr, listener, tls), own) in bound.into_iter().zip(per_listener) {
+    let mut per_worker: Vec<Vec<crate::data::workers::Job>> = Vec::new();
+    for ((name, addr, sockets, tls), own) in bound.into_iter().zip(per_listener) {
         tracing::info!(listener = %name, %addr, tls = tls.is_some(), "listening");
-        let shared = shared.clone();
-        let refused = Some(shared.metrics.clone());
+        let handler = shared.clone();
         let service = move |downstream: Downstream, request| {
-            handler::handle(shared.clone(), downstream, request)
+            handler::handle(handler.clone(), downstream, request)
         };
         let serving = server::Serving {
             name: name.clone(),
-            listener,
             tls,
             drain,
             limits,
@@ -291,30 +349,89 @@ fn serve_listeners(
                 global: Some(global.clone()),
                 listener: own.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             },
-            refused,
+            refused: Some(shared.metrics.clone()),
+            accepted: None,
         };
-        servers.push(tokio::spawn(server::serve(
-            serving,
-            service,
-            shutdown.subscribe(),
-        )));
+        match sockets {
+            Sockets::One(listener) => servers.push(tokio::spawn(server::serve(
+                listener,
+                serving,
+                service,
+                shutdown.subscribe(),
+            ))),
+            Sockets::PerWorker(sockets) => {
+                per_worker.resize_with(sockets.len(), Vec::new);
+                for (worker, (socket, jobs)) in sockets.into_iter().zip(&mut per_worker).enumerate()
+                {
+                    let counted = shared
+                        .metrics
+                        .worker_connections
+                        .with_label_values(&[&worker.to_string()]);
+                    let serving = server::Serving {
+                        accepted: Some(counted),
+                        ..serving.clone()
+                    };
+                    jobs.push(worker_job(
+                        socket,
+                        serving,
+                        service.clone(),
+                        shutdown.subscribe(),
+                    ));
+                }
+            }
+        }
         listeners.push((name, addr));
     }
+    if !per_worker.is_empty() {
+        tracing::info!(workers = per_worker.len(), "one accept loop per worker (SO_REUSEPORT)");
+    }
+    for (worker, jobs) in per_worker.into_iter().enumerate() {
+        let spawned = crate::data::workers::spawn(worker, jobs);
+        servers.push(spawned.map_err(StartError::Workers)?);
+    }
+    Ok((listeners, servers))
+}
 
-    (listeners, servers)
+/// One listener's accept loop on a worker: its socket registered with the worker's runtime.
+fn worker_job<S, F>(
+    socket: std::net::TcpListener,
+    serving: server::Serving,
+    service: S,
+    shutdown: watch::Receiver<bool>,
+) -> crate::data::workers::Job
+where
+    S: Fn(Downstream, http::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = http::Response<crate::data::body::ResponseBody>>
+        + Send
+        + 'static,
+{
+    Box::new(move || {
+        Box::pin(async move {
+            match TcpListener::from_std(socket) {
+                Ok(listener) => server::serve(listener, serving, service, shutdown).await,
+                Err(error) => tracing::error!(%error, "a worker cannot register its socket"),
+            }
+        })
+    })
 }
 
 /// Serves the admin listener.
 fn serve_admin(
+    listener: TcpListener,
     serving: server::Serving,
     admin: Arc<Admin>,
     shutdown: &watch::Sender<bool>,
 ) -> JoinHandle<()> {
-    tracing::info!(addr = ?serving.listener.local_addr().ok(), "admin listening");
+    tracing::info!(addr = ?listener.local_addr().ok(), "admin listening");
     let service = move |downstream: Downstream, request| {
         admin::handle(admin.clone(), downstream.peer, request)
     };
-    tokio::spawn(server::serve(serving, service, shutdown.subscribe()))
+    tokio::spawn(server::serve(
+        listener,
+        serving,
+        service,
+        shutdown.subscribe(),
+    ))
 }
 
 fn spawn_sighup(control: ControlHandle, mut shutdown: watch::Receiver<bool>) {

@@ -39,6 +39,10 @@ struct RunArgs {
     /// Runtime worker threads (default: one per core).
     #[arg(long, env = "SWITCHYARD_WORKER_THREADS")]
     worker_threads: Option<usize>,
+    /// One accept loop per worker thread: each listener is bound once per worker with
+    /// SO_REUSEPORT, and each worker is a single-threaded runtime serving its own sockets.
+    #[arg(long, env = "SWITCHYARD_REUSE_PORT")]
+    reuse_port: bool,
 }
 
 /// The file to check.
@@ -89,6 +93,7 @@ impl Cli {
                     self.run.log_format
                 },
                 worker_threads: args.worker_threads.or(self.run.worker_threads),
+                reuse_port: args.reuse_port || self.run.reuse_port,
             },
             _ => self.run.clone(),
         }
@@ -113,15 +118,24 @@ pub fn init_tracing(cli: &Cli) {
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let run_args = cli.run_args();
+    let workers = run_args.worker_threads.filter(|n| *n > 0);
+    let accept = if run_args.reuse_port {
+        let n =
+            workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        app::Accept::PerWorker(n)
+    } else {
+        app::Accept::Shared
+    };
     // One worker: tokio's single-threaded scheduler, which does the same work without the
-    // multi-threaded one's bookkeeping (3% less CPU per request in loadtest/compare).
-    let mut builder = if run_args.worker_threads == Some(1) {
+    // multi-threaded one's bookkeeping (3% less CPU per request in loadtest/compare). With
+    // --reuse-port the workers have runtimes of their own, and this one keeps the control plane.
+    let mut builder = if workers == Some(1) || run_args.reuse_port {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };
     builder.enable_all();
-    if let Some(n) = run_args.worker_threads.filter(|n| *n > 0) {
+    if let (Some(n), app::Accept::Shared) = (workers, accept) {
         builder.worker_threads(n);
     }
     let runtime = builder.build().context("cannot start the async runtime")?;
@@ -157,7 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Check(args)) => check(args.config.or(run_args.config)),
         Some(Command::Run(_)) | None => {
             let file = need_config(run_args.config)?;
-            runtime.block_on(serve(&file))
+            runtime.block_on(serve(&file, accept))
         }
     }
 }
@@ -190,8 +204,8 @@ fn need_config(config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     config.context("--config FILE is required (or try `switchyard demo`)")
 }
 
-async fn serve(file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let running = match app::start_from_file(file).await {
+async fn serve(file: &std::path::Path, accept: app::Accept) -> anyhow::Result<ExitCode> {
+    let running = match app::start_from_file_with(file, accept).await {
         Ok(r) => r,
         Err(e @ app::StartError::Config(_)) => {
             eprintln!("{e}");

@@ -30,3 +30,4 @@ pub mod strict;
 pub mod tap;
 pub mod tls;
 pub mod upstream;
+pub mod workers;

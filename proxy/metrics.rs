@@ -57,6 +57,9 @@ pub struct Metrics {
     shadow_duration: HistogramVec,
     /// `switchyard_downstream_errors_total` and `switchyard_downstream_refused_total`.
     pub downstream: downstream::DownstreamFamilies,
+    /// `switchyard_worker_connections_total{worker}`: connections each worker's accept loop
+    /// took (`run --reuse-port` only).
+    pub worker_connections: IntCounterVec,
     /// Label sets (route, version) that have series, so removed versions can be pruned.
     labelled: Mutex<HashSet<(String, String)>>,
     /// The latency and outcome record per (route, version): exported as
@@ -227,6 +230,11 @@ impl Metrics {
                 .buckets(DURATION_BUCKETS.to_vec()),
                 &["route"],
             ))?,
+            worker_connections: f.counters(
+                "switchyard_worker_connections_total",
+                "Connections accepted by each worker's accept loop (run --reuse-port only).",
+                &["worker"],
+            )?,
             registry,
             labelled: Mutex::default(),
             stats,

@@ -91,12 +91,11 @@ fn builders(limits: &Limits) -> Builders {
     Builders { http1, http2 }
 }
 
-/// Everything a listener's accept loop needs besides its service.
+/// Everything a listener's accept loop needs besides its socket and its service.
+#[derive(Clone)]
 pub struct Serving {
     /// Listener name, for logs.
     pub name: String,
-    /// The bound socket.
-    pub listener: TcpListener,
     /// TLS termination, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// How long open connections may drain after shutdown.
@@ -108,6 +107,8 @@ pub struct Serving {
     /// Where connections and requests refused before routing are counted (`None`: not counted,
     /// as on the admin endpoint).
     pub refused: Option<Arc<Metrics>>,
+    /// Counts the connections this accept loop takes (one per worker with `--reuse-port`).
+    pub accepted: Option<prometheus::IntCounter>,
 }
 
 /// What every connection of a listener shares.
@@ -125,19 +126,23 @@ struct Listener<S> {
 /// connection is a TLS handshake first, and ALPN decides the protocol (`h2` is HTTP/2 and nothing
 /// else); in cleartext HTTP/1.1 and h2c (prior knowledge) share the port. Accept errors (such as
 /// running out of file descriptors) are logged and retried with backoff; they never end the loop.
-pub async fn serve<S, F>(serving: Serving, service: S, mut shutdown: watch::Receiver<bool>)
-where
+pub async fn serve<S, F>(
+    listener: TcpListener,
+    serving: Serving,
+    service: S,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: Fn(Downstream, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     let Serving {
         name,
-        listener,
         tls,
         drain,
         limits,
         connections,
         refused,
+        accepted: counted,
     } = serving;
     let shared = Arc::new(Listener {
         service,
@@ -161,6 +166,9 @@ where
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
+                    if let Some(counted) = &counted {
+                        counted.inc();
+                    }
                     let shared = shared.clone();
                     let drain = drain_rx.clone();
                     tokio::spawn(connection(shared, stream, peer, drain, permits));
