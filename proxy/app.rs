@@ -274,6 +274,9 @@ type Bound = (
     Option<tokio_rustls::TlsAcceptor>,
 );
 
+/// Each listener's name and bound address.
+type Listening = Vec<(String, SocketAddr)>;
+
 /// A listener's socket, or one per worker ([`Accept::PerWorker`]).
 enum Sockets {
     One(TcpListener),
@@ -330,7 +333,7 @@ fn serve_listeners(
     drain: std::time::Duration,
     limits: crate::config::Limits,
     shutdown: &watch::Sender<bool>,
-) -> Result<(Vec<(String, SocketAddr)>, Vec<JoinHandle<()>>), StartError> {
+) -> Result<(Listening, Vec<JoinHandle<()>>), StartError> {
     let mut listeners = Vec::with_capacity(bound.len());
     let mut servers = Vec::with_capacity(bound.len() + 1);
     let mut per_worker: Vec<Vec<crate::data::workers::Job>> = Vec::new();
@@ -371,7 +374,7 @@ fn serve_listeners(
                         accepted: Some(counted),
                         ..serving.clone()
                     };
-                    jobs.push(worker_job(
+                    jobs.push(crate::data::workers::job(
                         socket,
                         serving,
                         service.clone(),
@@ -383,36 +386,14 @@ fn serve_listeners(
         listeners.push((name, addr));
     }
     if !per_worker.is_empty() {
-        tracing::info!(workers = per_worker.len(), "one accept loop per worker (SO_REUSEPORT)");
-    }
-    for (worker, jobs) in per_worker.into_iter().enumerate() {
-        let spawned = crate::data::workers::spawn(worker, jobs);
-        servers.push(spawned.map_err(StartError::Workers)?);
+        tracing::info!(
+            workers = per_worker.len(),
+            "one accept loop per worker (SO_REUSEPORT)"
+        );
+        let spawned = crate::data::workers::spawn(per_worker).map_err(StartError::Workers)?;
+        servers.extend(spawned);
     }
     Ok((listeners, servers))
-}
-
-/// One listener's accept loop on a worker: its socket registered with the worker's runtime.
-fn worker_job<S, F>(
-    socket: std::net::TcpListener,
-    serving: server::Serving,
-    service: S,
-    shutdown: watch::Receiver<bool>,
-) -> crate::data::workers::Job
-where
-    S: Fn(Downstream, http::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: std::future::Future<Output = http::Response<crate::data::body::ResponseBody>>
-        + Send
-        + 'static,
-{
-    Box::new(move || {
-        Box::pin(async move {
-            match TcpListener::from_std(socket) {
-                Ok(listener) => server::serve(listener, serving, service, shutdown).await,
-                Err(error) => tracing::error!(%error, "a worker cannot register its socket"),
-            }
-        })
-    })
 }
 
 /// Serves the admin listener.
@@ -503,23 +484,29 @@ impl Running {
     }
 }
 
-/// Resolves on the first SIGTERM or SIGINT (Ctrl-C), naming it.
-pub async fn shutdown_signal() -> &'static str {
+/// Installs the SIGTERM and SIGINT handlers now, and returns what resolves on the first of
+/// them, naming it. Call it before announcing that the proxy listens: a signal sent before the
+/// handlers exist would end the process without a drain.
+pub fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            // Without signal handlers the process can only be killed; wait on Ctrl-C as a fallback.
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
+    );
+    async move {
+        let (mut term, mut int) = match handlers {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => {
+                // Without signal handlers the process can only be killed; wait on Ctrl-C as a
+                // fallback.
+                let _ = tokio::signal::ctrl_c().await;
+                return "SIGINT";
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
         }
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
     }
 }
 

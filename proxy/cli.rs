@@ -6,6 +6,7 @@ pub mod ctl;
 pub mod ctl_args;
 pub mod demo;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -213,14 +214,20 @@ async fn serve(file: &std::path::Path, accept: app::Accept) -> anyhow::Result<Ex
         }
         Err(e) => return Err(e.into()),
     };
+    // Before the lines that say the proxy is up: a SIGTERM sent on reading them must drain.
+    let signal = app::shutdown_signal();
+    // Stable lines on stdout: scripts and tests read the bound ports from them. Written without
+    // `println!`, which panics when stdout is closed (a reader that stopped after the first).
+    let mut out = std::io::stdout().lock();
     for (name, addr) in running.listeners() {
-        // A stable line on stdout: scripts and tests read the bound port from it.
-        println!("switchyard: listener {name} on http://{addr}");
+        let _ = writeln!(out, "switchyard: listener {name} on http://{addr}");
     }
     if let Some(addr) = running.admin_addr() {
-        println!("switchyard: admin on http://{addr}");
+        let _ = writeln!(out, "switchyard: admin on http://{addr}");
     }
-    let signal = app::shutdown_signal().await;
+    let _ = out.flush();
+    drop(out);
+    let signal = signal.await;
     tracing::info!(
         signal,
         "shutting down: no new connections, draining in-flight requests"

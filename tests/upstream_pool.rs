@@ -397,3 +397,85 @@ async fn every_response_shape_is_read_and_only_a_reusable_connection_is_reused()
     assert_eq!(trailers["x-checksum"], "7");
     assert_eq!(collected.to_bytes(), "trailers");
 }
+
+/// The proxy of `yaml` with one accept loop per worker (`run --reuse-port`), two workers.
+async fn start_per_worker(file: &std::path::Path) -> switchyard::app::Running {
+    switchyard::app::start_from_file_with(file, switchyard::app::Accept::PerWorker(2))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn reuse_port_workers_keep_their_own_connections_and_close_them_when_idle() {
+    let (upstream, counts) = counting_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("switchyard.yaml");
+    std::fs::write(&file, route(upstream, "idle: 300ms")).unwrap();
+    let proxy = start_per_worker(&file).await;
+    let url = format!("http://{}/length", proxy.addr("public").unwrap());
+    // Four keep-alive clients, each on one worker: a worker reuses its own connections.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let client = client();
+                for _ in 0..50 {
+                    assert_eq!(get(&client, &url, &[]).await.status, StatusCode::OK);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let accepted = counts.accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=4).contains(&accepted),
+        "200 requests from 4 clients took {accepted} upstream connections"
+    );
+    // No traffic: each worker's reaper closes its own.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            counts.closed.load(Ordering::SeqCst) == accepted
+        })
+        .await,
+        "the workers closed their idle connections"
+    );
+}
+
+#[tokio::test]
+async fn reuse_port_workers_close_the_connections_of_an_endpoint_a_reload_took_out() {
+    let (old, old_counts) = counting_upstream().await;
+    let (new, new_counts) = counting_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("switchyard.yaml");
+    std::fs::write(&file, route(old, "idle: 10m")).unwrap();
+    let proxy = start_per_worker(&file).await;
+    let url = format!("http://{}/length", proxy.addr("public").unwrap());
+    for _ in 0..8 {
+        // A new client each time: connections land on both workers.
+        assert_eq!(get(&client(), &url, &[]).await.status, StatusCode::OK);
+    }
+    let kept = old_counts.accepted.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&kept), "{kept} connections for 8 requests");
+
+    std::fs::write(&file, route(new, "idle: 10m")).unwrap();
+    proxy
+        .control()
+        .reload(switchyard::control::ReloadSource::Api)
+        .await
+        .unwrap();
+    assert_eq!(get(&client(), &url, &[]).await.status, StatusCode::OK);
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            old_counts.closed.load(Ordering::SeqCst) == kept
+        })
+        .await,
+        "the removed endpoint's connections were closed on every worker"
+    );
+    assert_eq!(
+        new_counts.closed.load(Ordering::SeqCst),
+        0,
+        "the new one's are kept"
+    );
+}

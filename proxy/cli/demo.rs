@@ -337,6 +337,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         base.clone(),
         Duration::from_secs(30 * 60),
     ));
+    let signal = app::shutdown_signal();
     println!("Try it:");
     println!("  open {admin_url}/ui/ in a browser: weights, live figures, the aborted rollout, the dark launch's report");
     println!("  curl -si {base}/");
@@ -348,7 +349,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     println!("  cargo run --release -- ctl --admin {admin_url} reset shop   # lift the abort, back to the file");
     println!("  cargo run --release -- ctl --admin {admin_url} rollout start shop");
     println!("Serving until Ctrl-C.");
-    let signal = app::shutdown_signal().await;
+    let signal = signal.await;
     println!("{signal}: draining and exiting.");
     demo.running.shutdown().await;
     Ok(())

@@ -8,7 +8,7 @@
 mod direct;
 pub mod h1;
 
-pub use direct::{Direct, UpstreamBody};
+pub use direct::{close_worker_pools, reap_worker_pools, Direct, UpstreamBody};
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -18,9 +18,16 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 
-use tokio::net::TcpSocket;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
+
+use crate::data::body::ResponseBody;
+use crate::data::server::{serve, Serving};
+use crate::data::shared::Downstream;
 
 /// Pending connections the kernel queues per socket (tokio's own `TcpListener::bind` uses 1024).
 const BACKLOG: u32 = 1024;
@@ -50,37 +57,88 @@ pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>
     Ok(sockets)
 }
 
-/// Starts worker `index` on a thread of its own (`switchyard-worker-<index>`) with a
-/// single-threaded runtime that runs `jobs` to their end. The handle, awaited on the caller's
-/// runtime, resolves when they have all ended (the runtime is gone by then, and with it any
-/// task they left behind, as at the process's exit).
-pub fn spawn(index: usize, jobs: Vec<Job>) -> io::Result<JoinHandle<()>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (done, ended) = tokio::sync::oneshot::channel::<()>();
-    std::thread::Builder::new()
-        .name(format!("switchyard-worker-{index}"))
-        .spawn(move || {
-            runtime.block_on(async move {
-                let tasks: Vec<_> = jobs.into_iter().map(|job| tokio::spawn(job())).collect();
-                for task in tasks {
-                    if let Err(error) = task.await {
-                        tracing::error!(worker = index, %error, "listener task failed");
+/// One listener's accept loop on a worker: its socket registered with the worker's runtime.
+pub fn job<S, F>(
+    socket: std::net::TcpListener,
+    serving: Serving,
+    service: S,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Job
+where
+    S: Fn(Downstream, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
+    Box::new(move || {
+        Box::pin(async move {
+            match TcpListener::from_std(socket) {
+                Ok(listener) => serve(listener, serving, service, shutdown).await,
+                Err(error) => tracing::error!(%error, "a worker cannot register its socket"),
+            }
+        })
+    })
+}
+
+thread_local! {
+    /// This thread's worker number, on a worker thread.
+    static WORKER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The worker this thread is (`None` off the worker threads, and in the default mode).
+pub fn current() -> Option<usize> {
+    WORKER.get()
+}
+
+/// Starts one worker per entry of `jobs`, each on a thread of its own (`switchyard-worker-<i>`)
+/// with a single-threaded runtime that runs its jobs to their end. The handles, awaited on the
+/// caller's runtime, resolve when every worker's jobs have ended.
+///
+/// A worker's runtime outlives its own jobs until every worker's have ended: a pooled HTTP/2
+/// or mirror connection made on one worker may serve a request on another, and it lives only
+/// as long as the runtime that drives it. Each worker reaps its own pools of upstream
+/// connections ([`crate::data::upstream::reap_worker_pools`]) and closes them last.
+pub fn spawn(jobs: Vec<Vec<Job>>) -> io::Result<Vec<JoinHandle<()>>> {
+    let all_done = Arc::new(tokio::sync::Barrier::new(jobs.len()));
+    let mut handles = Vec::with_capacity(jobs.len());
+    // Every runtime first: a failure then leaves no worker waiting for the others.
+    let runtimes = (0..jobs.len())
+        .map(|_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    for ((index, jobs), runtime) in jobs.into_iter().enumerate().zip(runtimes) {
+        let all_done = all_done.clone();
+        let (done, ended) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("switchyard-worker-{index}"))
+            .spawn(move || {
+                WORKER.set(Some(index));
+                runtime.block_on(async move {
+                    let reaper = tokio::spawn(crate::data::upstream::reap_worker_pools());
+                    let tasks: Vec<_> = jobs.into_iter().map(|job| tokio::spawn(job())).collect();
+                    for task in tasks {
+                        if let Err(error) = task.await {
+                            tracing::error!(worker = index, %error, "listener task failed");
+                        }
                     }
-                }
-            });
-            drop(runtime);
-            let _ = done.send(());
-        })?;
-    Ok(tokio::spawn(async move {
-        if ended.await.is_err() {
-            tracing::error!(
-                worker = index,
-                "worker thread ended without finishing its listeners"
-            );
-        }
-    }))
+                    all_done.wait().await;
+                    reaper.abort();
+                    crate::data::upstream::close_worker_pools();
+                });
+                drop(runtime);
+                let _ = done.send(());
+            })?;
+        handles.push(tokio::spawn(async move {
+            if ended.await.is_err() {
+                tracing::error!(
+                    worker = index,
+                    "worker thread ended without finishing its listeners"
+                );
+            }
+        }));
+    }
+    Ok(handles)
 }
 
 #[cfg(test)]

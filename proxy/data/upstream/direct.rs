@@ -38,6 +38,10 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tower_service::Service;
 
+mod local;
+
+pub use local::{close_all as close_worker_pools, reap as reap_worker_pools};
+
 use super::h1::{self, Conn, Refused};
 use super::CallError;
 use crate::config::Endpoint;
@@ -359,8 +363,12 @@ impl Pool {
 }
 
 /// The most recently used idle connection of `slot` that is within its idle timeout, still open
-/// and ready. Connections found expired or closed are closed after the lock is let go.
-fn checkout(slot: &Pool) -> Option<Box<Conn>> {
+/// and ready (from this worker's own pool on a `--reuse-port` worker). Connections found expired
+/// or closed are closed after the lock is let go.
+fn checkout(slot: &Slot) -> Option<Box<Conn>> {
+    if crate::data::workers::current().is_some() {
+        return local::checkout(slot);
+    }
     let now = Instant::now();
     for _ in 0..MAX_IDLE {
         let mut idle = slot.lock().pop()?;
@@ -379,8 +387,11 @@ fn checkout(slot: &Pool) -> Option<Box<Conn>> {
 }
 
 /// Keeps a connection for the next request to its endpoint (the reaper closes it if none comes
-/// within the idle timeout).
+/// within the idle timeout), in this worker's own pool on a `--reuse-port` worker.
 fn checkin(lent: Lent) {
+    if crate::data::workers::current().is_some() {
+        return local::checkin(&lent.slot, lent.conn);
+    }
     let idle = Idle {
         conn: lent.conn,
         since: Instant::now(),
