@@ -43,6 +43,19 @@ async fn one_request(addr: SocketAddr, path: &str) -> (u16, String) {
     (status_of(&answer), served_by)
 }
 
+/// A listener on `listen` and one route to `endpoint`, with `extra` lines.
+fn one_route(listen: &str, endpoint: &str, extra: &str) -> String {
+    format!(
+        r#"
+listeners: [{{ name: public, addr: "{listen}" }}]
+{extra}
+routes:
+  - name: shop
+    versions: [{{ name: stable, endpoints: ["{endpoint}"], weight: 1 }}]
+"#
+    )
+}
+
 fn exposition(running: &switchyard::app::Running) -> String {
     String::from_utf8_lossy(&running.metrics().encode()).into_owned()
 }
@@ -123,19 +136,7 @@ fn a_port_taken_without_reuse_port_is_refused_at_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("switchyard.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-listeners: [{{ name: public, addr: "{addr}" }}]
-routes:
-  - name: shop
-    versions: [{{ name: stable, endpoints: ["127.0.0.1:9"], weight: 1 }}]
-"#
-        ),
-    )
-    .unwrap();
+    let file = config_file(dir.path(), &one_route(&addr.to_string(), "127.0.0.1:9", ""));
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["run", "--reuse-port", "--worker-threads", "2", "--config"])
         .arg(&file)
@@ -154,29 +155,12 @@ routes:
 async fn the_binary_with_reuse_port_serves_and_exits_zero_on_sigterm() {
     let stable = Upstream::start("stable").await;
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("switchyard.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-listeners: [{{ name: public, addr: "127.0.0.1:0" }}]
-admin: {{ addr: "127.0.0.1:0" }}
-routes:
-  - name: shop
-    versions: [{{ name: stable, endpoints: ["{}"], weight: 1 }}]
-"#,
-            stable.addr
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["run", "--reuse-port", "--worker-threads", "3", "--config"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = read_listen_addr(child.stdout.take().unwrap());
+    let admin = r#"admin: { addr: "127.0.0.1:0" }"#;
+    let file = config_file(
+        dir.path(),
+        &one_route("127.0.0.1:0", &stable.addr.to_string(), admin),
+    );
+    let (mut child, addr) = spawn_proxy(&["run", "--reuse-port", "--worker-threads", "3"], &file);
     assert_eq!(
         listening_sockets(addr),
         3,
@@ -196,21 +180,8 @@ routes:
     }
     let slow = tokio::spawn(async move { one_request(addr, "/slow?delay_ms=800").await });
     assert!(eventually(Duration::from_secs(10), async || stable.count() == 13).await);
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    sigterm(&child);
     assert_eq!(slow.await.unwrap(), (200, "stable".to_string()));
-    let mut status = None;
-    eventually(Duration::from_secs(10), async || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    })
-    .await;
-    let status = status.unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("the proxy did not exit within 10 s of draining")
-    });
+    let status = exit_within(&mut child, Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
 }

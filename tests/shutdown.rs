@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -14,10 +13,9 @@ use common::*;
 async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
     let stable = Upstream::start("stable").await;
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("switchyard.yaml");
-    std::fs::write(
-        &file,
-        format!(
+    let file = config_file(
+        dir.path(),
+        &format!(
             r#"
 listeners: [{{ name: public, addr: "127.0.0.1:0" }}]
 drain_timeout: "20s"
@@ -27,17 +25,9 @@ routes:
 "#,
             stable.addr
         ),
-    )
-    .unwrap();
+    );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["run", "--config"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = read_listen_addr(child.stdout.take().unwrap());
+    let (mut child, addr) = spawn_proxy(&["run"], &file);
 
     // Ten slow requests, each on its own connection.
     let mut in_flight = tokio::task::JoinSet::new();
@@ -50,11 +40,7 @@ routes:
         "all ten requests reached the upstream before the signal"
     );
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    sigterm(&child);
 
     let mut completed = 0;
     while let Some(reply) = in_flight.join_next().await {
@@ -64,16 +50,7 @@ routes:
     }
     assert_eq!(completed, 10);
 
-    let mut status = None;
-    eventually(Duration::from_secs(10), async || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    })
-    .await;
-    let status = status.unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("the proxy did not exit within 10 s of draining")
-    });
+    let status = exit_within(&mut child, Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
     assert!(
         std::net::TcpStream::connect(addr).is_err(),

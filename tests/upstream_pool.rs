@@ -223,18 +223,28 @@ async fn an_idle_upstream_connection_is_closed_at_its_idle_timeout_without_more_
     assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test]
-async fn an_endpoint_taken_out_by_a_reload_has_its_idle_connections_closed() {
+/// An endpoint a reload takes out has its idle connections closed (on every worker with
+/// [`Accept::PerWorker`]), and the new endpoint's are kept. Each request is from a new client,
+/// so that with several workers connections land on each.
+async fn reload_takes_out_an_endpoint(accept: switchyard::app::Accept, workers: usize) {
     let (old, old_counts) = counting_upstream().await;
     let (new, new_counts) = counting_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("switchyard.yaml");
-    // An idle timeout far past the test: only the reload can end the old endpoint's connection.
+    // An idle timeout far past the test: only the reload can end the old endpoint's connections.
     std::fs::write(&file, route(old, "idle: 10m")).unwrap();
-    let proxy = switchyard::app::start_from_file(&file).await.unwrap();
+    let proxy = switchyard::app::start_from_file_with(&file, accept)
+        .await
+        .unwrap();
     let url = format!("http://{}/length", proxy.addr("public").unwrap());
-    assert_eq!(get(&client(), &url, &[]).await.status, StatusCode::OK);
-    assert_eq!(old_counts.accepted.load(Ordering::SeqCst), 1);
+    for _ in 0..8 {
+        assert_eq!(get(&client(), &url, &[]).await.status, StatusCode::OK);
+    }
+    let kept = old_counts.accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=workers).contains(&kept),
+        "{kept} connections for 8 requests on {workers} worker(s)"
+    );
 
     std::fs::write(&file, route(new, "idle: 10m")).unwrap();
     proxy
@@ -246,16 +256,40 @@ async fn an_endpoint_taken_out_by_a_reload_has_its_idle_connections_closed() {
     assert_eq!(new_counts.accepted.load(Ordering::SeqCst), 1);
     assert!(
         eventually(Duration::from_secs(5), async || {
-            old_counts.closed.load(Ordering::SeqCst) == 1
+            old_counts.closed.load(Ordering::SeqCst) == kept
         })
         .await,
-        "the removed endpoint's connection was closed"
+        "the removed endpoint's connections were closed"
     );
     assert_eq!(
         new_counts.closed.load(Ordering::SeqCst),
         0,
-        "the new one is kept"
+        "the new one's are kept"
     );
+}
+
+#[tokio::test]
+async fn an_endpoint_taken_out_by_a_reload_has_its_idle_connections_closed() {
+    reload_takes_out_an_endpoint(switchyard::app::Accept::Shared, 1).await;
+}
+
+/// `clients` keep-alive clients at once, each sending `requests` requests to `url` in turn; every
+/// answer must be 200.
+async fn keep_alive_clients(url: &str, clients: usize, requests: usize) {
+    let running: Vec<_> = (0..clients)
+        .map(|_| {
+            let url = url.to_string();
+            tokio::spawn(async move {
+                let client = client();
+                for _ in 0..requests {
+                    assert_eq!(get(&client, &url, &[]).await.status, StatusCode::OK);
+                }
+            })
+        })
+        .collect();
+    for c in running {
+        c.await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,20 +299,7 @@ async fn connections_are_shared_by_the_worker_threads() {
     let (upstream, counts) = counting_upstream().await;
     let proxy = start_proxy(&route(upstream, "idle: 60s")).await;
     let url = format!("http://{}/length", proxy.addr("public").unwrap());
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                let client = client();
-                for _ in 0..200 {
-                    assert_eq!(get(&client, &url, &[]).await.status, StatusCode::OK);
-                }
-            })
-        })
-        .collect();
-    for c in clients {
-        c.await.unwrap();
-    }
+    keep_alive_clients(&url, 4, 200).await;
     let accepted = counts.accepted.load(Ordering::SeqCst);
     assert!(
         accepted <= 8,
@@ -414,20 +435,7 @@ async fn reuse_port_workers_keep_their_own_connections_and_close_them_when_idle(
     let proxy = start_per_worker(&file).await;
     let url = format!("http://{}/length", proxy.addr("public").unwrap());
     // Four keep-alive clients, each on one worker: a worker reuses its own connections.
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                let client = client();
-                for _ in 0..50 {
-                    assert_eq!(get(&client, &url, &[]).await.status, StatusCode::OK);
-                }
-            })
-        })
-        .collect();
-    for c in clients {
-        c.await.unwrap();
-    }
+    keep_alive_clients(&url, 4, 50).await;
     let accepted = counts.accepted.load(Ordering::SeqCst);
     assert!(
         (1..=4).contains(&accepted),
@@ -445,37 +453,5 @@ async fn reuse_port_workers_keep_their_own_connections_and_close_them_when_idle(
 
 #[tokio::test]
 async fn reuse_port_workers_close_the_connections_of_an_endpoint_a_reload_took_out() {
-    let (old, old_counts) = counting_upstream().await;
-    let (new, new_counts) = counting_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("switchyard.yaml");
-    std::fs::write(&file, route(old, "idle: 10m")).unwrap();
-    let proxy = start_per_worker(&file).await;
-    let url = format!("http://{}/length", proxy.addr("public").unwrap());
-    for _ in 0..8 {
-        // A new client each time: connections land on both workers.
-        assert_eq!(get(&client(), &url, &[]).await.status, StatusCode::OK);
-    }
-    let kept = old_counts.accepted.load(Ordering::SeqCst);
-    assert!((1..=2).contains(&kept), "{kept} connections for 8 requests");
-
-    std::fs::write(&file, route(new, "idle: 10m")).unwrap();
-    proxy
-        .control()
-        .reload(switchyard::control::ReloadSource::Api)
-        .await
-        .unwrap();
-    assert_eq!(get(&client(), &url, &[]).await.status, StatusCode::OK);
-    assert!(
-        eventually(Duration::from_secs(5), async || {
-            old_counts.closed.load(Ordering::SeqCst) == kept
-        })
-        .await,
-        "the removed endpoint's connections were closed on every worker"
-    );
-    assert_eq!(
-        new_counts.closed.load(Ordering::SeqCst),
-        0,
-        "the new one's are kept"
-    );
+    reload_takes_out_an_endpoint(switchyard::app::Accept::PerWorker(2), 2).await;
 }

@@ -315,3 +315,51 @@ pub fn status_of(answer: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+/// Writes `yaml` to `switchyard.yaml` in `dir` and returns its path.
+pub fn config_file(dir: &Path, yaml: &str) -> std::path::PathBuf {
+    let file = dir.join("switchyard.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    file
+}
+
+/// Sends a real SIGTERM to `child` (through kill(1)).
+pub fn sigterm(child: &std::process::Child) {
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill -TERM {}", child.id());
+}
+
+/// How `child` exited, waiting up to `limit` for it (killed, and the test failed, if it has not).
+pub async fn exit_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> std::process::ExitStatus {
+    let mut status = None;
+    eventually(limit, async || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    })
+    .await;
+    status.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("the proxy did not exit within {limit:?}")
+    })
+}
+
+/// Starts the real binary with `args`, then `--config file`, stdout read for the first listener's
+/// address (and then closed), stderr discarded.
+pub fn spawn_proxy(args: &[&str], file: &Path) -> (std::process::Child, SocketAddr) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .arg("--config")
+        .arg(file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = read_listen_addr(child.stdout.take().unwrap());
+    (child, addr)
+}
