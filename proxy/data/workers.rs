@@ -4,11 +4,12 @@
 //! Each proxy listener is N sockets bound to one address with `SO_REUSEPORT`, and each of N
 //! threads runs a single-threaded runtime serving its own socket of every listener. The kernel
 //! spreads new connections over the sockets by a hash of their addresses; a connection is then
-//! accepted, served and closed by one thread, and its requests' tasks (a mirror copy, an HTTP/2
-//! stream) stay on that thread too: no task moves between cores and no run queue is shared. The
-//! control plane, the admin endpoint and the background tasks stay on the main runtime; the
-//! snapshot, the connection limits, the upstream pools and the metrics are shared by all, as in
-//! the default mode.
+//! accepted, served and closed by one thread, and so are its HTTP/2 streams and upgraded
+//! (WebSocket) splices: no task moves between cores and no run queue is shared. HTTP/1.1 upstream
+//! connections are pooled per worker (`upstream/direct/local.rs`). The control plane, the admin
+//! endpoint and the background tasks (mirror dispatchers, health checks, analysis) stay on the
+//! main runtime; the snapshot, the connection limits and the metrics are shared by all, as in the
+//! default mode.
 //!
 //! What it costs: no work stealing, so a worker whose few connections are heavy is not helped
 //! by an idle one (`switchyard_worker_connections_total{worker}` shows how the kernel spread
@@ -92,9 +93,9 @@ pub fn current() -> Option<usize> {
 /// with a single-threaded runtime that runs its jobs to their end. The handles, awaited on the
 /// caller's runtime, resolve when every worker's jobs have ended.
 ///
-/// A worker's runtime outlives its own jobs until every worker's have ended: a pooled HTTP/2
-/// or mirror connection made on one worker may serve a request on another, and it lives only
-/// as long as the runtime that drives it. Each worker reaps its own pools of upstream
+/// A worker's runtime outlives its own jobs until every worker's have ended: an HTTP/2 upstream
+/// connection (hyper-util's pooled client) made on one worker may serve a request on another,
+/// and it lives only as long as the runtime that drives it. Each worker reaps its own pools of upstream
 /// connections ([`crate::data::upstream::reap_worker_pools`]) and closes them last.
 pub fn spawn(jobs: Vec<Vec<Job>>) -> io::Result<Vec<JoinHandle<()>>> {
     let all_done = Arc::new(tokio::sync::Barrier::new(jobs.len()));
