@@ -108,14 +108,19 @@ pub async fn start_accepting(config: Config, accept: Accept) -> Result<Running, 
     start_with(config, None, accept).await
 }
 
-async fn bind(name: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
-    let err = |source| StartError::Bind {
+/// The error of binding `addr` for listener `name`.
+fn bind_error(name: &str, addr: SocketAddr) -> impl Fn(std::io::Error) -> StartError + '_ {
+    move |source| StartError::Bind {
         name: name.to_string(),
         addr,
         source,
-    };
-    let listener = TcpListener::bind(addr).await.map_err(err)?;
-    let bound = listener.local_addr().map_err(err)?;
+    }
+}
+
+async fn bind(name: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let err = bind_error(name, addr);
+    let listener = TcpListener::bind(addr).await.map_err(&err)?;
+    let bound = listener.local_addr().map_err(&err)?;
     Ok((listener, bound))
 }
 
@@ -309,13 +314,8 @@ async fn bind_listeners(
                 (Sockets::One(listener), addr)
             }
             Accept::PerWorker(n) => {
-                let err = |source| StartError::Bind {
-                    name: l.name.clone(),
-                    addr: l.addr,
-                    source,
-                };
-                let sockets = crate::data::workers::bind(l.addr, n.max(1)).map_err(err)?;
-                let addr = sockets[0].local_addr().map_err(err)?; // n.max(1): one at least
+                let (sockets, addr) =
+                    crate::data::workers::bind(l.addr, n).map_err(bind_error(&l.name, l.addr))?;
                 (Sockets::PerWorker(sockets), addr)
             }
         };

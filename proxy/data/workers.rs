@@ -36,13 +36,13 @@ const BACKLOG: u32 = 1024;
 /// What a worker runs: made inside the worker's runtime (where its socket is registered).
 pub type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
-/// Binds `n` sockets to `addr`, each with `SO_REUSEPORT`; the first decides the port when
-/// `addr` asks for port 0. The sockets are listening and non-blocking, registered with no
-/// runtime yet (each worker registers its own).
-pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+/// Binds `n` sockets (one at least) to `addr`, each with `SO_REUSEPORT`; the first decides the
+/// port when `addr` asks for port 0. Returns them, listening and non-blocking, registered with no
+/// runtime yet (each worker registers its own), and the address they are bound to.
+pub fn bind(addr: SocketAddr, n: usize) -> io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
     let mut sockets = Vec::with_capacity(n);
     let mut at = addr;
-    for _ in 0..n {
+    for _ in 0..n.max(1) {
         let socket = if at.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -55,7 +55,7 @@ pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>
         at = listener.local_addr()?;
         sockets.push(listener.into_std()?);
     }
-    Ok(sockets)
+    Ok((sockets, at))
 }
 
 /// One listener's accept loop on a worker: its socket registered with the worker's runtime.
@@ -80,13 +80,13 @@ where
 }
 
 thread_local! {
-    /// This thread's worker number, on a worker thread.
-    static WORKER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    /// Whether this thread is a worker.
+    static ON_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// The worker this thread is (`None` off the worker threads, and in the default mode).
-pub fn current() -> Option<usize> {
-    WORKER.get()
+/// Whether this thread is one of the workers (never in the default mode).
+pub fn on_worker() -> bool {
+    ON_WORKER.get()
 }
 
 /// Starts one worker per entry of `jobs`, each on a thread of its own (`switchyard-worker-<i>`)
@@ -114,7 +114,7 @@ pub fn spawn(jobs: Vec<Vec<Job>>) -> io::Result<Vec<JoinHandle<()>>> {
         std::thread::Builder::new()
             .name(format!("switchyard-worker-{index}"))
             .spawn(move || {
-                WORKER.set(Some(index));
+                ON_WORKER.set(true);
                 runtime.block_on(async move {
                     let reaper = tokio::spawn(crate::data::upstream::reap_worker_pools());
                     let tasks: Vec<_> = jobs.into_iter().map(|job| tokio::spawn(job())).collect();
@@ -148,7 +148,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_socket_shares_the_port_the_first_one_got() {
-        let sockets = bind("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let (sockets, addr) = bind("127.0.0.1:0".parse().unwrap(), 3).unwrap();
         let ports: Vec<u16> = sockets
             .iter()
             .map(|s| s.local_addr().unwrap().port())
@@ -156,6 +156,7 @@ mod tests {
         assert_eq!(ports.len(), 3);
         assert_ne!(ports[0], 0);
         assert!(ports.iter().all(|p| *p == ports[0]), "{ports:?}");
+        assert_eq!(addr.port(), ports[0]);
         // A socket without SO_REUSEPORT cannot join them.
         let plain = std::net::TcpListener::bind(("127.0.0.1", ports[0]));
         assert!(plain.is_err(), "a plain bind on a reuse-port address");

@@ -357,25 +357,37 @@ impl Pool {
     /// closed by the caller once the lock is let go.
     fn take_expired(&self, now: Instant) -> Vec<Idle> {
         let mut idle = self.lock();
-        let fresh = idle.partition_point(|c| now.duration_since(c.since) >= self.idle_timeout);
-        idle.drain(..fresh).collect()
+        let expired = expired(&idle, now, self.idle_timeout);
+        idle.drain(..expired).collect()
     }
 }
 
-/// The most recently used idle connection of `slot` that is within its idle timeout, still open
-/// and ready (from this worker's own pool on a `--reuse-port` worker). Connections found expired
-/// or closed are closed after the lock is let go.
-fn checkout(slot: &Slot) -> Option<Box<Conn>> {
-    if crate::data::workers::current().is_some() {
-        return local::checkout(slot);
-    }
+/// How many of `stack` (kept oldest first) have idled for `timeout` or longer at `now`: a prefix.
+fn expired(stack: &[Idle], now: Instant, timeout: Duration) -> usize {
+    stack.partition_point(|c| now.duration_since(c.since) >= timeout)
+}
+
+/// Puts `idle` on top of `stack`; when the stack is full, takes out its oldest, for the caller to
+/// close.
+fn push(stack: &mut Vec<Idle>, idle: Idle) -> Option<Idle> {
+    let oldest = (stack.len() >= MAX_IDLE).then(|| stack.remove(0));
+    stack.push(idle);
+    oldest
+}
+
+/// The first connection `pop` gives (the most recently used first) that is within `timeout` and
+/// still open, the closed ones dropped on the way; at the first expired one, `clear` drops the
+/// rest of the stack (older still) and there is none. Bounded by [`MAX_IDLE`] pops.
+fn pick(
+    timeout: Duration,
+    mut pop: impl FnMut() -> Option<Idle>,
+    clear: impl FnOnce(),
+) -> Option<Box<Conn>> {
     let now = Instant::now();
     for _ in 0..MAX_IDLE {
-        let mut idle = slot.lock().pop()?;
-        if now.duration_since(idle.since) >= slot.idle_timeout {
-            // The rest of the slot is older still.
-            let expired = std::mem::take(&mut *slot.lock());
-            drop(expired);
+        let mut idle = pop()?;
+        if now.duration_since(idle.since) >= timeout {
+            clear();
             return None;
         }
         // One read without waiting sees an end of stream the upstream sent while it idled.
@@ -386,22 +398,32 @@ fn checkout(slot: &Slot) -> Option<Box<Conn>> {
     None
 }
 
+/// The most recently used idle connection of `slot` that is within its idle timeout, still open
+/// and ready (from this worker's own pool on a `--reuse-port` worker). Connections found expired
+/// or closed are closed after the lock is let go.
+fn checkout(slot: &Slot) -> Option<Box<Conn>> {
+    if crate::data::workers::on_worker() {
+        return local::checkout(slot);
+    }
+    // The lock is held for one pop at a time, never across the read that checks a connection.
+    let clear = || {
+        let expired = std::mem::take(&mut *slot.lock());
+        drop(expired);
+    };
+    pick(slot.idle_timeout, || slot.lock().pop(), clear)
+}
+
 /// Keeps a connection for the next request to its endpoint (the reaper closes it if none comes
 /// within the idle timeout), in this worker's own pool on a `--reuse-port` worker.
 fn checkin(lent: Lent) {
-    if crate::data::workers::current().is_some() {
-        return local::checkin(&lent.slot, lent.conn);
-    }
     let idle = Idle {
         conn: lent.conn,
         since: Instant::now(),
     };
-    let oldest = {
-        let mut idling = lent.slot.lock();
-        let oldest = (idling.len() >= MAX_IDLE).then(|| idling.remove(0));
-        idling.push(idle);
-        oldest
-    };
+    if crate::data::workers::on_worker() {
+        return local::checkin(&lent.slot, idle);
+    }
+    let oldest = push(&mut lent.slot.lock(), idle);
     // Closed here, after the lock is let go.
     drop(oldest);
 }

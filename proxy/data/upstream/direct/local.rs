@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 
 use tokio::time::Instant;
 
-use super::{Idle, Pool, Slot, MAX_IDLE, REAP_EVERY};
+use super::{expired, pick, push, Idle, Pool, Slot, REAP_EVERY};
 use crate::data::upstream::h1::Conn;
 
 thread_local! {
@@ -31,41 +31,27 @@ fn key(slot: &Slot) -> usize {
 }
 
 /// The most recently used of this worker's idle connections to `slot` that is within the idle
-/// timeout and still open; the expired and the closed are dropped on the way.
+/// timeout and still open ([`pick`] on this worker's stack of the slot).
 pub(super) fn checkout(slot: &Slot) -> Option<Box<Conn>> {
-    let now = Instant::now();
-    POOLS.with_borrow_mut(|pools| {
-        let idle = &mut pools.get_mut(&key(slot))?.idle;
-        while let Some(mut candidate) = idle.pop() {
-            if now.duration_since(candidate.since) >= slot.idle_timeout {
-                // The rest are older still.
-                idle.clear();
-                return None;
-            }
-            if candidate.conn.still_open() {
-                return Some(candidate.conn);
-            }
-        }
-        None
-    })
+    let key = key(slot);
+    let pop = || POOLS.with_borrow_mut(|pools| pools.get_mut(&key)?.idle.pop());
+    let clear = || {
+        let expired = POOLS.with_borrow_mut(|pools| pools.remove(&key));
+        drop(expired);
+    };
+    pick(slot.idle_timeout, pop, clear)
 }
 
-/// Keeps `conn` in this worker's pool of `slot`, dropping the oldest beyond [`MAX_IDLE`].
-pub(super) fn checkin(slot: &Slot, conn: Box<Conn>) {
-    let idle = Idle {
-        conn,
-        since: Instant::now(),
-    };
-    POOLS.with_borrow_mut(|pools| {
+/// Keeps `idle` in this worker's pool of `slot`, closing the oldest beyond [`super::MAX_IDLE`].
+pub(super) fn checkin(slot: &Slot, idle: Idle) {
+    let oldest = POOLS.with_borrow_mut(|pools| {
         let local = pools.entry(key(slot)).or_insert_with(|| Local {
             slot: Arc::downgrade(slot),
             idle: Vec::new(),
         });
-        if local.idle.len() >= MAX_IDLE {
-            local.idle.remove(0);
-        }
-        local.idle.push(idle);
+        push(&mut local.idle, idle)
     });
+    drop(oldest);
 }
 
 /// Once a second, on the worker it runs on: closes the connections idle past their slot's
@@ -81,10 +67,7 @@ pub async fn reap() {
                 let Some(slot) = local.slot.upgrade() else {
                     return false;
                 };
-                let timeout = slot.idle_timeout;
-                let expired = local
-                    .idle
-                    .partition_point(|c| now.duration_since(c.since) >= timeout);
+                let expired = expired(&local.idle, now, slot.idle_timeout);
                 local.idle.drain(..expired);
                 true
             });
