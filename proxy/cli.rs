@@ -44,6 +44,35 @@ struct RunArgs {
     /// SO_REUSEPORT, and each worker is a single-threaded runtime serving its own sockets.
     #[arg(long, env = "SWITCHYARD_REUSE_PORT")]
     reuse_port: bool,
+    /// CPU time slice the proxy's threads ask the kernel for (Linux 6.12+), from 100us to 100ms,
+    /// or `off` for the kernel's default: a waking thread with a shorter slice preempts a task
+    /// with a longer one, so a request does not wait out another task's slice on a shared core.
+    #[arg(long, env = "SWITCHYARD_CPU_SLICE", value_parser = parse_cpu_slice)]
+    cpu_slice: Option<CpuSlice>,
+}
+
+/// `--cpu-slice`: a duration in the kernel's range, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CpuSlice {
+    Off,
+    Of(std::time::Duration),
+}
+
+fn parse_cpu_slice(value: &str) -> Result<CpuSlice, String> {
+    use crate::data::slice;
+    if value == "off" {
+        return Ok(CpuSlice::Off);
+    }
+    let slice = humantime::parse_duration(value)
+        .map_err(|e| format!("{e}: expected a duration such as 100us or 1ms, or off"))?;
+    if !(slice::MIN..=slice::MAX).contains(&slice) {
+        return Err(format!(
+            "{value} is outside the kernel's range for a slice, {:?} to {:?} (or off)",
+            slice::MIN,
+            slice::MAX
+        ));
+    }
+    Ok(CpuSlice::Of(slice))
 }
 
 /// The file to check.
@@ -95,6 +124,7 @@ impl Cli {
                 },
                 worker_threads: args.worker_threads.or(self.run.worker_threads),
                 reuse_port: args.reuse_port || self.run.reuse_port,
+                cpu_slice: args.cpu_slice.or(self.run.cpu_slice),
             },
             _ => self.run.clone(),
         }
@@ -113,6 +143,21 @@ pub fn init_tracing(cli: &Cli) {
     match cli.run_args().log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Asks for the proxy's CPU slice (default [`slice::DEFAULT`](crate::data::slice::DEFAULT)) and
+/// says what the kernel did; a refusal leaves the kernel's default and is only a warning.
+fn request_cpu_slice(setting: Option<CpuSlice>) {
+    use crate::data::slice::{self, Outcome};
+    let wanted = match setting {
+        Some(CpuSlice::Off) => return,
+        Some(CpuSlice::Of(slice)) => slice,
+        None => slice::DEFAULT,
+    };
+    match slice::request(wanted) {
+        outcome @ Outcome::Refused(_) => tracing::warn!("{outcome}"),
+        outcome => tracing::info!("{outcome}"),
     }
 }
 
@@ -138,6 +183,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     builder.enable_all();
     if let (Some(n), app::Accept::Shared) = (workers, accept) {
         builder.worker_threads(n);
+    }
+    if matches!(cli.command, Some(Command::Run(_)) | None) {
+        // Before the runtime starts its threads: they inherit the slice of this one.
+        request_cpu_slice(run_args.cpu_slice);
     }
     let runtime = builder.build().context("cannot start the async runtime")?;
     match cli.command {

@@ -25,6 +25,7 @@ pub mod ratelimit;
 pub mod record;
 pub mod server;
 pub mod shared;
+pub mod slice;
 pub mod snapshot;
 pub mod strict;
 pub mod tap;

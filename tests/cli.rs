@@ -58,3 +58,15 @@ fn ctl_flags_work_before_and_after_the_verb() {
     assert_eq!(after, Some(3), "{out_after}");
     assert!(out_after.contains(&url), "{out_after}");
 }
+
+#[test]
+fn a_cpu_slice_outside_the_kernels_range_is_refused_naming_the_flag_and_the_range() {
+    for value in ["5us", "1s", "fast"] {
+        let (code, out) = switchyard(&["run", "--cpu-slice", value, "--config", "none.yaml"]);
+        assert_eq!(code, Some(2), "--cpu-slice {value}: {out}");
+        assert!(out.contains("--cpu-slice"), "names the flag: {out}");
+        assert!(out.contains(value), "names the value: {out}");
+    }
+    let (_, out) = switchyard(&["run", "--cpu-slice", "5us", "--config", "none.yaml"]);
+    assert!(out.contains("100µs to 100ms"), "names the range: {out}");
+}
