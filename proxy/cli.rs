@@ -44,9 +44,9 @@ struct RunArgs {
     /// SO_REUSEPORT, and each worker is a single-threaded runtime serving its own sockets.
     #[arg(long, env = "SWITCHYARD_REUSE_PORT")]
     reuse_port: bool,
-    /// CPU time slice the proxy's threads ask the kernel for (Linux 6.12+), from 100us to 100ms,
-    /// or `off` for the kernel's default: a waking thread with a shorter slice preempts a task
-    /// with a longer one, so a request does not wait out another task's slice on a shared core.
+    /// CPU time slice the proxy's threads ask the kernel for (Linux 6.12+; default 100us), from
+    /// 100us to 100ms, or `off` for the kernel's: a waking thread with a shorter slice preempts a
+    /// task with a longer one, so a request does not wait out another task's slice on a shared core.
     #[arg(long, env = "SWITCHYARD_CPU_SLICE", value_parser = parse_cpu_slice)]
     cpu_slice: Option<CpuSlice>,
 }
