@@ -176,7 +176,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // multi-threaded one's bookkeeping (3% less CPU per request in loadtest/compare). With
     // --reuse-port the workers have runtimes of their own, and this one keeps the control plane.
     let mut builder = if workers == Some(1) || run_args.reuse_port {
-        tokio::runtime::Builder::new_current_thread()
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        builder.event_interval(crate::data::workers::EVENT_INTERVAL);
+        builder
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };
