@@ -47,12 +47,10 @@ async fn the_proxys_threads_run_with_the_slice_asked_for() {
     }
     let stable = Upstream::start("stable").await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "listeners:\n  - name: public\n    addr: \"127.0.0.1:0\"\nroutes:\n  - name: all\n    \
-         versions:\n      - name: stable\n        endpoints: [\"{}\"]\n        weight: 100\n",
-        stable.addr
+    let file = config_file(
+        dir.path(),
+        &one_route("127.0.0.1:0", &stable.addr.to_string(), ""),
     );
-    let file = config_file(dir.path(), &yaml);
     let kernel_default = slice_of(std::path::Path::new("/proc/thread-self/sched"));
     assert_ne!(
         kernel_default, 100_000,

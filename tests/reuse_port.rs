@@ -43,19 +43,6 @@ async fn one_request(addr: SocketAddr, path: &str) -> (u16, String) {
     (status_of(&answer), served_by)
 }
 
-/// A listener on `listen` and one route to `endpoint`, with `extra` lines.
-fn one_route(listen: &str, endpoint: &str, extra: &str) -> String {
-    format!(
-        r#"
-listeners: [{{ name: public, addr: "{listen}" }}]
-{extra}
-routes:
-  - name: shop
-    versions: [{{ name: stable, endpoints: ["{endpoint}"], weight: 1 }}]
-"#
-    )
-}
-
 fn exposition(running: &switchyard::app::Running) -> String {
     String::from_utf8_lossy(&running.metrics().encode()).into_owned()
 }

@@ -316,6 +316,19 @@ pub fn status_of(answer: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// A listener on `listen` and one route to `endpoint`, with `extra` lines.
+pub fn one_route(listen: &str, endpoint: &str, extra: &str) -> String {
+    format!(
+        r#"
+listeners: [{{ name: public, addr: "{listen}" }}]
+{extra}
+routes:
+  - name: shop
+    versions: [{{ name: stable, endpoints: ["{endpoint}"], weight: 1 }}]
+"#
+    )
+}
+
 /// Writes `yaml` to `switchyard.yaml` in `dir` and returns its path.
 pub fn config_file(dir: &Path, yaml: &str) -> std::path::PathBuf {
     let file = dir.join("switchyard.yaml");
