@@ -15,8 +15,13 @@
 //!
 //! It raises its own open-file limit (soft to hard, and the hard one too when it may, through
 //! `prlimit`); the contestants inherit it. Past 20,000 connections the clients bind further loopback
-//! source addresses (127.0.0.2, 127.0.0.3, ...), each with its own range of ephemeral ports. Every
-//! wait is bounded; children are killed at the end, on error too (a guard that kills by pid on drop).
+//! source addresses (127.0.0.2, 127.0.0.3, ...), each with its own range of ephemeral ports. Where
+//! the limit cannot be raised far enough (a container without CAP_SYS_RESOURCE), `--processes P`
+//! runs each contestant as P processes on one port (Switchyard with `--reuse-port`, nginx with P
+//! workers and `reuseport`), and the clients go to holder processes (`holders.rs`) when they do not
+//! fit under the runner's own limit: `--connections 50000 --processes 4` under a limit of 20,000.
+//! Every wait is bounded; children are killed at the end, on error too (a guard that kills by pid
+//! on drop).
 
 #![allow(clippy::unwrap_used)] // a measurement harness: a failure should stop it loudly
 
@@ -31,8 +36,11 @@ use tokio::net::{TcpSocket, TcpStream};
 
 #[path = "idle_memory/contestant.rs"]
 mod contestant;
+#[path = "idle_memory/holders.rs"]
+mod holders;
 
 use contestant::{rss_kb, Contestant, Kind, Running};
+use holders::Holders;
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +70,18 @@ struct Args {
     /// The textbook proxy binary (default: `textbook-proxy` beside this example).
     #[arg(long)]
     textbook_bin: Option<PathBuf>,
+    /// Processes per contestant, sharing its port with SO_REUSEPORT: Switchyard processes started
+    /// with `--reuse-port`, nginx workers with `listen ... reuseport`. For counts past one
+    /// process's open-file limit where it cannot be raised. Not for the textbook proxies.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Holder mode (started by the runner itself, see `holders.rs`): hold connections to ADDR.
+    #[arg(long, hide = true)]
+    hold: Option<SocketAddr>,
+    #[arg(long, hide = true, default_value_t = 0)]
+    hold_first: usize,
+    #[arg(long, hide = true, default_value_t = 0)]
+    hold_count: usize,
 }
 
 /// Connections per loopback source address: under the 28,232 ports of Linux's default ephemeral range.
@@ -71,16 +91,36 @@ const MAX_CONNECTIONS: usize = 200_000;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(addr) = args.hold {
+        return holders::hold(addr, args.hold_first, args.hold_count, args.concurrency).await;
+    }
     if args.connections == 0 || args.connections > MAX_CONNECTIONS {
         bail!("--connections must be between 1 and {MAX_CONNECTIONS}");
     }
     if args.concurrency == 0 || args.concurrency > 1024 {
         bail!("--concurrency must be between 1 and 1024");
     }
+    if args.processes == 0 || args.processes > 16 {
+        bail!("--processes must be between 1 and 16");
+    }
     let settle = Duration::from_secs(args.settle_seconds.min(600));
-    // Each side of a connection is a descriptor: ours here, the contestant's in its process.
-    let needed = args.connections as u64 + 4 * args.concurrency as u64 + 1024;
-    let nofile = raise_nofile(needed)?;
+    // Each side of a connection is a descriptor: ours here (or in holder processes), the
+    // contestant's in its processes.
+    let nofile = raise_nofile(args.connections as u64 + client_overhead(&args))?;
+    // SO_REUSEPORT spreads connections by a hash of their addresses: room for a twentieth more.
+    let per_process = args.connections.div_ceil(args.processes);
+    let spread = if args.processes > 1 {
+        per_process / 20
+    } else {
+        0
+    };
+    let each = (per_process + spread + 1024) as u64;
+    if each > nofile {
+        bail!(
+            "{} connections over {} contestant process(es) need {each} descriptors each and the open-file limit is {nofile} (raising it needs CAP_SYS_RESOURCE): raise --processes",
+            args.connections, args.processes
+        );
+    }
     let upstream = contestant::spawn_upstream().await?;
     let here = std::env::current_exe()?;
     let examples = here
@@ -99,8 +139,9 @@ async fn main() -> Result<()> {
         .unwrap_or_else(|| examples.join("textbook-proxy"));
 
     println!(
-        "Idle keep-alive connections: {} per contestant, one GET each, then {} s idle; open-file limit {nofile}; upstream {upstream}\n",
+        "Idle keep-alive connections: {} per contestant ({} process(es) each), one GET each, then {} s idle; open-file limit {nofile} per process; upstream {upstream}\n",
         args.connections,
+        args.processes,
         settle.as_secs()
     );
     let mut rows = Vec::new();
@@ -109,6 +150,7 @@ async fn main() -> Result<()> {
             kind: *kind,
             upstream,
             connections: args.connections,
+            processes: args.processes,
             nofile,
             switchyard_bin: switchyard_bin.clone(),
             textbook_bin: textbook_bin.clone(),
@@ -117,7 +159,7 @@ async fn main() -> Result<()> {
             eprintln!("idle-memory: {} not installed; skipped", kind.name());
             continue;
         };
-        let row = measure(&running, &args, settle).await;
+        let row = measure(&running, &args, settle, nofile).await;
         running.stop();
         let row = row.with_context(|| format!("measuring {}", kind.name()))?;
         eprintln!(
@@ -127,12 +169,13 @@ async fn main() -> Result<()> {
         );
         rows.push(row);
     }
-    println!("| Contestant | RSS before | RSS after | Connections held | KB per connection |");
-    println!("|---|---|---|---|---|");
+    println!("| Contestant | Processes | RSS before | RSS after | Connections held | KB per connection |");
+    println!("|---|---|---|---|---|---|");
     for row in &rows {
         println!(
-            "| {} | {:.1} MB | {:.1} MB | {} | {:.1} |",
+            "| {} | {} | {:.1} MB | {:.1} MB | {} | {:.1} |",
             row.name,
+            row.processes,
             row.before_kb as f64 / 1024.0,
             row.after_kb as f64 / 1024.0,
             row.held,
@@ -144,6 +187,7 @@ async fn main() -> Result<()> {
 
 struct Row {
     name: &'static str,
+    processes: usize,
     before_kb: u64,
     after_kb: u64,
     held: usize,
@@ -156,7 +200,7 @@ impl Row {
     }
 }
 
-async fn measure(running: &Running, args: &Args, settle: Duration) -> Result<Row> {
+async fn measure(running: &Running, args: &Args, settle: Duration, nofile: u64) -> Result<Row> {
     // One warm-up request on its own connection, so lazy set-up is in "before".
     let warm = open_one(running.addr, 0).await.context("warm-up request")?;
     warm.set_zero_linger()?;
@@ -164,38 +208,106 @@ async fn measure(running: &Running, args: &Args, settle: Duration) -> Result<Row
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before_kb = rss_kb(&running.pids());
     let started = Instant::now();
-    let streams = open_all(running.addr, args.connections, args.concurrency).await?;
+    let n = args.connections;
+    // The clients' sockets in this process when they fit under its limit, else in holders.
+    let room = nofile.saturating_sub(client_overhead(args)).max(1) as usize;
+    let mut clients = if n <= room {
+        Clients::Here(open_range(running.addr, 0, n, args.concurrency).await?)
+    } else {
+        let deadline = open_deadline(n);
+        let holders = tokio::task::block_in_place(|| {
+            Holders::open(
+                running.addr,
+                n,
+                n.div_ceil(room),
+                args.concurrency,
+                deadline,
+            )
+        })?;
+        Clients::Holders(holders)
+    };
     eprintln!(
-        "idle-memory: {}: {} connections open in {:.1} s; idling {} s",
+        "idle-memory: {}: {n} connections open in {:.1} s ({}); idling {} s",
         running.kind.name(),
-        streams.len(),
         started.elapsed().as_secs_f64(),
+        clients.describe(),
         settle.as_secs()
     );
     tokio::time::sleep(settle).await;
     let after_kb = rss_kb(&running.pids());
-    let held = count_open(&streams);
-    for stream in &streams {
-        let _ = stream.set_zero_linger();
+    if running.processes() > 1 {
+        // How SO_REUSEPORT spread the connections: descriptors open in each process.
+        let spread: Vec<String> = running
+            .pids()
+            .iter()
+            .map(|pid| {
+                let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+                format!("{pid}: {fds}")
+            })
+            .collect();
+        eprintln!(
+            "idle-memory: {}: open descriptors per process: {}",
+            running.kind.name(),
+            spread.join(", ")
+        );
     }
-    drop(streams);
+    let held = match &mut clients {
+        Clients::Here(streams) => count_open(streams),
+        Clients::Holders(holders) => tokio::task::block_in_place(|| holders.count_open())?,
+    };
+    if let Clients::Here(streams) = &clients {
+        for stream in streams {
+            let _ = stream.set_zero_linger();
+        }
+    }
+    drop(clients);
     Ok(Row {
         name: running.kind.name(),
+        processes: running.processes(),
         before_kb,
         after_kb,
         held,
-        connections: args.connections,
+        connections: n,
     })
 }
 
-/// Opens `n` connections, `concurrency` at a time, each having made one request.
-async fn open_all(addr: SocketAddr, n: usize, concurrency: usize) -> Result<Vec<TcpStream>> {
-    let deadline = Duration::from_secs(60 + n as u64 / 50);
+/// Where the client side of the connections lives.
+enum Clients {
+    Here(Vec<TcpStream>),
+    Holders(Holders),
+}
+
+impl Clients {
+    fn describe(&self) -> String {
+        match self {
+            Clients::Here(_) => "clients in this process".into(),
+            Clients::Holders(h) => format!("clients in {} holder processes", h.len()),
+        }
+    }
+}
+
+/// Descriptors the runner needs besides its clients' sockets.
+fn client_overhead(args: &Args) -> u64 {
+    4 * args.concurrency as u64 + 1024
+}
+
+fn open_deadline(n: usize) -> Duration {
+    Duration::from_secs(60 + n as u64 / 50)
+}
+
+/// Opens connections `first..first + n`, `concurrency` at a time, each having made one request.
+async fn open_range(
+    addr: SocketAddr,
+    first: usize,
+    n: usize,
+    concurrency: usize,
+) -> Result<Vec<TcpStream>> {
+    let deadline = open_deadline(n);
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..concurrency.min(n) {
         tasks.spawn(async move {
             let mut mine = Vec::new();
-            for i in (worker..n).step_by(concurrency) {
+            for i in (first + worker..first + n).step_by(concurrency) {
                 mine.push(open_one(addr, i).await?);
             }
             anyhow::Ok(mine)
@@ -287,7 +399,8 @@ fn count_open(streams: &[TcpStream]) -> usize {
 }
 
 /// Raises the soft open-file limit to the hard one, and both to `needed` when the hard one is
-/// lower and this process may raise it (root); returns the limit now in force.
+/// lower and this process may raise it (root with CAP_SYS_RESOURCE); returns the limit now in
+/// force, which may be below `needed`.
 fn raise_nofile(needed: u64) -> Result<u64> {
     let (soft, hard) = nofile()?;
     let target_hard = hard.max(needed);
@@ -308,7 +421,7 @@ fn raise_nofile(needed: u64) -> Result<u64> {
     }
     let (soft, _) = nofile()?;
     if soft < needed {
-        bail!("{needed} open files are needed and the limit is {soft}: raising the hard limit needs CAP_SYS_RESOURCE (root outside a restricted container)");
+        eprintln!("idle-memory: {needed} open files wanted, the limit stays {soft} (raising the hard limit needs CAP_SYS_RESOURCE): clients go to holder processes");
     }
     Ok(soft)
 }

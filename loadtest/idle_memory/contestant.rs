@@ -41,6 +41,8 @@ pub struct Contestant {
     pub kind: Kind,
     pub upstream: SocketAddr,
     pub connections: usize,
+    /// Processes sharing the port (SO_REUSEPORT): Switchyard processes, or nginx workers.
+    pub processes: usize,
     pub nofile: u64,
     pub switchyard_bin: PathBuf,
     pub textbook_bin: PathBuf,
@@ -50,7 +52,10 @@ pub struct Contestant {
 pub struct Running {
     pub kind: Kind,
     pub addr: SocketAddr,
-    child: Child,
+    /// The processes started: one, or one Switchyard per `--processes`.
+    children: Vec<Child>,
+    /// nginx's workers (its master's children) count as processes of the contestant.
+    workers: usize,
     _dir: tempfile::TempDir,
 }
 
@@ -63,7 +68,10 @@ impl Contestant {
     /// Starts the contestant and waits (bounded) until it listens; `None` when nginx is not installed.
     pub async fn start(&self) -> Result<Option<Running>> {
         let dir = tempfile::tempdir()?;
-        let (child, addr) = match self.kind {
+        if self.processes > 1 && matches!(self.kind, Kind::Textbook | Kind::TextbookAuto) {
+            bail!("--processes above 1 is for switchyard and nginx: the textbook proxy has no SO_REUSEPORT");
+        }
+        let (children, addr) = match self.kind {
             Kind::Switchyard => self.start_switchyard(dir.path())?,
             Kind::Textbook | Kind::TextbookAuto => {
                 let mut command = Command::new(&self.textbook_bin);
@@ -72,31 +80,45 @@ impl Contestant {
                     command.args(["--server", "auto"]);
                 }
                 command.arg("--upstream").arg(self.upstream.to_string());
-                spawn_announcing(command, &self.textbook_bin, "listening on http://")?
+                let (child, addr) =
+                    spawn_announcing(command, &self.textbook_bin, "listening on http://")?;
+                (vec![child], addr)
             }
             Kind::Nginx => {
                 let Some(nginx) = find_nginx() else {
                     return Ok(None);
                 };
-                self.start_nginx(&nginx, dir.path())?
+                let (child, addr) = self.start_nginx(&nginx, dir.path())?;
+                (vec![child], addr)
             }
         };
         let running = Running {
             kind: self.kind,
             addr,
-            child,
+            children,
+            workers: if matches!(self.kind, Kind::Nginx) {
+                self.processes
+            } else {
+                0
+            },
             _dir: dir,
         };
         running.wait_listening().await?;
         Ok(Some(running))
     }
 
-    fn start_switchyard(&self, dir: &Path) -> Result<(Child, SocketAddr)> {
+    /// One process, or `processes` processes with `--reuse-port` on one port chosen here.
+    fn start_switchyard(&self, dir: &Path) -> Result<(Vec<Child>, SocketAddr)> {
+        let listen = if self.processes > 1 {
+            free_port()?.to_string()
+        } else {
+            "127.0.0.1:0".to_string()
+        };
         let file = dir.join("switchyard.yaml");
         std::fs::write(
             &file,
             format!(
-                r#"listeners: [{{ name: public, addr: "127.0.0.1:0" }}]
+                r#"listeners: [{{ name: public, addr: "{listen}" }}]
 access_log: {{ enabled: false }}
 limits: {{ max_connections: {max}, keep_alive_timeout: 300s }}
 routes:
@@ -108,22 +130,44 @@ routes:
                 upstream = self.upstream
             ),
         )?;
-        let mut command = Command::new(&self.switchyard_bin);
-        command.arg("run").arg("--config").arg(&file);
-        command.env("RUST_LOG", "warn");
-        spawn_announcing(command, &self.switchyard_bin, "listener public on http://")
+        let mut children = Vec::with_capacity(self.processes);
+        let mut addr = None;
+        for _ in 0..self.processes {
+            let mut command = Command::new(&self.switchyard_bin);
+            command.arg("run").arg("--config").arg(&file);
+            if self.processes > 1 {
+                command.arg("--reuse-port");
+            }
+            command.env("RUST_LOG", "warn");
+            let started =
+                spawn_announcing(command, &self.switchyard_bin, "listener public on http://");
+            match started {
+                Ok((child, a)) => {
+                    children.push(child);
+                    addr = Some(a);
+                }
+                Err(error) => {
+                    stop_all(&mut children);
+                    return Err(error);
+                }
+            }
+        }
+        Ok((children, addr.context("no process started")?))
     }
 
     fn start_nginx(&self, nginx: &Path, dir: &Path) -> Result<(Child, SocketAddr)> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let addr = free_port()?;
+        let (workers, reuseport) = (
+            self.processes,
+            if self.processes > 1 { " reuseport" } else { "" },
+        );
+        // Per worker: with reuseport each worker has its own socket and share of the clients.
+        let per_worker = self.connections.div_ceil(self.processes);
         let d = dir.display();
         // Root's nginx would run its worker as nobody, who may not write the temporary paths.
         let user = if is_root() { "user root root;" } else { "" };
         let conf = format!(
-            r#"worker_processes 1;
+            r#"worker_processes {workers};
 {user}
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
@@ -143,7 +187,7 @@ http {{
         keepalive 256;
     }}
     server {{
-        listen {addr} backlog=4096;
+        listen {addr} backlog=4096{reuseport};
         location / {{
             proxy_pass http://idle;
             proxy_http_version 1.1;
@@ -156,7 +200,7 @@ http {{
             nofile = self.nofile,
             // nginx closes idle keep-alive connections once fewer than 1/16 of its connection
             // slots are free: an eighth more slots than clients keeps it from doing so.
-            wc = self.connections + self.connections / 8 + 1024,
+            wc = per_worker + per_worker / 8 + 1024,
             upstream = self.upstream,
         );
         let file = dir.join("nginx.conf");
@@ -180,10 +224,21 @@ http {{
 impl Running {
     /// The contestant's processes: the one started and its children (nginx's workers).
     pub fn pids(&self) -> Vec<u32> {
-        let main = self.child.id();
-        let mut pids = vec![main];
-        pids.extend(children_of(main));
+        let mut pids = Vec::new();
+        for child in &self.children {
+            pids.push(child.id());
+            pids.extend(children_of(child.id()));
+        }
         pids
+    }
+
+    /// Processes serving connections: nginx's workers, or the processes started.
+    pub fn processes(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            self.children.len()
+        }
     }
 
     /// Stops the contestant (the same as dropping it).
@@ -207,21 +262,15 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let pids = self.pids();
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let started: Vec<u32> = self.children.iter().map(Child::id).collect();
+        let workers: Vec<u32> = self
+            .pids()
+            .into_iter()
+            .filter(|p| !started.contains(p))
+            .collect();
+        stop_all(&mut self.children);
         // nginx's workers leave with their master; one that did not is killed by its pid.
-        for pid in pids.into_iter().skip(1) {
+        for pid in workers {
             if Path::new(&format!("/proc/{pid}")).exists() {
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
@@ -229,6 +278,38 @@ impl Drop for Running {
             }
         }
     }
+}
+
+/// SIGTERM to each, a bounded wait (5 s in all), then SIGKILL.
+fn stop_all(children: &mut [Child]) {
+    for child in children.iter() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+    }
+    reap(children.iter_mut(), Instant::now() + Duration::from_secs(5));
+}
+
+/// Waits for each child to exit until `deadline` (for all of them), then kills what is left.
+pub fn reap<'a>(children: impl Iterator<Item = &'a mut Child>, deadline: Instant) {
+    for child in children {
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A loopback address with a port free now (bound and released).
+fn free_port() -> Result<SocketAddr> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 /// Spawns `command` and reads its stdout (bounded: 10 s) until a line carries `marker` followed by
