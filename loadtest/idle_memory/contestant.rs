@@ -54,8 +54,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The processes started: one, or one Switchyard per `--processes`.
     children: Vec<Child>,
-    /// nginx's workers (its master's children) count as processes of the contestant.
-    workers: usize,
+    /// Processes serving connections: Switchyard's, or nginx's workers.
+    processes: usize,
     _dir: tempfile::TempDir,
 }
 
@@ -96,11 +96,7 @@ impl Contestant {
             kind: self.kind,
             addr,
             children,
-            workers: if matches!(self.kind, Kind::Nginx) {
-                self.processes
-            } else {
-                0
-            },
+            processes: self.processes,
             _dir: dir,
         };
         running.wait_listening().await?;
@@ -232,13 +228,9 @@ impl Running {
         pids
     }
 
-    /// Processes serving connections: nginx's workers, or the processes started.
+    /// Processes serving connections: Switchyard's, or nginx's workers.
     pub fn processes(&self) -> usize {
-        if self.workers > 0 {
-            self.workers
-        } else {
-            self.children.len()
-        }
+        self.processes
     }
 
     /// Stops the contestant (the same as dropping it).
