@@ -42,6 +42,8 @@ const DECLARED_MASK: u64 = (1 << 48) - 1;
 
 /// The shared state of one downstream connection.
 pub struct Conn {
+    /// When the connection was accepted (or, woken from its listener's hall, when it went idle):
+    /// what `since_ms` counts from.
     accepted: Instant,
     header_read: Duration,
     keep_alive: Duration,
@@ -77,11 +79,16 @@ pub enum Expiry {
 impl Conn {
     /// The state of a connection accepted now.
     pub fn new(limits: &Limits) -> Arc<Conn> {
-        Arc::new(Conn {
-            accepted: Instant::now(),
+        Arc::new(Conn::at(limits, Instant::now(), FIRST))
+    }
+
+    /// In `phase` since `since`.
+    fn at(limits: &Limits, since: Instant, phase: u8) -> Conn {
+        Conn {
+            accepted: since,
             header_read: limits.header_read_timeout,
             keep_alive: limits.keep_alive_timeout,
-            phase: AtomicU8::new(FIRST),
+            phase: AtomicU8::new(phase),
             since_ms: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             requests: AtomicU32::new(0),
@@ -91,7 +98,13 @@ impl Conn {
             release_after: limits.idle_release_after,
             parking: AtomicBool::new(false),
             write_blocked: AtomicBool::new(false),
-        })
+        }
+    }
+
+    /// The state of a connection that has been idle since `since` (woken from its listener's
+    /// [`Hall`](crate::data::hall::Hall)): its keep-alive deadline counts from then.
+    pub fn resting_since(limits: &Limits, since: Instant) -> Arc<Conn> {
+        Arc::new(Conn::at(limits, since, IDLE))
     }
 
     fn mark(&self, phase: u8) {
@@ -289,6 +302,12 @@ impl<T> Guarded<T> {
         &self.inner
     }
 
+    /// The stream, its scanner dropped: only at a request boundary, where a new scanner starts
+    /// in the same state.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
     /// Frees what the scanner keeps between requests.
     pub fn release(&mut self) {
         self.scanner.release();
@@ -389,6 +408,7 @@ pub enum Ended<E> {
 
 /// Runs `connection` until it finishes, a deadline of `conn` passes, or `drain` fires (then it is
 /// shut down gracefully and given until it finishes). `graceful` starts a graceful shutdown.
+/// `connection` is borrowed: what it leaves (a stream handed to the hall) is the caller's after.
 ///
 /// Nothing wakes the supervisor when a request starts or ends: its timer is never set further
 /// than one tick (the shorter of the two timeouts) ahead, and every deadline an event sets is at
@@ -401,17 +421,17 @@ pub enum Ended<E> {
 /// twice in its state (as captured and as moved into the body), and this state lives in every
 /// connection's task for as long as the connection is open, idle ones included.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-pub fn supervise<C, E>(
-    mut connection: C,
+pub fn supervise<'c, C, E>(
+    connection: &'c mut C,
     conn: Arc<Conn>,
     mut drain: watch::Receiver<()>,
-    graceful: impl Fn(Pin<&mut C>),
-) -> impl Future<Output = Ended<E>>
+    graceful: impl Fn(Pin<&mut C>) + 'c,
+) -> impl Future<Output = Ended<E>> + 'c
 where
     C: Future<Output = Result<(), E>> + Unpin,
 {
     async move {
-        let mut connection = Pin::new(&mut connection);
+        let mut connection = Pin::new(connection);
         let mut drained = std::pin::pin!(drain.changed());
         let mut draining = false;
         let mut closing_idle = false;

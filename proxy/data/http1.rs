@@ -9,6 +9,10 @@
 //! is shut down gracefully *without closing the socket* and dropped, and the connection parks with
 //! its socket and framing scanner alone until the socket is readable again; the next request gets
 //! a fresh hyper connection. A busy connection never parks, so the saturated path pays nothing.
+//! A cleartext connection goes further ([`Served::resting_when_idle`]): instead of parking in its
+//! task it finishes with its stream in `State::Resting`, and the server hands the socket to the
+//! listener's [`Hall`](crate::data::hall::Hall), which gives it a new task, parked
+//! ([`Served::resting`]), once the client sends again.
 //!
 //! A cleartext connection starts parked: its first bytes are peeked, not read, to tell h2c's
 //! preface (HTTP/2 with prior knowledge, served by hyper's HTTP/2 connection, which never parks)
@@ -212,6 +216,9 @@ enum State<T, S: HttpService<Incoming>> {
         release: Pin<Box<Sleep>>,
         begun: u32,
     },
+    /// Idle HTTP/1.1 (since the instant) whose stream leaves this task for its listener's hall
+    /// ([`Served::take_resting`]); the connection future has finished.
+    Resting(Guarded<T>, Instant),
     /// A parked connection asked to close: its stream shut down (TLS: `close_notify`).
     Closing(Guarded<T>),
     /// HTTP/2, served by hyper until the connection ends.
@@ -227,6 +234,8 @@ pub struct Served<T, S: HttpService<Incoming>> {
     service: S,
     /// A graceful shutdown was asked for: end instead of parking or unparking.
     closing: bool,
+    /// Parks by leaving the task ([`State::Resting`]) rather than in it.
+    rests: bool,
     /// Counts the connections parked now.
     parked: Option<IntGauge>,
 }
@@ -251,23 +260,53 @@ where
     S::Future: Send + 'static,
     TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, ResponseBody>,
 {
-    /// A cleartext connection, from before its first byte.
-    pub fn sniffing(io: Guarded<T>, conn: Arc<Conn>, builders: Arc<Builders>, service: S) -> Self {
-        let state = State::Sniffing { io, retry: None };
+    fn new(state: State<T, S>, conn: Arc<Conn>, builders: Arc<Builders>, service: S) -> Self {
         Served {
             state,
             conn,
             builders,
             service,
             closing: false,
+            rests: false,
             parked: None,
         }
     }
 
+    /// A cleartext connection, from before its first byte.
+    pub fn sniffing(io: Guarded<T>, conn: Arc<Conn>, builders: Arc<Builders>, service: S) -> Self {
+        Served::new(State::Sniffing { io, retry: None }, conn, builders, service)
+    }
+
+    /// A cleartext connection woken from its listener's hall: parked, served once readable.
+    pub fn resting(io: Guarded<T>, conn: Arc<Conn>, builders: Arc<Builders>, service: S) -> Self {
+        Served::new(State::Parked(io), conn, builders, service)
+    }
+
     /// Counts this connection in `parked` while it is parked.
     pub fn counting_parked(mut self, parked: Option<IntGauge>) -> Self {
+        if let (State::Parked(_), Some(parked)) = (&self.state, &parked) {
+            parked.inc();
+        }
         self.parked = parked;
         self
+    }
+
+    /// Parks by finishing with the stream left in [`State::Resting`], for the caller to hand to
+    /// its listener's hall, rather than by waiting in this task.
+    pub fn resting_when_idle(mut self) -> Self {
+        self.rests = true;
+        self
+    }
+
+    /// The stream of a connection that finished to rest, and since when it is idle.
+    pub fn take_resting(&mut self) -> Option<(Guarded<T>, Instant)> {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Resting(io, since) => Some((io, since)),
+            other => {
+                self.state = other;
+                None
+            }
+        }
     }
 
     /// A connection whose protocol is known (TLS, by ALPN): served at once.
@@ -278,14 +317,7 @@ where
         builders: Arc<Builders>,
         service: S,
     ) -> Self {
-        let mut served = Served {
-            state: State::Done,
-            conn,
-            builders,
-            service,
-            closing: false,
-            parked: None,
-        };
+        let mut served = Served::new(State::Done, conn, builders, service);
         served.state = if h2 {
             served.http2(io)
         } else {
@@ -435,9 +467,13 @@ where
         }
     }
 
-    /// Keeps the stream alone, its scanner's buffer freed.
+    /// Keeps the stream alone, its scanner's buffer freed (or hands it out to rest).
     fn park(&mut self, mut io: Guarded<T>) {
         io.release();
+        if let (true, Some(since)) = (self.rests, self.conn.idle_since()) {
+            self.state = State::Resting(io, since);
+            return;
+        }
         if let Some(parked) = &self.parked {
             parked.inc();
         }
@@ -516,6 +552,10 @@ where
         for _ in 0..8 {
             let stop = match std::mem::replace(&mut this.state, State::Done) {
                 State::Done => return Poll::Ready(Ok(())),
+                State::Resting(io, since) => {
+                    this.state = State::Resting(io, since);
+                    return Poll::Ready(Ok(()));
+                }
                 State::Sniffing { io, retry } => this.poll_sniffing(io, retry, cx),
                 State::Parked(io) => this.poll_parked(io, cx),
                 State::Http1 {

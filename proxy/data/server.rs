@@ -5,7 +5,8 @@
 //! Every connection is read through `conn::Guarded` (request framing checked as it arrives) and
 //! supervised by `conn::supervise` (header-read timeout from accept, keep-alive timeout between
 //! requests), and served by `http1::Served`, which gives an idle HTTP/1.1 connection's buffers
-//! back. Connections that end refused before routing (a header-read timeout, a head hyper
+//! back; an idle cleartext connection then leaves its task for the listener's `hall`, which
+//! gives it a new one when its client sends again. Connections that end refused before routing (a header-read timeout, a head hyper
 //! answered 400 or 431) are counted when the listener has metrics.
 
 use std::convert::Infallible;
@@ -26,6 +27,7 @@ use crate::config::Limits;
 use crate::data::body::ResponseBody;
 use crate::data::conn::{self, Conn, Ended, Expiry, Guarded};
 use crate::data::fault::Refusal;
+use crate::data::hall::{self, Door, Resting};
 use crate::data::http1::{BoxError, Builders, Served};
 use crate::data::shared::Downstream;
 use crate::metrics::Metrics;
@@ -115,9 +117,13 @@ pub struct Serving {
 struct Listener<S> {
     service: S,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Where idle cleartext connections leave their tasks to rest (`None` with TLS).
+    hall: Option<Door>,
     limits: Limits,
     builders: Arc<Builders>,
     refused: Option<Arc<Metrics>>,
+    /// The gauge of parked connections, when this listener counts.
+    parked: Option<prometheus::IntGauge>,
 }
 
 /// Serves `listener` until `shutdown` fires, then drains open connections for up to `drain`.
@@ -144,16 +150,33 @@ pub async fn serve<S, F>(
         refused,
         accepted: counted,
     } = serving;
-    let shared = Arc::new(Listener {
-        service,
-        tls,
-        builders: Arc::new(builders(&limits)),
-        limits,
-        refused,
-    });
     // Each connection holds a receiver: a send asks them to finish, and the sender sees when
     // the last one has gone.
     let (drain_tx, drain_rx) = watch::channel(());
+    let parked = refused.as_ref().map(|m| m.downstream.parked.clone());
+    let hall = match &tls {
+        None => match hall::open(limits.keep_alive_timeout, parked.clone()) {
+            Ok(opened) => Some(opened),
+            Err(error) => {
+                tracing::warn!(listener = %name, %error, "no hall for idle connections; they park in their tasks");
+                None
+            }
+        },
+        Some(_) => None,
+    };
+    let (door, hall) = hall.unzip();
+    let shared = Arc::new(Listener {
+        service,
+        tls,
+        hall: door,
+        builders: Arc::new(builders(&limits)),
+        limits,
+        refused,
+        parked,
+    });
+    if let Some(hall) = hall {
+        tokio::spawn(hall.run(drain_rx.clone(), wake(shared.clone(), drain_rx.clone())));
+    }
     let mut backoff = Duration::from_millis(5);
 
     loop {
@@ -171,7 +194,8 @@ pub async fn serve<S, F>(
                     }
                     let shared = shared.clone();
                     let drain = drain_rx.clone();
-                    tokio::spawn(connection(shared, stream, peer, drain, permits));
+                    let conn = Conn::new(&shared.limits);
+                    tokio::spawn(connection(shared, stream, peer, drain, permits, conn));
                 }
                 Err(error) => {
                     tracing::warn!(listener = %name, %error, ?backoff, "accept failed; retrying");
@@ -196,8 +220,35 @@ pub async fn serve<S, F>(
     }
 }
 
-/// Serves one accepted connection: TLS handshake when configured, then HTTP/1.1 or HTTP/2 under
-/// the connection's supervisor. `permits` (the listener's connection limit) are held until it ends.
+/// What the hall does with a resting connection whose socket turned readable: gives it a task
+/// again, parked, with its keep-alive deadline counting from when it went idle.
+fn wake<S, F>(listener: Arc<Listener<S>>, drain: watch::Receiver<()>) -> impl FnMut(Resting)
+where
+    S: Fn(Downstream, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
+    move |resting: Resting| {
+        let Resting {
+            stream,
+            peer,
+            permits,
+            idle_since,
+        } = resting;
+        match TcpStream::from_std(stream) {
+            Ok(stream) => {
+                let conn = Conn::resting_since(&listener.limits, idle_since);
+                let (shared, drain) = (listener.clone(), drain.clone());
+                tokio::spawn(connection(shared, stream, peer, drain, permits, conn));
+            }
+            Err(error) => tracing::debug!(%peer, %error, "a resting connection could not be woken"),
+        }
+    }
+}
+
+/// Serves one connection: TLS handshake when configured, then HTTP/1.1 or HTTP/2 under the
+/// connection's supervisor; a cleartext one leaves for the listener's hall when it idles, and
+/// comes back parked (`conn` idle since then). `permits` (the listener's connection limit) are
+/// held until it ends.
 ///
 /// The returned future is the connection's task for as long as it is open, idle ones included,
 /// so it is kept small: an `async move` block rather than an `async fn` (which keeps its arguments
@@ -209,6 +260,7 @@ fn connection<S, F>(
     peer: SocketAddr,
     drain: watch::Receiver<()>,
     permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    conn: Arc<Conn>,
 ) -> impl Future<Output = ()> + Send
 where
     S: Fn(Downstream, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -219,7 +271,6 @@ where
         let _ = &permits;
         // Each chunk leaves as soon as it arrives (event streams, gRPC streaming).
         let _ = stream.set_nodelay(true);
-        let conn = Conn::new(&listener.limits);
         let proto = if listener.tls.is_some() {
             "https"
         } else {
@@ -244,10 +295,32 @@ where
         };
         let Some(acceptor) = listener.tls.clone() else {
             let io = Guarded::new(stream, conn.clone(), &listener.limits);
-            let served = Served::sniffing(io, conn.clone(), listener.builders.clone(), per_request)
-                .counting_parked(listener.parked());
-            let ended = conn::supervise(served, conn, drain, Served::graceful_shutdown).await;
-            listener.ended(peer, ended);
+            let builders = listener.builders.clone();
+            // A fresh connection is first phase; one woken from the hall is idle.
+            let served = if conn.idle_since().is_some() {
+                Served::resting(io, conn.clone(), builders, per_request)
+            } else {
+                Served::sniffing(io, conn.clone(), builders, per_request)
+            };
+            let mut served = served.counting_parked(listener.parked.clone());
+            if listener.hall.is_some() {
+                served = served.resting_when_idle();
+            }
+            let ended = conn::supervise(&mut served, conn, drain, Served::graceful_shutdown).await;
+            match (served.take_resting(), &listener.hall) {
+                (Some((io, idle_since)), Some(hall)) => match io.into_inner().into_std() {
+                    Ok(stream) => hall.enter(Resting {
+                        stream,
+                        peer,
+                        permits,
+                        idle_since,
+                    }),
+                    Err(error) => {
+                        tracing::debug!(%peer, %error, "an idle connection could not rest")
+                    }
+                },
+                _ => listener.ended(peer, ended),
+            }
             return;
         };
         // Boxed: the handshake's state is large, and a cleartext connection's task should not carry
@@ -270,9 +343,9 @@ where
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let io = Guarded::new(stream, conn.clone(), &listener.limits);
             let builders = listener.builders.clone();
-            let served = Served::serving(io, h2, conn.clone(), builders, per_request)
-                .counting_parked(listener.parked());
-            Some(conn::supervise(served, conn, drain, Served::graceful_shutdown).await)
+            let mut served = Served::serving(io, h2, conn.clone(), builders, per_request)
+                .counting_parked(listener.parked.clone());
+            Some(conn::supervise(&mut served, conn, drain, Served::graceful_shutdown).await)
         })
         .await;
         if let Some(ended) = ended {
@@ -282,11 +355,6 @@ where
 }
 
 impl<S> Listener<S> {
-    /// The gauge of parked connections, when this listener counts.
-    fn parked(&self) -> Option<prometheus::IntGauge> {
-        self.refused.as_ref().map(|m| m.downstream.parked.clone())
-    }
-
     /// Logs how a connection ended and counts it when it was refused before routing.
     fn ended(&self, peer: SocketAddr, ended: Ended<BoxError>) {
         let refusal = match &ended {

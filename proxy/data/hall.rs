@@ -1,0 +1,304 @@
+//! Idle cleartext HTTP/1.1 connections at rest outside any task.
+//!
+//! A parked connection ([`http1::Served`](crate::data::http1::Served)) keeps no hyper state, but
+//! it still has its task: the supervisor's timer and drain watch, the stream and its framing
+//! scanner, the per-request service, and tokio's registration of the socket, about 1.3 KB of heap
+//! per idle client where nginx holds about 0.6 KB. So a cleartext connection idle for
+//! `limits.idle_release_after` ends its task instead, and its socket rests in its listener's
+//! [`Hall`]: an epoll set of the hall's own (mio), and a slot with the socket, the peer's address,
+//! the connection-limit permits and the instant it went idle, about 150 bytes. When the socket
+//! becomes readable (a request, or the client's close) the hall hands it back to the listener,
+//! which gives it a new task, parked, and the request is served as after any park. The keep-alive
+//! timeout closes a resting connection in the hall (a FIN, as the task would send), and a drain
+//! closes every one at once. TLS connections keep their task: their state is the TLS session's.
+//!
+//! The hall is one task per listener (per worker with `--reuse-port`); connections enter through
+//! an unbounded channel, which holds at most as many as the listener's connection limit admits.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::time::Duration;
+
+use mio::{Events, Interest, Poll, Token};
+use prometheus::IntGauge;
+use slab::Slab;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::time::Instant;
+
+/// How many readiness events the hall takes from its epoll set per system call.
+const EVENTS: usize = 256;
+
+/// An idle connection out of its task.
+pub struct Resting {
+    /// The client's socket (non-blocking, registered with no reactor).
+    pub stream: std::net::TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The connection-limit permits the connection holds while it is open.
+    pub permits: Vec<OwnedSemaphorePermit>,
+    /// Since when the connection is idle: its keep-alive deadline counts from then.
+    pub idle_since: Instant,
+}
+
+/// Where connections enter their listener's hall.
+#[derive(Clone)]
+pub struct Door(mpsc::UnboundedSender<Resting>);
+
+impl Door {
+    /// Hands an idle connection to the hall; once the hall has closed (a drain), the connection
+    /// is closed here, as the hall would have.
+    pub fn enter(&self, resting: Resting) {
+        if let Err(mpsc::error::SendError(resting)) = self.0.send(resting) {
+            close(resting.stream);
+        }
+    }
+}
+
+/// One resting connection.
+struct Slot {
+    stream: mio::net::TcpStream,
+    peer: SocketAddr,
+    permits: Vec<OwnedSemaphorePermit>,
+    idle_since: Instant,
+}
+
+/// The resting connections of one listener.
+pub struct Hall {
+    poll: AsyncFd<Poll>,
+    events: Events,
+    /// The slots an epoll read found ready, and whether the client's side has ended (kept for
+    /// its room).
+    woken: Vec<(usize, bool)>,
+    slots: Slab<Slot>,
+    /// Keep-alive deadlines, earliest first; an entry whose slot has gone or holds a connection
+    /// with another deadline is stale and skipped, and the heap is rebuilt from the slots when
+    /// stale entries outnumber them (a connection that rests and wakes every few seconds would
+    /// otherwise leave one per rest until its deadline).
+    deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
+    arrivals: mpsc::UnboundedReceiver<Resting>,
+    keep_alive: Duration,
+    /// Counts the connections resting here (with the parked ones of the listener).
+    parked: Option<IntGauge>,
+}
+
+impl Drop for Hall {
+    fn drop(&mut self) {
+        if let Some(parked) = &self.parked {
+            parked.sub(self.slots.len() as i64);
+        }
+    }
+}
+
+/// What woke the hall.
+enum Step {
+    Drain,
+    Arrival(Resting),
+    Readable,
+    Expiry,
+}
+
+/// A hall for a listener whose idle connections close after `keep_alive`, and its door. Must be
+/// called within a tokio runtime (the hall's epoll set registers with its reactor).
+pub fn open(keep_alive: Duration, parked: Option<IntGauge>) -> io::Result<(Door, Hall)> {
+    #[allow(unsafe_code)]
+    // SAFETY: a mio `Poll` owns its epoll descriptor, returns that one from `as_raw_fd` and
+    // closes it only when dropped, which the `AsyncFd` owning it does first.
+    let poll =
+        unsafe { AsyncFd::register_with_interest(Poll::new()?, tokio::io::Interest::READABLE) }
+            .map_err(io::Error::from)?;
+    let (tx, arrivals) = mpsc::unbounded_channel();
+    let hall = Hall {
+        poll,
+        events: Events::with_capacity(EVENTS),
+        woken: Vec::with_capacity(EVENTS),
+        slots: Slab::new(),
+        deadlines: BinaryHeap::new(),
+        arrivals,
+        keep_alive,
+        parked,
+    };
+    Ok((Door(tx), hall))
+}
+
+impl Hall {
+    /// Keeps the connections that enter until `drain` fires (or its sender goes), handing each
+    /// one whose socket turns readable to `wake`, closing each one idle for the keep-alive
+    /// timeout; then closes the rest. Holding `drain` until then, the hall is waited for as an
+    /// open connection is.
+    pub async fn run(mut self, mut drain: watch::Receiver<()>, mut wake: impl FnMut(Resting)) {
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        loop {
+            let next = self.deadlines.peek().map(|Reverse((at, _))| *at);
+            if let Some(at) = next {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+            }
+            let step = tokio::select! {
+                biased;
+                _ = drain.changed() => Step::Drain,
+                arrival = self.arrivals.recv() => match arrival {
+                    Some(resting) => Step::Arrival(resting),
+                    None => Step::Drain,
+                },
+                ready = self.poll.readable() => match ready {
+                    Ok(mut guard) => {
+                        // Cleared before the set is read: an event after this wakes us again.
+                        guard.clear_ready();
+                        Step::Readable
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "the idle connections' epoll set failed; closing them");
+                        Step::Drain
+                    }
+                },
+                () = &mut timer, if next.is_some() => Step::Expiry,
+            };
+            match step {
+                Step::Drain => break,
+                Step::Arrival(resting) => self.admit(resting),
+                Step::Readable => self.wake_ready(&mut wake),
+                Step::Expiry => self.expire(Instant::now()),
+            }
+        }
+        if let Some(parked) = &self.parked {
+            parked.sub(self.slots.len() as i64);
+        }
+        for slot in self.slots.drain() {
+            close(slot.stream.into());
+        }
+    }
+
+    fn admit(&mut self, resting: Resting) {
+        let Resting {
+            stream,
+            peer,
+            permits,
+            idle_since,
+        } = resting;
+        let mut stream = mio::net::TcpStream::from_std(stream);
+        let entry = self.slots.vacant_entry();
+        let key = entry.key();
+        let registry = self.poll.get_ref().registry();
+        if let Err(error) = registry.register(&mut stream, Token(key), Interest::READABLE) {
+            tracing::debug!(%peer, %error, "an idle connection could not rest; closing it");
+            close(stream.into());
+            return;
+        }
+        entry.insert(Slot {
+            stream,
+            peer,
+            permits,
+            idle_since,
+        });
+        self.deadlines
+            .push(Reverse((idle_since + self.keep_alive, key)));
+        if let Some(parked) = &self.parked {
+            parked.inc();
+        }
+    }
+
+    /// Takes the connection at `key` out of the hall.
+    fn remove(&mut self, key: usize) -> Slot {
+        let mut slot = self.slots.remove(key);
+        // A socket closes on drop whether or not it was deregistered; one handed back must not
+        // stay in this set, where it would wake the hall for the connection's new task's bytes.
+        let _ = self.poll.get_ref().registry().deregister(&mut slot.stream);
+        if let Some(parked) = &self.parked {
+            parked.dec();
+        }
+        if self.deadlines.len() > 2 * self.slots.len() + EVENTS {
+            let keep_alive = self.keep_alive;
+            self.deadlines = (self.slots.iter())
+                .map(|(key, slot)| Reverse((slot.idle_since + keep_alive, key)))
+                .collect();
+        }
+        slot
+    }
+
+    /// Hands every connection whose socket is readable to `wake`.
+    fn wake_ready(&mut self, wake: &mut impl FnMut(Resting)) {
+        // Bounded: each round takes up to EVENTS events and removes their slots; a full round
+        // means more may wait, and there are at most as many as there are slots.
+        for _ in 0..=self.slots.len() / EVENTS {
+            if let Err(error) = self
+                .poll
+                .get_mut()
+                .poll(&mut self.events, Some(Duration::ZERO))
+            {
+                if error.kind() != io::ErrorKind::Interrupted {
+                    tracing::warn!(%error, "reading the idle connections' epoll set failed");
+                }
+                return;
+            }
+            let mut keys = std::mem::take(&mut self.woken);
+            keys.extend(
+                self.events
+                    .iter()
+                    .map(|e| (e.token().0, e.is_read_closed() || e.is_error())),
+            );
+            for &(key, ended) in &keys {
+                if self.slots.contains(key) {
+                    let slot = self.remove(key);
+                    if ended && closed_by_peer(&slot.stream) {
+                        // Nothing to serve: the client closed (or reset) an idle connection.
+                        continue;
+                    }
+                    wake(Resting {
+                        stream: slot.stream.into(),
+                        peer: slot.peer,
+                        permits: slot.permits,
+                        idle_since: slot.idle_since,
+                    });
+                }
+            }
+            let full = keys.len() == EVENTS;
+            keys.clear();
+            self.woken = keys;
+            if !full {
+                return;
+            }
+        }
+    }
+
+    /// Closes the connections idle for the keep-alive timeout by `now`.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&Reverse((at, key))) = self.deadlines.peek() {
+            if at > now {
+                return;
+            }
+            self.deadlines.pop();
+            let current = self
+                .slots
+                .get(key)
+                .is_some_and(|slot| slot.idle_since + self.keep_alive == at);
+            if current {
+                close(self.remove(key).stream.into());
+            }
+        }
+    }
+}
+
+/// True when the client has closed or reset the connection with no byte before it, so the
+/// connection ends here rather than in a task of its own.
+fn closed_by_peer(stream: &mio::net::TcpStream) -> bool {
+    match stream.peek(&mut [0u8; 1]) {
+        Ok(n) => n == 0,
+        Err(error) => !matches!(
+            error.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
+    }
+}
+
+/// Closes an idle connection as its task would: a FIN first, then the socket.
+fn close(stream: std::net::TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+#[cfg(test)]
+mod tests;

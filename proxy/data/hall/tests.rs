@@ -1,0 +1,214 @@
+//! The hall with real loopback sockets: a resting connection comes back with its bytes when its
+//! client writes, is closed at its keep-alive deadline (paused time), by a drain, or when its
+//! client closes, and holds its connection-limit permits until then.
+
+use super::*;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+const BOUND: Duration = Duration::from_secs(5);
+
+/// A connected pair: the client's stream, and the server's side as a non-blocking std socket.
+async fn pair() -> (tokio::net::TcpStream, std::net::TcpStream, SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, peer) = listener.accept().await.unwrap();
+    (client, server.into_std().unwrap(), peer)
+}
+
+/// A hall running with a 60 s keep-alive (or `keep_alive`): its door, its gauge, the drain
+/// sender, the connections it wakes, and its task.
+struct Running {
+    door: Door,
+    parked: IntGauge,
+    drain: watch::Sender<()>,
+    woken: mpsc::UnboundedReceiver<Resting>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start(keep_alive: Duration) -> Running {
+    let parked = IntGauge::new("parked", "connections resting").unwrap();
+    let (door, hall) = open(keep_alive, Some(parked.clone())).unwrap();
+    let (drain, drain_rx) = watch::channel(());
+    let (tx, woken) = mpsc::unbounded_channel();
+    let task = tokio::spawn(hall.run(drain_rx, move |resting| {
+        let _ = tx.send(resting);
+    }));
+    Running {
+        door,
+        parked,
+        drain,
+        woken,
+        task,
+    }
+}
+
+/// Enters the server's side of a fresh pair holding one permit of `limit`; returns the client.
+async fn enter(door: &Door, limit: &Arc<Semaphore>) -> (tokio::net::TcpStream, SocketAddr) {
+    let (client, stream, peer) = pair().await;
+    door.enter(Resting {
+        stream,
+        peer,
+        permits: vec![limit.clone().acquire_owned().await.unwrap()],
+        idle_since: Instant::now(),
+    });
+    (client, peer)
+}
+
+/// Waits (bounded) until the gauge reads `n`.
+async fn resting(hall: &Running, n: i64) -> bool {
+    for _ in 0..500 {
+        if hall.parked.get() == n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// True when the client reads the end of the stream (or a reset) within the bound.
+async fn closed(client: &mut tokio::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(BOUND, client.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn a_resting_connection_comes_back_with_its_bytes_when_its_client_writes() {
+    let mut hall = start(Duration::from_secs(60));
+    let limit = Arc::new(Semaphore::new(1));
+    let (mut client, peer) = enter(&hall.door, &limit).await;
+    assert!(resting(&hall, 1).await, "the connection rests in the hall");
+    assert_eq!(limit.available_permits(), 0, "it keeps its permit there");
+
+    client
+        .write_all(b"GET /next HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let woken = tokio::time::timeout(BOUND, hall.woken.recv())
+        .await
+        .expect("woken within the bound")
+        .expect("the hall runs");
+    assert_eq!(woken.peer, peer);
+    assert_eq!(hall.parked.get(), 0, "no longer counted in the hall");
+    assert_eq!(limit.available_permits(), 0, "the permit travels with it");
+
+    let mut server = tokio::net::TcpStream::from_std(woken.stream).unwrap();
+    let mut got = vec![0u8; 22];
+    tokio::time::timeout(BOUND, server.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got, b"GET /next HTTP/1.1\r\n\r\n",
+        "no byte read by the hall"
+    );
+    server.write_all(b"answer").await.unwrap();
+    let mut answer = [0u8; 6];
+    client.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"answer");
+    drop(woken.permits);
+    assert_eq!(limit.available_permits(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_keep_alive_timeout_closes_a_resting_connection_at_its_deadline() {
+    let keep_alive = Duration::from_secs(30);
+    let mut hall = start(keep_alive);
+    let limit = Arc::new(Semaphore::new(1));
+    let started = Instant::now();
+    let (mut client, _) = enter(&hall.door, &limit).await;
+    assert!(resting(&hall, 1).await);
+
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(keep_alive - Duration::from_secs(1), client.read(&mut byte));
+    assert!(
+        early.await.is_err(),
+        "still open a second before its deadline"
+    );
+    assert!(
+        closed(&mut client).await,
+        "closed at the keep-alive deadline"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= keep_alive && waited < keep_alive + Duration::from_secs(1),
+        "closed after {waited:?}"
+    );
+    assert!(resting(&hall, 0).await);
+    assert_eq!(limit.available_permits(), 1, "its permit given back");
+    assert!(hall.woken.try_recv().is_err(), "never handed back");
+}
+
+#[tokio::test]
+async fn a_drain_closes_every_resting_connection_and_ends_the_hall() {
+    let hall = start(Duration::from_secs(60));
+    let limit = Arc::new(Semaphore::new(2));
+    let (mut first, _) = enter(&hall.door, &limit).await;
+    let (mut second, _) = enter(&hall.door, &limit).await;
+    assert!(resting(&hall, 2).await);
+
+    hall.drain.send(()).unwrap();
+    assert!(closed(&mut first).await && closed(&mut second).await);
+    tokio::time::timeout(BOUND, hall.task)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(BOUND, hall.drain.closed())
+        .await
+        .expect("the hall let go of the drain");
+    assert_eq!(hall.parked.get(), 0);
+    assert_eq!(limit.available_permits(), 2);
+
+    // After the hall has gone, a connection at its door is closed there.
+    let (mut late, _) = enter(&hall.door, &limit).await;
+    assert!(closed(&mut late).await, "closed at the door");
+    assert_eq!(limit.available_permits(), 2);
+}
+
+#[tokio::test]
+async fn a_client_closing_a_resting_connection_ends_it_in_the_hall() {
+    let mut hall = start(Duration::from_secs(60));
+    let limit = Arc::new(Semaphore::new(1));
+    let (client, _) = enter(&hall.door, &limit).await;
+    assert!(resting(&hall, 1).await);
+    drop(client);
+    assert!(resting(&hall, 0).await, "taken out of the hall");
+    assert_eq!(limit.available_permits(), 1, "its permit given back");
+    assert!(hall.woken.try_recv().is_err(), "not handed back for a task");
+}
+
+#[tokio::test]
+async fn a_connection_resting_again_and_again_leaves_no_pile_of_deadlines() {
+    let (_door, mut hall) = open(Duration::from_secs(60), None).unwrap();
+    let (_client, stream, peer) = pair().await;
+    let mut resting = Resting {
+        stream,
+        peer,
+        permits: Vec::new(),
+        idle_since: Instant::now(),
+    };
+    // Each rest pushes a deadline that its wake-up leaves behind in the heap.
+    for _ in 0..2_000 {
+        hall.admit(resting);
+        let key = hall.slots.iter().next().map(|(key, _)| key).unwrap();
+        let slot = hall.remove(key);
+        resting = Resting {
+            stream: slot.stream.into(),
+            peer: slot.peer,
+            permits: slot.permits,
+            idle_since: slot.idle_since + Duration::from_secs(1),
+        };
+    }
+    assert!(hall.slots.is_empty());
+    assert!(
+        hall.deadlines.len() <= EVENTS + 1,
+        "{} deadlines left for no resting connection",
+        hall.deadlines.len()
+    );
+}
