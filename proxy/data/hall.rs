@@ -152,7 +152,8 @@ impl Hall {
                         Step::Readable
                     }
                     Err(error) => {
-                        tracing::warn!(%error, "the idle connections' epoll set failed; closing them");
+                        // Only when the reactor has gone: the runtime is shutting down.
+                        tracing::debug!(%error, "the hall's reactor has gone; closing its connections");
                         Step::Drain
                     }
                 },

@@ -291,10 +291,10 @@ where
         self
     }
 
-    /// Parks by finishing with the stream left in [`State::Resting`], for the caller to hand to
-    /// its listener's hall, rather than by waiting in this task.
-    pub fn resting_when_idle(mut self) -> Self {
-        self.rests = true;
+    /// With `rests`, parks by finishing with the stream left in [`State::Resting`], for the
+    /// caller to hand to its listener's hall, rather than by waiting in this task.
+    pub fn resting_when_idle(mut self, rests: bool) -> Self {
+        self.rests = rests;
         self
     }
 

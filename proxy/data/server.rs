@@ -6,8 +6,9 @@
 //! supervised by `conn::supervise` (header-read timeout from accept, keep-alive timeout between
 //! requests), and served by `http1::Served`, which gives an idle HTTP/1.1 connection's buffers
 //! back; an idle cleartext connection then leaves its task for the listener's `hall`, which
-//! gives it a new one when its client sends again. Connections that end refused before routing (a header-read timeout, a head hyper
-//! answered 400 or 431) are counted when the listener has metrics.
+//! gives it a new one when its client sends again. Connections that end refused before routing
+//! (a header-read timeout, a head hyper answered 400 or 431) are counted when the listener has
+//! metrics.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -122,8 +123,6 @@ struct Listener<S> {
     limits: Limits,
     builders: Arc<Builders>,
     refused: Option<Arc<Metrics>>,
-    /// The gauge of parked connections, when this listener counts.
-    parked: Option<prometheus::IntGauge>,
 }
 
 /// Serves `listener` until `shutdown` fires, then drains open connections for up to `drain`.
@@ -155,7 +154,7 @@ pub async fn serve<S, F>(
     let (drain_tx, drain_rx) = watch::channel(());
     let parked = refused.as_ref().map(|m| m.downstream.parked.clone());
     let hall = match &tls {
-        None => match hall::open(limits.keep_alive_timeout, parked.clone()) {
+        None => match hall::open(limits.keep_alive_timeout, parked) {
             Ok(opened) => Some(opened),
             Err(error) => {
                 tracing::warn!(listener = %name, %error, "no hall for idle connections; they park in their tasks");
@@ -172,7 +171,6 @@ pub async fn serve<S, F>(
         builders: Arc::new(builders(&limits)),
         limits,
         refused,
-        parked,
     });
     if let Some(hall) = hall {
         tokio::spawn(hall.run(drain_rx.clone(), wake(shared.clone(), drain_rx.clone())));
@@ -302,10 +300,9 @@ where
             } else {
                 Served::sniffing(io, conn.clone(), builders, per_request)
             };
-            let mut served = served.counting_parked(listener.parked.clone());
-            if listener.hall.is_some() {
-                served = served.resting_when_idle();
-            }
+            let mut served = served
+                .counting_parked(listener.parked())
+                .resting_when_idle(listener.hall.is_some());
             let ended = conn::supervise(&mut served, conn, drain, Served::graceful_shutdown).await;
             match (served.take_resting(), &listener.hall) {
                 (Some((io, idle_since)), Some(hall)) => match io.into_inner().into_std() {
@@ -344,7 +341,7 @@ where
             let io = Guarded::new(stream, conn.clone(), &listener.limits);
             let builders = listener.builders.clone();
             let mut served = Served::serving(io, h2, conn.clone(), builders, per_request)
-                .counting_parked(listener.parked.clone());
+                .counting_parked(listener.parked());
             Some(conn::supervise(&mut served, conn, drain, Served::graceful_shutdown).await)
         })
         .await;
@@ -355,6 +352,11 @@ where
 }
 
 impl<S> Listener<S> {
+    /// The gauge of parked connections, when this listener counts.
+    fn parked(&self) -> Option<prometheus::IntGauge> {
+        self.refused.as_ref().map(|m| m.downstream.parked.clone())
+    }
+
     /// Logs how a connection ended and counts it when it was refused before routing.
     fn ended(&self, peer: SocketAddr, ended: Ended<BoxError>) {
         let refusal = match &ended {
