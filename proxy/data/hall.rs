@@ -175,13 +175,8 @@ impl Hall {
     }
 
     fn admit(&mut self, resting: Resting) {
-        let Resting {
-            stream,
-            peer,
-            permits,
-            idle_since,
-        } = resting;
-        let mut stream = mio::net::TcpStream::from_std(stream);
+        let (peer, idle_since) = (resting.peer, resting.idle_since);
+        let mut stream = mio::net::TcpStream::from_std(resting.stream);
         let entry = self.slots.vacant_entry();
         let key = entry.key();
         let registry = self.poll.get_ref().registry();
@@ -193,7 +188,7 @@ impl Hall {
         entry.insert(Slot {
             stream,
             peer,
-            permits,
+            permits: resting.permits,
             idle_since,
         });
         self.deadlines
