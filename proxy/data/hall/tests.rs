@@ -212,3 +212,30 @@ async fn a_connection_resting_again_and_again_leaves_no_pile_of_deadlines() {
         hall.deadlines.len()
     );
 }
+
+#[tokio::test]
+async fn many_connections_woken_at_once_all_come_back() {
+    // More than two epoll reads' worth of events at once.
+    const N: usize = 2 * EVENTS + 88;
+    let mut hall = start(Duration::from_secs(60));
+    let limit = Arc::new(Semaphore::new(N));
+    let mut clients = Vec::with_capacity(N);
+    for _ in 0..N {
+        clients.push(enter(&hall.door, &limit).await);
+    }
+    assert!(resting(&hall, N as i64).await);
+    for (client, _) in &mut clients {
+        client.write_all(b"G").await.unwrap();
+    }
+    let mut peers = std::collections::HashSet::new();
+    for _ in 0..N {
+        let woken = tokio::time::timeout(BOUND, hall.woken.recv())
+            .await
+            .expect("every connection woken within the bound")
+            .expect("the hall runs");
+        peers.insert(woken.peer);
+    }
+    let expected: std::collections::HashSet<_> = clients.iter().map(|(_, peer)| *peer).collect();
+    assert_eq!(peers, expected, "each connection woken once");
+    assert_eq!(hall.parked.get(), 0);
+}
