@@ -13,7 +13,7 @@
 //! closes every one at once. TLS connections keep their task: their state is the TLS session's.
 //!
 //! The hall is one task per listener (per worker with `--reuse-port`); connections enter through
-//! an unbounded channel, which holds at most as many as the listener's connection limit admits.
+//! an unbounded channel, which holds at most one entry per open connection.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
