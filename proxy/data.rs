@@ -7,10 +7,10 @@
 //! per-request `record` counts the outcome when the response body ends, blamed on the side that
 //! failed (`fault`). What clients send is checked on the way in: `conn` reads each connection
 //! through the `framing` scanner and enforces its timeouts (an idle cleartext one rests in its
-//! listener's `hall`, outside any task, until its client sends again), `strict` and `authority` check the
-//! request head before routing. Copies for a dark launch
-//! leave through `tap` (a `try_send` into a bounded queue the shadow module drains). Nothing here
-//! imports the control plane: it writes the snapshot, this module only reads it.
+//! listener's `hall`, outside any task, until its client sends again), `strict` and
+//! `authority` check the request head before routing. Copies for a dark launch leave through
+//! `tap` (a `try_send` into a bounded queue the shadow module drains). Nothing here imports the
+//! control plane: it writes the snapshot, this module only reads it.
 
 pub mod authority;
 pub mod body;

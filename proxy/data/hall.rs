@@ -19,8 +19,10 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use prometheus::IntGauge;
 use slab::Slab;
@@ -57,14 +59,6 @@ impl Door {
     }
 }
 
-/// One resting connection.
-struct Slot {
-    stream: mio::net::TcpStream,
-    peer: SocketAddr,
-    permits: Vec<OwnedSemaphorePermit>,
-    idle_since: Instant,
-}
-
 /// The resting connections of one listener.
 pub struct Hall {
     poll: AsyncFd<Poll>,
@@ -72,7 +66,8 @@ pub struct Hall {
     /// The slots an epoll read found ready, and whether the client's side has ended (kept for
     /// its room).
     woken: Vec<(usize, bool)>,
-    slots: Slab<Slot>,
+    /// The connections resting here, each registered in the epoll set under its key.
+    slots: Slab<Resting>,
     /// Keep-alive deadlines, earliest first; an entry whose slot has gone or holds a connection
     /// with another deadline is stale and skipped, and the heap is rebuilt from the slots when
     /// stale entries outnumber them (a connection that rests and wakes every few seconds would
@@ -170,40 +165,39 @@ impl Hall {
             parked.sub(self.slots.len() as i64);
         }
         for slot in self.slots.drain() {
-            close(slot.stream.into());
+            close(slot.stream);
         }
     }
 
     fn admit(&mut self, resting: Resting) {
-        let (peer, idle_since) = (resting.peer, resting.idle_since);
-        let mut stream = mio::net::TcpStream::from_std(resting.stream);
         let entry = self.slots.vacant_entry();
         let key = entry.key();
+        let fd = resting.stream.as_raw_fd();
         let registry = self.poll.get_ref().registry();
-        if let Err(error) = registry.register(&mut stream, Token(key), Interest::READABLE) {
-            tracing::debug!(%peer, %error, "an idle connection could not rest; closing it");
-            close(stream.into());
+        if let Err(error) = registry.register(&mut SourceFd(&fd), Token(key), Interest::READABLE) {
+            tracing::debug!(peer = %resting.peer, %error, "an idle connection could not rest; closing it");
+            close(resting.stream);
             return;
         }
-        entry.insert(Slot {
-            stream,
-            peer,
-            permits: resting.permits,
-            idle_since,
-        });
-        self.deadlines
-            .push(Reverse((idle_since + self.keep_alive, key)));
+        let deadline = resting.idle_since + self.keep_alive;
+        entry.insert(resting);
+        self.deadlines.push(Reverse((deadline, key)));
         if let Some(parked) = &self.parked {
             parked.inc();
         }
     }
 
     /// Takes the connection at `key` out of the hall.
-    fn remove(&mut self, key: usize) -> Slot {
-        let mut slot = self.slots.remove(key);
+    fn remove(&mut self, key: usize) -> Resting {
+        let slot = self.slots.remove(key);
         // A socket closes on drop whether or not it was deregistered; one handed back must not
         // stay in this set, where it would wake the hall for the connection's new task's bytes.
-        let _ = self.poll.get_ref().registry().deregister(&mut slot.stream);
+        let fd = slot.stream.as_raw_fd();
+        let _ = self
+            .poll
+            .get_ref()
+            .registry()
+            .deregister(&mut SourceFd(&fd));
         if let Some(parked) = &self.parked {
             parked.dec();
         }
@@ -239,17 +233,12 @@ impl Hall {
             );
             for &(key, ended) in &keys {
                 if self.slots.contains(key) {
-                    let slot = self.remove(key);
-                    if ended && closed_by_peer(&slot.stream) {
+                    let resting = self.remove(key);
+                    if ended && closed_by_peer(&resting.stream) {
                         // Nothing to serve: the client closed (or reset) an idle connection.
                         continue;
                     }
-                    wake(Resting {
-                        stream: slot.stream.into(),
-                        peer: slot.peer,
-                        permits: slot.permits,
-                        idle_since: slot.idle_since,
-                    });
+                    wake(resting);
                 }
             }
             let full = keys.len() == EVENTS;
@@ -273,7 +262,7 @@ impl Hall {
                 .get(key)
                 .is_some_and(|slot| slot.idle_since + self.keep_alive == at);
             if current {
-                close(self.remove(key).stream.into());
+                close(self.remove(key).stream);
             }
         }
     }
@@ -281,7 +270,7 @@ impl Hall {
 
 /// True when the client has closed or reset the connection with no byte before it, so the
 /// connection ends here rather than in a task of its own.
-fn closed_by_peer(stream: &mio::net::TcpStream) -> bool {
+fn closed_by_peer(stream: &std::net::TcpStream) -> bool {
     match stream.peek(&mut [0u8; 1]) {
         Ok(n) => n == 0,
         Err(error) => !matches!(

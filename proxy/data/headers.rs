@@ -153,9 +153,10 @@ pub fn peer_value(ip: IpAddr) -> HeaderValue {
             text[len] = b'.';
             len += 1;
         }
-        for (at_least, divisor) in [(100, 100), (10, 10), (0, 1)] {
-            if octet >= at_least {
-                text[len] = b'0' + octet / divisor % 10;
+        // Hundreds and tens only when there are any; units always.
+        for place in [100, 10, 1] {
+            if octet >= place || place == 1 {
+                text[len] = b'0' + octet / place % 10;
                 len += 1;
             }
         }

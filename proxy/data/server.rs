@@ -153,15 +153,17 @@ pub async fn serve<S, F>(
     // the last one has gone.
     let (drain_tx, drain_rx) = watch::channel(());
     let parked = refused.as_ref().map(|m| m.downstream.parked.clone());
-    let hall = match &tls {
-        None => match hall::open(limits.keep_alive_timeout, parked) {
-            Ok(opened) => Some(opened),
-            Err(error) => {
-                tracing::warn!(listener = %name, %error, "no hall for idle connections; they park in their tasks");
-                None
-            }
-        },
-        Some(_) => None,
+    // Cleartext only: a TLS connection's state is its session's, which stays with its task.
+    let hall = match tls
+        .is_none()
+        .then(|| hall::open(limits.keep_alive_timeout, parked))
+    {
+        Some(Ok(opened)) => Some(opened),
+        Some(Err(error)) => {
+            tracing::warn!(listener = %name, %error, "no hall for idle connections; they park in their tasks");
+            None
+        }
+        None => None,
     };
     let (door, hall) = hall.unzip();
     let shared = Arc::new(Listener {
