@@ -59,7 +59,7 @@ pub enum StartError {
 
 /// A running proxy.
 pub struct Running {
-    listeners: Vec<(String, SocketAddr)>,
+    listeners: Listening,
     admin: Option<SocketAddr>,
     shared: Arc<Shared>,
     control: ControlHandle,
@@ -279,8 +279,28 @@ type Bound = (
     Option<tokio_rustls::TlsAcceptor>,
 );
 
-/// Each listener's name and bound address.
-type Listening = Vec<(String, SocketAddr)>;
+/// Each listener, as bound.
+type Listening = Vec<Listener>;
+
+/// A listener as bound: its name, address (the real port when 0 was asked for) and scheme.
+#[derive(Clone, Debug)]
+pub struct Listener {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// TLS is terminated on it.
+    pub tls: bool,
+}
+
+impl Listener {
+    /// `https` or `http`: what a client's URL for it starts with.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
 
 /// A listener's socket, or one per worker ([`Accept::PerWorker`]).
 enum Sockets {
@@ -338,7 +358,12 @@ fn serve_listeners(
     let mut servers = Vec::with_capacity(bound.len() + 1);
     let mut per_worker: Vec<Vec<crate::data::workers::Job>> = Vec::new();
     for ((name, addr, sockets, tls), own) in bound.into_iter().zip(per_listener) {
-        tracing::info!(listener = %name, %addr, tls = tls.is_some(), "listening");
+        let listening = Listener {
+            name: name.clone(),
+            addr,
+            tls: tls.is_some(),
+        };
+        tracing::info!(listener = %name, %addr, tls = listening.tls, "listening");
         let handler = shared.clone();
         let service = move |downstream: Downstream, request| {
             handler::handle(handler.clone(), downstream, request)
@@ -383,7 +408,7 @@ fn serve_listeners(
                 }
             }
         }
-        listeners.push((name, addr));
+        listeners.push(listening);
     }
     if !per_worker.is_empty() {
         tracing::info!(
@@ -435,8 +460,8 @@ fn spawn_sighup(control: ControlHandle, mut shutdown: watch::Receiver<bool>) {
 }
 
 impl Running {
-    /// Each listener's name and the address it is bound to (the real port when 0 was asked for).
-    pub fn listeners(&self) -> &[(String, SocketAddr)] {
+    /// Each listener as bound.
+    pub fn listeners(&self) -> &[Listener] {
         &self.listeners
     }
 
@@ -444,8 +469,8 @@ impl Running {
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
         self.listeners
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+            .find(|l| l.name == name)
+            .map(|l| l.addr)
     }
 
     /// The bound admin address, when an admin endpoint is configured.

@@ -270,8 +270,14 @@ async fn serve(file: &std::path::Path, accept: app::Accept) -> anyhow::Result<Ex
     // Stable lines on stdout: scripts and tests read the bound ports from them. Written without
     // `println!`, which panics when stdout is closed (a reader that stopped after the first).
     let mut out = std::io::stdout().lock();
-    for (name, addr) in running.listeners() {
-        let _ = writeln!(out, "switchyard: listener {name} on http://{addr}");
+    for l in running.listeners() {
+        let _ = writeln!(
+            out,
+            "switchyard: listener {} on {}://{}",
+            l.name,
+            l.scheme(),
+            l.addr
+        );
     }
     if let Some(addr) = running.admin_addr() {
         let _ = writeln!(out, "switchyard: admin on http://{addr}");

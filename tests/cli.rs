@@ -70,3 +70,46 @@ fn a_cpu_slice_outside_the_kernels_range_is_refused_naming_the_flag_and_the_rang
     let (_, out) = switchyard(&["run", "--cpu-slice", "5us", "--config", "none.yaml"]);
     assert!(out.contains("100µs to 100ms"), "names the range: {out}");
 }
+
+#[test]
+fn run_announces_each_listener_with_the_scheme_a_client_must_use() {
+    let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/certs-dev");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("switchyard.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+listeners:
+  - {{ name: secure, addr: "127.0.0.1:0", tls: {{ certificates: [{{ cert: "{certs}/localhost.crt", key: "{certs}/localhost.key" }}] }} }}
+  - {{ name: plain, addr: "127.0.0.1:0" }}
+routes:
+  - name: shop
+    versions: [{{ name: stable, endpoints: ["127.0.0.1:9"], weight: 1 }}]
+"#
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    // Bounded: the two listener lines come first, or the output ends (the child exits).
+    let announced: Vec<String> = lines.by_ref().take(2).map_while(Result::ok).collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(announced.len(), 2, "{announced:?}");
+    assert!(
+        announced[0].starts_with("switchyard: listener secure on https://127.0.0.1:"),
+        "{announced:?}"
+    );
+    assert!(
+        announced[1].starts_with("switchyard: listener plain on http://127.0.0.1:"),
+        "{announced:?}"
+    );
+}

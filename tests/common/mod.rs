@@ -280,7 +280,8 @@ pub fn metric(exposition: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// Reads the bound address from the binary's stdout line `switchyard: listener NAME on http://ADDR`.
+/// Reads the bound address from the binary's stdout line `switchyard: listener NAME on http://ADDR`
+/// (`https://` for a TLS listener).
 pub fn read_listen_addr(stdout: std::process::ChildStdout) -> SocketAddr {
     use std::io::BufRead;
     let mut lines = std::io::BufReader::new(stdout).lines();
@@ -289,7 +290,10 @@ pub fn read_listen_addr(stdout: std::process::ChildStdout) -> SocketAddr {
             .next()
             .expect("the proxy printed its listener")
             .unwrap();
-        if let Some(addr) = line.split("on http://").nth(1) {
+        if let Some((_, addr)) = line
+            .split_once("://")
+            .filter(|_| line.contains(" listener "))
+        {
             return addr.trim().parse().unwrap();
         }
     }
