@@ -25,20 +25,21 @@
 
 #![allow(clippy::unwrap_used)] // a measurement harness: a failure should stop it loudly
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 
+#[path = "idle_memory/client.rs"]
+mod client;
 #[path = "idle_memory/contestant.rs"]
 mod contestant;
 #[path = "idle_memory/holders.rs"]
 mod holders;
 
+use client::{count_open, open_deadline, reset_all, Dialer, Held};
 use contestant::{rss_kb, Contestant, Kind, Running};
 use holders::Holders;
 
@@ -75,6 +76,15 @@ struct Args {
     /// process's open-file limit where it cannot be raised. Not for the textbook proxies.
     #[arg(long, default_value_t = 1)]
     processes: usize,
+    /// Serve and connect over TLS (HTTP/1.1 by ALPN): Switchyard and nginx with the development
+    /// certificate for localhost from `--certs`, the clients trusting its CA. Not for the textbook
+    /// proxies.
+    #[arg(long)]
+    tls: bool,
+    /// The directory of `localhost.crt`, `localhost.key` and `ca.crt` (default: this checkout's
+    /// `certs-dev/`).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/certs-dev"))]
+    certs: PathBuf,
     /// Holder mode (started by the runner itself, see `holders.rs`): hold connections to ADDR.
     #[arg(long, hide = true)]
     hold: Option<SocketAddr>,
@@ -84,15 +94,14 @@ struct Args {
     hold_count: usize,
 }
 
-/// Connections per loopback source address: under the 28,232 ports of Linux's default ephemeral range.
-const PER_SOURCE: usize = 20_000;
 const MAX_CONNECTIONS: usize = 200_000;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(addr) = args.hold {
-        return holders::hold(addr, args.hold_first, args.hold_count, args.concurrency).await;
+        let dialer = Dialer::new(addr, args.tls.then(|| args.certs.join("ca.crt")).as_deref())?;
+        return holders::hold(dialer, args.hold_first, args.hold_count, args.concurrency).await;
     }
     if args.connections == 0 || args.connections > MAX_CONNECTIONS {
         bail!("--connections must be between 1 and {MAX_CONNECTIONS}");
@@ -139,7 +148,8 @@ async fn main() -> Result<()> {
         .unwrap_or_else(|| examples.join("textbook-proxy"));
 
     println!(
-        "Idle keep-alive connections: {} per contestant ({} process(es) each), one GET each, then {} s idle; open-file limit {nofile} per process; upstream {upstream}\n",
+        "Idle keep-alive connections{}: {} per contestant ({} process(es) each), one GET each, then {} s idle; open-file limit {nofile} per process; upstream {upstream}\n",
+        if args.tls { " over TLS" } else { "" },
         args.connections,
         args.processes,
         settle.as_secs()
@@ -154,6 +164,7 @@ async fn main() -> Result<()> {
             nofile,
             switchyard_bin: switchyard_bin.clone(),
             textbook_bin: textbook_bin.clone(),
+            certs: args.tls.then(|| args.certs.clone()),
         };
         let Some(running) = contestant.start().await? else {
             eprintln!("idle-memory: {} not installed; skipped", kind.name());
@@ -202,9 +213,10 @@ impl Row {
 
 async fn measure(running: &Running, args: &Args, settle: Duration, nofile: u64) -> Result<Row> {
     // One warm-up request on its own connection, so lazy set-up is in "before".
-    let warm = open_one(running.addr, 0).await.context("warm-up request")?;
-    warm.set_zero_linger()?;
-    drop(warm);
+    let ca = args.tls.then(|| args.certs.join("ca.crt"));
+    let dialer = Dialer::new(running.addr, ca.as_deref())?;
+    let warm = dialer.open_one(0).await.context("warm-up request")?;
+    reset_all(&[warm]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before_kb = rss_kb(&running.pids());
     let started = Instant::now();
@@ -212,12 +224,13 @@ async fn measure(running: &Running, args: &Args, settle: Duration, nofile: u64) 
     // The clients' sockets in this process when they fit under its limit, else in holders.
     let room = nofile.saturating_sub(client_overhead(args)).max(1) as usize;
     let mut clients = if n <= room {
-        Clients::Here(open_range(running.addr, 0, n, args.concurrency).await?)
+        Clients::Here(dialer.open_range(0, n, args.concurrency).await?)
     } else {
         let deadline = open_deadline(n);
         let holders = tokio::task::block_in_place(|| {
             Holders::open(
                 running.addr,
+                holder_args(args),
                 n,
                 n.div_ceil(room),
                 args.concurrency,
@@ -255,10 +268,8 @@ async fn measure(running: &Running, args: &Args, settle: Duration, nofile: u64) 
         Clients::Here(streams) => count_open(streams),
         Clients::Holders(holders) => tokio::task::block_in_place(|| holders.count_open())?,
     };
-    if let Clients::Here(streams) = &clients {
-        for stream in streams {
-            let _ = stream.set_zero_linger();
-        }
+    if let Clients::Here(held) = &clients {
+        reset_all(held);
     }
     drop(clients);
     Ok(Row {
@@ -273,7 +284,7 @@ async fn measure(running: &Running, args: &Args, settle: Duration, nofile: u64) 
 
 /// Where the client side of the connections lives.
 enum Clients {
-    Here(Vec<TcpStream>),
+    Here(Vec<Held>),
     Holders(Holders),
 }
 
@@ -286,116 +297,18 @@ impl Clients {
     }
 }
 
+/// What a holder process is told besides its share: how to connect.
+fn holder_args(args: &Args) -> Vec<std::ffi::OsString> {
+    if args.tls {
+        vec!["--tls".into(), "--certs".into(), args.certs.clone().into()]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Descriptors the runner needs besides its clients' sockets.
 fn client_overhead(args: &Args) -> u64 {
     4 * args.concurrency as u64 + 1024
-}
-
-fn open_deadline(n: usize) -> Duration {
-    Duration::from_secs(60 + n as u64 / 50)
-}
-
-/// Opens connections `first..first + n`, `concurrency` at a time, each having made one request.
-async fn open_range(
-    addr: SocketAddr,
-    first: usize,
-    n: usize,
-    concurrency: usize,
-) -> Result<Vec<TcpStream>> {
-    let deadline = open_deadline(n);
-    let mut tasks = tokio::task::JoinSet::new();
-    for worker in 0..concurrency.min(n) {
-        tasks.spawn(async move {
-            let mut mine = Vec::new();
-            for i in (first + worker..first + n).step_by(concurrency) {
-                mine.push(open_one(addr, i).await?);
-            }
-            anyhow::Ok(mine)
-        });
-    }
-    let mut all = Vec::with_capacity(n);
-    let collected = tokio::time::timeout(deadline, async {
-        while let Some(result) = tasks.join_next().await {
-            all.extend(result??);
-        }
-        anyhow::Ok(())
-    })
-    .await;
-    match collected {
-        Ok(result) => result?,
-        Err(_) => bail!("opening {n} connections took over {} s", deadline.as_secs()),
-    }
-    Ok(all)
-}
-
-/// Connects from loopback source address `127.0.0.(2 + i / PER_SOURCE)`, sends one GET and reads
-/// the whole answer (bounded by 10 s), leaving the connection open and idle.
-async fn open_one(addr: SocketAddr, i: usize) -> Result<TcpStream> {
-    let source = Ipv4Addr::new(127, 0, 0, 2 + (i / PER_SOURCE) as u8);
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((source, 0)))?;
-    tokio::time::timeout(Duration::from_secs(10), async {
-        let mut stream = socket.connect(addr).await?;
-        stream.set_nodelay(true)?;
-        stream
-            .write_all(b"GET /idle HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
-            .await?;
-        read_response(&mut stream).await?;
-        anyhow::Ok(stream)
-    })
-    .await
-    .with_context(|| format!("connection {i}: no whole answer within 10 s"))?
-    .with_context(|| format!("connection {i} from {source}"))
-}
-
-/// Reads one response (Content-Length or chunked) and checks that it is a keep-alive 200.
-async fn read_response(stream: &mut TcpStream) -> Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    for _ in 0..64 {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            bail!("closed before a whole answer");
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut response = httparse::Response::new(&mut headers);
-        let httparse::Status::Complete(head) = response.parse(&buf)? else {
-            continue;
-        };
-        if response.code != Some(200) {
-            bail!("answered {:?}", response.code);
-        }
-        let header = |name: &str| {
-            response
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
-        };
-        if header("connection").is_some_and(|v| v.contains("close")) {
-            bail!("answered Connection: close");
-        }
-        let body = &buf[head..];
-        if let Some(length) = header("content-length") {
-            let length: usize = length.trim().parse()?;
-            if body.len() >= length {
-                return Ok(());
-            }
-        } else if body.ends_with(b"0\r\n\r\n") {
-            return Ok(());
-        }
-    }
-    bail!("no whole answer in 64 reads")
-}
-
-/// Connections the contestant has not closed: a non-blocking read finds neither EOF nor an error.
-fn count_open(streams: &[TcpStream]) -> usize {
-    let mut probe = [0u8; 1];
-    streams
-        .iter()
-        .filter(|s| matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock))
-        .count()
 }
 
 /// Raises the soft open-file limit to the hard one, and both to `needed` when the hard one is

@@ -383,6 +383,39 @@ async fn a_parked_connection_is_closed_by_the_keep_alive_timeout_and_by_a_drain(
     tokio::time::timeout(BOUND, stopped).await.unwrap().unwrap();
 }
 
+/// Reads until the proxy closes a TLS connection; true for a clean close (`close_notify`, then
+/// the end) within [`BOUND`]: a bare FIN reads as an error.
+async fn closed_cleanly(mut s: impl AsyncRead + Unpin) -> bool {
+    let mut rest = Vec::new();
+    matches!(
+        tokio::time::timeout(BOUND, s.read_to_end(&mut rest)).await,
+        Ok(Ok(0))
+    )
+}
+
+#[tokio::test]
+async fn a_parked_tls_connection_is_closed_with_a_close_notify_by_the_keep_alive_timeout_and_by_a_drain(
+) {
+    let upstream = Upstream::start("stable").await;
+    let tls = tls_listener();
+    let limits = "idle_release_after: 50ms, keep_alive_timeout: 400ms";
+    let proxy = start_proxy(&config(&upstream, limits, &tls)).await;
+    let mut s = tls_connect(proxy.addr("public").unwrap(), b"http/1.1").await;
+    assert!(get_on(&mut s, "/1").await.starts_with("HTTP/1.1 200"));
+    assert!(eventually(BOUND, async || parked(&proxy) == 1.0).await);
+    assert!(closed_cleanly(s).await, "closed at the keep-alive timeout");
+    assert_eq!(parked(&proxy), 0.0, "no longer counted once closed");
+
+    let limits = "idle_release_after: 50ms, keep_alive_timeout: 60s";
+    let proxy = start_proxy(&config(&upstream, limits, &tls)).await;
+    let mut s = tls_connect(proxy.addr("public").unwrap(), b"http/1.1").await;
+    assert!(get_on(&mut s, "/1").await.starts_with("HTTP/1.1 200"));
+    assert!(eventually(BOUND, async || parked(&proxy) == 1.0).await);
+    let stopped = tokio::spawn(proxy.shutdown());
+    assert!(closed_cleanly(s).await, "closed by the drain");
+    tokio::time::timeout(BOUND, stopped).await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn a_first_segment_of_one_byte_is_waited_on_then_served_as_http1() {
     // `P` could start a POST or h2c's `PRI`: the proxy peeks again until it can tell.

@@ -46,6 +46,8 @@ pub struct Contestant {
     pub nofile: u64,
     pub switchyard_bin: PathBuf,
     pub textbook_bin: PathBuf,
+    /// Serve over TLS with `localhost.crt` and `localhost.key` from this directory.
+    pub certs: Option<PathBuf>,
 }
 
 /// A started contestant; dropping it stops its processes.
@@ -71,6 +73,9 @@ impl Contestant {
         if self.processes > 1 && matches!(self.kind, Kind::Textbook | Kind::TextbookAuto) {
             bail!("--processes above 1 is for switchyard and nginx: the textbook proxy has no SO_REUSEPORT");
         }
+        if self.certs.is_some() && matches!(self.kind, Kind::Textbook | Kind::TextbookAuto) {
+            bail!("--tls is for switchyard and nginx: the textbook proxy serves cleartext only");
+        }
         let (children, addr) = match self.kind {
             Kind::Switchyard => self.start_switchyard(dir.path())?,
             Kind::Textbook | Kind::TextbookAuto => {
@@ -80,8 +85,7 @@ impl Contestant {
                     command.args(["--server", "auto"]);
                 }
                 command.arg("--upstream").arg(self.upstream.to_string());
-                let (child, addr) =
-                    spawn_announcing(command, &self.textbook_bin, "listening on http://")?;
+                let (child, addr) = spawn_announcing(command, &self.textbook_bin, "listening on ")?;
                 (vec![child], addr)
             }
             Kind::Nginx => {
@@ -110,11 +114,19 @@ impl Contestant {
         } else {
             "127.0.0.1:0".to_string()
         };
+        let tls = match &self.certs {
+            Some(certs) => format!(
+                ", tls: {{ certificates: [{{ cert: {:?}, key: {:?} }}] }}",
+                certs.join("localhost.crt"),
+                certs.join("localhost.key")
+            ),
+            None => String::new(),
+        };
         let file = dir.join("switchyard.yaml");
         std::fs::write(
             &file,
             format!(
-                r#"listeners: [{{ name: public, addr: "{listen}" }}]
+                r#"listeners: [{{ name: public, addr: "{listen}"{tls} }}]
 access_log: {{ enabled: false }}
 limits: {{ max_connections: {max}, keep_alive_timeout: 300s }}
 routes:
@@ -135,8 +147,7 @@ routes:
                 command.arg("--reuse-port");
             }
             command.env("RUST_LOG", "warn");
-            let started =
-                spawn_announcing(command, &self.switchyard_bin, "listener public on http://");
+            let started = spawn_announcing(command, &self.switchyard_bin, "listener public on ");
             match started {
                 Ok((child, a)) => {
                     children.push(child);
@@ -160,6 +171,14 @@ routes:
         // Per worker: with reuseport each worker has its own socket and share of the clients.
         let per_worker = self.connections.div_ceil(self.processes);
         let d = dir.display();
+        let ssl = match &self.certs {
+            Some(certs) => format!(
+                " ssl;\n        ssl_certificate {};\n        ssl_certificate_key {}",
+                certs.join("localhost.crt").display(),
+                certs.join("localhost.key").display()
+            ),
+            None => String::new(),
+        };
         // Root's nginx would run its worker as nobody, who may not write the temporary paths.
         let user = if is_root() { "user root root;" } else { "" };
         let conf = format!(
@@ -183,7 +202,7 @@ http {{
         keepalive 256;
     }}
     server {{
-        listen {addr} backlog=4096{reuseport};
+        listen {addr} backlog=4096{reuseport}{ssl};
         location / {{
             proxy_pass http://idle;
             proxy_http_version 1.1;
@@ -305,7 +324,8 @@ fn free_port() -> Result<SocketAddr> {
 }
 
 /// Spawns `command` and reads its stdout (bounded: 10 s) until a line carries `marker` followed by
-/// the bound address; the rest of its output is drained by a thread until it exits.
+/// the bound address as a URL (`http://` or `https://`); the rest of its output is drained by a
+/// thread until it exits.
 fn spawn_announcing(
     mut command: Command,
     binary: &Path,
@@ -321,8 +341,10 @@ fn spawn_announcing(
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(addr) = line.split(marker).nth(1) {
-                let _ = tx.send(addr.trim().to_string());
+            if let Some(url) = line.split(marker).nth(1) {
+                let url = url.trim();
+                let addr = url.split_once("://").map_or(url, |(_, addr)| addr);
+                let _ = tx.send(addr.to_string());
             }
         }
     });

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::client::{count_open, reset_all, Dialer};
+
 /// How long a holder waits for its next command before it closes everything and ends.
 const HOLD_AT_MOST: Duration = Duration::from_secs(3600);
 
@@ -30,6 +32,7 @@ impl Holders {
     /// time each, and waits (bounded by `deadline`) until each has written `held`.
     pub fn open(
         addr: SocketAddr,
+        dial_args: Vec<std::ffi::OsString>,
         n: usize,
         processes: usize,
         concurrency: usize,
@@ -50,6 +53,7 @@ impl Holders {
                 .args(["--hold-first", &first.to_string()])
                 .args(["--hold-count", &count.to_string()])
                 .args(["--concurrency", &concurrency.to_string()])
+                .args(&dial_args)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -121,10 +125,10 @@ impl Drop for Holders {
     }
 }
 
-/// Holder mode: opens connections `first..first + count` to `addr`, answers the runner's commands
+/// Holder mode: opens connections `first..first + count` as `dialer` says, answers the runner's commands
 /// on stdin (see the module), and returns when its input ends or after [`HOLD_AT_MOST`].
-pub async fn hold(addr: SocketAddr, first: usize, count: usize, concurrency: usize) -> Result<()> {
-    let streams = match super::open_range(addr, first, count, concurrency).await {
+pub async fn hold(dialer: Dialer, first: usize, count: usize, concurrency: usize) -> Result<()> {
+    let streams = match dialer.open_range(first, count, concurrency).await {
         Ok(streams) => streams,
         Err(error) => {
             println!("error {error:#}");
@@ -146,7 +150,7 @@ pub async fn hold(addr: SocketAddr, first: usize, count: usize, concurrency: usi
     let ended = loop {
         match commands.recv_timeout(until.saturating_duration_since(Instant::now())) {
             Ok(line) if line.trim() == "count" => {
-                println!("open {}", super::count_open(&streams));
+                println!("open {}", count_open(&streams));
             }
             Ok(_) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break Ok(()),
@@ -157,8 +161,6 @@ pub async fn hold(addr: SocketAddr, first: usize, count: usize, concurrency: usi
             }
         }
     };
-    for stream in &streams {
-        let _ = stream.set_zero_linger();
-    }
+    reset_all(&streams);
     ended
 }

@@ -1,16 +1,21 @@
-//! Idle cleartext HTTP/1.1 connections at rest outside any task.
+//! Idle HTTP/1.1 connections at rest outside any task.
 //!
 //! A parked connection ([`http1::Served`](crate::data::http1::Served)) keeps no hyper state, but
 //! it still has its task: the supervisor's timer and drain watch, the stream and its framing
 //! scanner, the per-request service, and tokio's registration of the socket, about 1.3 KB of heap
-//! per idle client where nginx holds about 0.6 KB. So a cleartext connection idle for
+//! per idle client where nginx holds about 0.6 KB. So a connection idle for
 //! `limits.idle_release_after` ends its task instead, and its socket rests in its listener's
 //! [`Hall`]: an epoll set of the hall's own (mio), and a slot with the socket, the peer's address,
 //! the connection-limit permits and the instant it went idle, about 150 bytes. When the socket
 //! becomes readable (a request, or the client's close) the hall hands it back to the listener,
 //! which gives it a new task, parked, and the request is served as after any park. The keep-alive
-//! timeout closes a resting connection in the hall (a FIN, as the task would send), and a drain
-//! closes every one at once. TLS connections keep their task: their state is the TLS session's.
+//! timeout closes a resting connection in the hall (a FIN, as the task would send; over TLS a
+//! `close_notify` first), and a drain closes every one at once.
+//!
+//! A cleartext socket rests deregistered from tokio's reactor. A TLS one rests with its session
+//! (rustls's state, keys and a 4 KB read buffer: the larger part of an idle TLS connection, which
+//! only the TLS stream can rebuild) and stays registered there too: tokio's reactor notes its
+//! readiness and wakes no one, and the connection's next task finds it.
 //!
 //! The hall is one task per listener (per worker with `--reuse-port`); connections enter through
 //! an unbounded channel, which holds at most one entry per open connection.
@@ -18,14 +23,16 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use prometheus::IntGauge;
 use slab::Slab;
+use socket2::SockRef;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -35,14 +42,81 @@ const EVENTS: usize = 256;
 
 /// An idle connection out of its task.
 pub struct Resting {
-    /// The client's socket (non-blocking, registered with no reactor).
-    pub stream: std::net::TcpStream,
+    /// The client's socket.
+    pub stream: Socket,
     /// The client's address.
     pub peer: SocketAddr,
     /// The connection-limit permits the connection holds while it is open.
     pub permits: Vec<OwnedSemaphorePermit>,
     /// Since when the connection is idle: its keep-alive deadline counts from then.
     pub idle_since: Instant,
+}
+
+/// A resting connection's socket.
+pub enum Socket {
+    /// Cleartext: non-blocking, registered with no reactor.
+    Plain(std::net::TcpStream),
+    /// TLS, with its session; the socket is still registered with tokio's reactor.
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl Socket {
+    fn fd(&self) -> RawFd {
+        match self {
+            Socket::Plain(stream) => stream.as_raw_fd(),
+            Socket::Tls(tls) => tls.get_ref().0.as_raw_fd(),
+        }
+    }
+
+    fn sock(&self) -> SockRef<'_> {
+        match self {
+            Socket::Plain(stream) => SockRef::from(stream),
+            Socket::Tls(tls) => SockRef::from(tls.get_ref().0),
+        }
+    }
+
+    /// True when the client has closed or reset the connection with no byte before it, so the
+    /// connection ends here rather than in a task of its own. (A TLS client's `close_notify` is a
+    /// byte: that connection gets a task, which reads the alert and ends.)
+    fn closed_by_peer(&self) -> bool {
+        match self.sock().peek(&mut [MaybeUninit::uninit(); 1]) {
+            Ok(n) => n == 0,
+            Err(error) => !matches!(
+                error.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ),
+        }
+    }
+
+    /// Closes an idle connection as its task would: over TLS a `close_notify` (written when the
+    /// socket takes it at once, as an idle socket's empty send buffer does), then a FIN, then the
+    /// socket.
+    fn close(mut self) {
+        if let Socket::Tls(tls) = &mut self {
+            let (tcp, session) = tls.get_mut();
+            session.send_close_notify();
+            // Bounded: the alert is one record, written in one or two calls.
+            for _ in 0..4 {
+                if !session.wants_write() || session.write_tls(&mut TryWrite(tcp)).is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = self.sock().shutdown(Shutdown::Write);
+    }
+}
+
+/// Writes to a tokio socket without waiting: what it does not take at once is an error.
+struct TryWrite<'a>(&'a tokio::net::TcpStream);
+
+impl io::Write for TryWrite<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Where connections enter their listener's hall.
@@ -54,7 +128,7 @@ impl Door {
     /// is closed here, as the hall would have.
     pub fn enter(&self, resting: Resting) {
         if let Err(mpsc::error::SendError(resting)) = self.0.send(resting) {
-            close(resting.stream);
+            resting.stream.close();
         }
     }
 }
@@ -165,18 +239,18 @@ impl Hall {
             parked.sub(self.slots.len() as i64);
         }
         for slot in self.slots.drain() {
-            close(slot.stream);
+            slot.stream.close();
         }
     }
 
     fn admit(&mut self, resting: Resting) {
         let entry = self.slots.vacant_entry();
         let key = entry.key();
-        let fd = resting.stream.as_raw_fd();
+        let fd = resting.stream.fd();
         let registry = self.poll.get_ref().registry();
         if let Err(error) = registry.register(&mut SourceFd(&fd), Token(key), Interest::READABLE) {
             tracing::debug!(peer = %resting.peer, %error, "an idle connection could not rest; closing it");
-            close(resting.stream);
+            resting.stream.close();
             return;
         }
         let deadline = resting.idle_since + self.keep_alive;
@@ -192,7 +266,7 @@ impl Hall {
         let slot = self.slots.remove(key);
         // A socket closes on drop whether or not it was deregistered; one handed back must not
         // stay in this set, where it would wake the hall for the connection's new task's bytes.
-        let fd = slot.stream.as_raw_fd();
+        let fd = slot.stream.fd();
         let _ = self
             .poll
             .get_ref()
@@ -234,7 +308,7 @@ impl Hall {
             for &(key, ended) in &keys {
                 if self.slots.contains(key) {
                     let resting = self.remove(key);
-                    if ended && closed_by_peer(&resting.stream) {
+                    if ended && resting.stream.closed_by_peer() {
                         // Nothing to serve: the client closed (or reset) an idle connection.
                         continue;
                     }
@@ -262,27 +336,10 @@ impl Hall {
                 .get(key)
                 .is_some_and(|slot| slot.idle_since + self.keep_alive == at);
             if current {
-                close(self.remove(key).stream);
+                self.remove(key).stream.close();
             }
         }
     }
-}
-
-/// True when the client has closed or reset the connection with no byte before it, so the
-/// connection ends here rather than in a task of its own.
-fn closed_by_peer(stream: &std::net::TcpStream) -> bool {
-    match stream.peek(&mut [0u8; 1]) {
-        Ok(n) => n == 0,
-        Err(error) => !matches!(
-            error.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-        ),
-    }
-}
-
-/// Closes an idle connection as its task would: a FIN first, then the socket.
-fn close(stream: std::net::TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
 }
 
 #[cfg(test)]

@@ -5,13 +5,14 @@
 //! Every connection is read through `conn::Guarded` (request framing checked as it arrives) and
 //! supervised by `conn::supervise` (header-read timeout from accept, keep-alive timeout between
 //! requests), and served by `http1::Served`, which gives an idle HTTP/1.1 connection's buffers
-//! back; an idle cleartext connection then leaves its task for the listener's `hall`, which
-//! gives it a new one when its client sends again. Connections that end refused before routing
+//! back; an idle one then leaves its task for the listener's `hall` (with its TLS session, over
+//! TLS), which gives it a new one when its client sends again. Connections that end refused before routing
 //! (a header-read timeout, a head hyper answered 400 or 431) are counted when the listener has
 //! metrics.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,12 +24,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 
 use crate::config::Limits;
 use crate::data::body::ResponseBody;
 use crate::data::conn::{self, Conn, Ended, Expiry, Guarded};
 use crate::data::fault::Refusal;
-use crate::data::hall::{self, Door, Resting};
+use crate::data::hall::{self, Door, Resting, Socket};
 use crate::data::http1::{BoxError, Builders, Served};
 use crate::data::shared::Downstream;
 use crate::metrics::Metrics;
@@ -118,7 +121,7 @@ pub struct Serving {
 struct Listener<S> {
     service: S,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    /// Where idle cleartext connections leave their tasks to rest (`None` with TLS).
+    /// Where idle HTTP/1.1 connections leave their tasks to rest (`None`: they park in them).
     hall: Option<Door>,
     limits: Limits,
     builders: Arc<Builders>,
@@ -153,17 +156,12 @@ pub async fn serve<S, F>(
     // the last one has gone.
     let (drain_tx, drain_rx) = watch::channel(());
     let parked = refused.as_ref().map(|m| m.downstream.parked.clone());
-    // Cleartext only: a TLS connection's state is its session's, which stays with its task.
-    let hall = match tls
-        .is_none()
-        .then(|| hall::open(limits.keep_alive_timeout, parked))
-    {
-        Some(Ok(opened)) => Some(opened),
-        Some(Err(error)) => {
+    let hall = match hall::open(limits.keep_alive_timeout, parked) {
+        Ok(opened) => Some(opened),
+        Err(error) => {
             tracing::warn!(listener = %name, %error, "no hall for idle connections; they park in their tasks");
             None
         }
-        None => None,
     };
     let (door, hall) = hall.unzip();
     let shared = Arc::new(Listener {
@@ -195,7 +193,7 @@ pub async fn serve<S, F>(
                     let shared = shared.clone();
                     let drain = drain_rx.clone();
                     let conn = Conn::new(&shared.limits);
-                    tokio::spawn(connection(shared, stream, peer, drain, permits, conn));
+                    tokio::spawn(connection(shared, Arrived::Tcp(stream), peer, drain, permits, conn));
                 }
                 Err(error) => {
                     tracing::warn!(listener = %name, %error, ?backoff, "accept failed; retrying");
@@ -234,21 +232,51 @@ where
             permits,
             idle_since,
         } = resting;
-        match TcpStream::from_std(stream) {
-            Ok(stream) => {
-                let conn = Conn::resting_since(&listener.limits, idle_since);
-                let (shared, drain) = (listener.clone(), drain.clone());
-                tokio::spawn(connection(shared, stream, peer, drain, permits, conn));
-            }
-            Err(error) => tracing::debug!(%peer, %error, "a resting connection could not be woken"),
-        }
+        let arrived = match stream {
+            Socket::Plain(stream) => match TcpStream::from_std(stream) {
+                Ok(stream) => Arrived::Tcp(stream),
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "a resting connection could not be woken");
+                    return;
+                }
+            },
+            Socket::Tls(tls) => Arrived::Tls(tls),
+        };
+        let conn = Conn::resting_since(&listener.limits, idle_since);
+        let (shared, drain) = (listener.clone(), drain.clone());
+        tokio::spawn(connection(shared, arrived, peer, drain, permits, conn));
     }
 }
 
-/// Serves one connection: TLS handshake when configured, then HTTP/1.1 or HTTP/2 under the
-/// connection's supervisor; a cleartext one leaves for the listener's hall when it idles, and
-/// comes back parked (`conn` idle since then). `permits` (the listener's connection limit) are
-/// held until it ends.
+/// A connection's stream as its task gets it: accepted, or woken from the hall (cleartext, or
+/// TLS with its session).
+enum Arrived {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// A served stream that can rest in the hall.
+trait Rests: Sized {
+    fn into_socket(self) -> io::Result<Socket>;
+}
+
+impl Rests for TcpStream {
+    fn into_socket(self) -> io::Result<Socket> {
+        // Deregistered from tokio's reactor: the hall's epoll set watches it alone.
+        self.into_std().map(Socket::Plain)
+    }
+}
+
+impl Rests for TlsStream<TcpStream> {
+    fn into_socket(self) -> io::Result<Socket> {
+        Ok(Socket::Tls(Box::new(self)))
+    }
+}
+
+/// Serves one connection: TLS handshake when configured (not for one woken from the hall, which
+/// has its session), then HTTP/1.1 or HTTP/2 under the connection's supervisor; an HTTP/1.1 one
+/// leaves for the listener's hall when it idles, and comes back parked (`conn` idle since then).
+/// `permits` (the listener's connection limit) are held until it ends.
 ///
 /// The returned future is the connection's task for as long as it is open, idle ones included,
 /// so it is kept small: an `async move` block rather than an `async fn` (which keeps its arguments
@@ -256,7 +284,7 @@ where
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 fn connection<S, F>(
     listener: Arc<Listener<S>>,
-    stream: TcpStream,
+    arrived: Arrived,
     peer: SocketAddr,
     drain: watch::Receiver<()>,
     permits: Vec<tokio::sync::OwnedSemaphorePermit>,
@@ -267,10 +295,6 @@ where
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     async move {
-        // Named, so the block owns the permits (and releases them when the connection ends).
-        let _ = &permits;
-        // Each chunk leaves as soon as it arrives (event streams, gRPC streaming).
-        let _ = stream.set_nodelay(true);
         let proto = if listener.tls.is_some() {
             "https"
         } else {
@@ -293,67 +317,101 @@ where
                 async move { Ok::<_, Infallible>(response.await.map(|b| b.with_in_flight(in_flight))) }
             })
         };
-        let Some(acceptor) = listener.tls.clone() else {
+        let builders = listener.builders.clone();
+        // One woken from the hall is idle; a fresh connection is first phase.
+        let woken = conn.idle_since().is_some();
+        let rests = listener.hall.is_some();
+        let (stream, acceptor) = match (arrived, listener.tls.clone()) {
+            (Arrived::Tcp(stream), None) => {
+                // Each chunk leaves as soon as it arrives (event streams, gRPC streaming).
+                let _ = stream.set_nodelay(true);
+                let io = Guarded::new(stream, conn.clone(), &listener.limits);
+                let served = if woken {
+                    Served::resting(io, conn.clone(), builders, per_request)
+                } else {
+                    Served::sniffing(io, conn.clone(), builders, per_request)
+                };
+                let mut served = served
+                    .counting_parked(listener.parked())
+                    .resting_when_idle(rests);
+                let ended =
+                    conn::supervise(&mut served, conn, drain, Served::graceful_shutdown).await;
+                listener.rest_or_end(served.take_resting(), peer, permits, ended);
+                return;
+            }
+            (Arrived::Tcp(stream), Some(acceptor)) => (Err(stream), acceptor),
+            (Arrived::Tls(tls), Some(acceptor)) => (Ok(tls), acceptor),
+            // Only a TLS listener's hall holds TLS connections.
+            (Arrived::Tls(_), None) => return,
+        };
+        // Boxed: the handshake's and the TLS session's state are large, and a cleartext
+        // connection's task should not carry room for them.
+        let shared = listener.clone();
+        let served = Box::pin(async move {
+            let listener = shared;
+            let stream = match stream {
+                Ok(woken) => *woken,
+                Err(tcp) => {
+                    let _ = tcp.set_nodelay(true);
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                    match handshake.await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return None;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return None;
+                        }
+                    }
+                }
+            };
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let io = Guarded::new(stream, conn.clone(), &listener.limits);
-            let builders = listener.builders.clone();
-            // A fresh connection is first phase; one woken from the hall is idle.
-            let served = if conn.idle_since().is_some() {
+            let served = if woken {
                 Served::resting(io, conn.clone(), builders, per_request)
             } else {
-                Served::sniffing(io, conn.clone(), builders, per_request)
+                Served::serving(io, h2, conn.clone(), builders, per_request)
             };
             let mut served = served
                 .counting_parked(listener.parked())
-                .resting_when_idle(listener.hall.is_some());
+                .resting_when_idle(rests);
             let ended = conn::supervise(&mut served, conn, drain, Served::graceful_shutdown).await;
-            match (served.take_resting(), &listener.hall) {
-                (Some((io, idle_since)), Some(hall)) => match io.into_inner().into_std() {
-                    Ok(stream) => hall.enter(Resting {
-                        stream,
-                        peer,
-                        permits,
-                        idle_since,
-                    }),
-                    Err(error) => {
-                        tracing::debug!(%peer, %error, "an idle connection could not rest")
-                    }
-                },
-                _ => listener.ended(peer, ended),
-            }
-            return;
-        };
-        // Boxed: the handshake's state is large, and a cleartext connection's task should not carry
-        // room for it.
-        let shared = listener.clone();
-        let ended = Box::pin(async move {
-            let listener = shared;
-            let stream =
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        return None;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return None;
-                    }
-                };
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let io = Guarded::new(stream, conn.clone(), &listener.limits);
-            let builders = listener.builders.clone();
-            let mut served = Served::serving(io, h2, conn.clone(), builders, per_request)
-                .counting_parked(listener.parked());
-            Some(conn::supervise(&mut served, conn, drain, Served::graceful_shutdown).await)
+            Some((served.take_resting(), ended))
         })
         .await;
-        if let Some(ended) = ended {
-            listener.ended(peer, ended);
+        if let Some((resting, ended)) = served {
+            listener.rest_or_end(resting, peer, permits, ended);
         }
     }
 }
 
 impl<S> Listener<S> {
+    /// After a connection's supervisor returned: the stream of one that finished to rest goes to
+    /// the hall with its permits; otherwise the connection has ended.
+    fn rest_or_end<T: Rests>(
+        &self,
+        resting: Option<(Guarded<T>, Instant)>,
+        peer: SocketAddr,
+        permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+        ended: Ended<BoxError>,
+    ) {
+        match (resting, &self.hall) {
+            (Some((io, idle_since)), Some(hall)) => match io.into_inner().into_socket() {
+                Ok(stream) => hall.enter(Resting {
+                    stream,
+                    peer,
+                    permits,
+                    idle_since,
+                }),
+                Err(error) => tracing::debug!(%peer, %error, "an idle connection could not rest"),
+            },
+            _ => self.ended(peer, ended),
+        }
+    }
+
     /// The gauge of parked connections, when this listener counts.
     fn parked(&self) -> Option<prometheus::IntGauge> {
         self.refused.as_ref().map(|m| m.downstream.parked.clone())

@@ -50,7 +50,7 @@ fn start(keep_alive: Duration) -> Running {
 async fn enter(door: &Door, limit: &Arc<Semaphore>) -> (tokio::net::TcpStream, SocketAddr) {
     let (client, stream, peer) = pair().await;
     door.enter(Resting {
-        stream,
+        stream: Socket::Plain(stream),
         peer,
         permits: vec![limit.clone().acquire_owned().await.unwrap()],
         idle_since: Instant::now(),
@@ -98,7 +98,10 @@ async fn a_resting_connection_comes_back_with_its_bytes_when_its_client_writes()
     assert_eq!(hall.parked.get(), 0, "no longer counted in the hall");
     assert_eq!(limit.available_permits(), 0, "the permit travels with it");
 
-    let mut server = tokio::net::TcpStream::from_std(woken.stream).unwrap();
+    let Socket::Plain(stream) = woken.stream else {
+        panic!("a cleartext connection comes back as it went in");
+    };
+    let mut server = tokio::net::TcpStream::from_std(stream).unwrap();
     let mut got = vec![0u8; 22];
     tokio::time::timeout(BOUND, server.read_exact(&mut got))
         .await
@@ -188,7 +191,7 @@ async fn a_connection_resting_again_and_again_leaves_no_pile_of_deadlines() {
     let (_door, mut hall) = open(Duration::from_secs(60), None).unwrap();
     let (_client, stream, peer) = pair().await;
     let mut resting = Resting {
-        stream,
+        stream: Socket::Plain(stream),
         peer,
         permits: Vec::new(),
         idle_since: Instant::now(),
@@ -233,4 +236,152 @@ async fn many_connections_woken_at_once_all_come_back() {
     let expected: std::collections::HashSet<_> = clients.iter().map(|(_, peer)| *peer).collect();
     assert_eq!(peers, expected, "each connection woken once");
     assert_eq!(hall.parked.get(), 0);
+}
+
+/// A TLS connection after its handshake: the client's stream and the server's.
+async fn tls_pair() -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    SocketAddr,
+) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let dev = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dev.join("localhost.crt"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(dev.join("localhost.key")).unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(dev.join("ca.crt")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connecting = tokio::spawn(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(name, tcp)
+            .await
+            .unwrap()
+    });
+    let (tcp, peer) = listener.accept().await.unwrap();
+    let server = tokio_rustls::TlsAcceptor::from(Arc::new(server))
+        .accept(tcp)
+        .await
+        .unwrap();
+    let client = tokio::time::timeout(BOUND, connecting)
+        .await
+        .unwrap()
+        .unwrap();
+    (client, server, peer)
+}
+
+/// True when the client reads a TLS `close_notify` and then the end (a clean close) within
+/// `bound`; a bare FIN reads as an error.
+async fn closed_cleanly(
+    client: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    bound: Duration,
+) -> bool {
+    let mut rest = Vec::new();
+    matches!(
+        tokio::time::timeout(bound, client.read_to_end(&mut rest)).await,
+        Ok(Ok(0))
+    )
+}
+
+#[tokio::test]
+async fn a_tls_connection_rests_with_its_session_and_is_closed_with_a_close_notify() {
+    let mut hall = start(Duration::from_secs(60));
+    let (mut client, server, peer) = tls_pair().await;
+    hall.door.enter(Resting {
+        stream: Socket::Tls(Box::new(server)),
+        peer,
+        permits: Vec::new(),
+        idle_since: Instant::now(),
+    });
+    assert!(
+        resting(&hall, 1).await,
+        "the TLS connection rests in the hall"
+    );
+
+    client
+        .write_all(b"GET /next HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let woken = tokio::time::timeout(BOUND, hall.woken.recv())
+        .await
+        .expect("woken within the bound")
+        .expect("the hall runs");
+    let Socket::Tls(mut server) = woken.stream else {
+        panic!("a TLS connection comes back with its session");
+    };
+    let mut got = vec![0u8; 22];
+    tokio::time::timeout(BOUND, server.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got, b"GET /next HTTP/1.1\r\n\r\n",
+        "decrypted by the same session"
+    );
+    server.write_all(b"answer").await.unwrap();
+    server.flush().await.unwrap();
+    let mut answer = [0u8; 6];
+    client.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"answer");
+
+    // Back to rest; a drain closes it as its task would, with a close_notify.
+    hall.door.enter(Resting {
+        stream: Socket::Tls(server),
+        peer,
+        permits: Vec::new(),
+        idle_since: Instant::now(),
+    });
+    assert!(resting(&hall, 1).await);
+    hall.drain.send(()).unwrap();
+    assert!(
+        closed_cleanly(&mut client, BOUND).await,
+        "a close_notify, then the end"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_keep_alive_timeout_closes_a_resting_tls_connection_with_a_close_notify() {
+    let keep_alive = Duration::from_secs(30);
+    let hall = start(keep_alive);
+    let (mut client, server, peer) = tls_pair().await;
+    let started = Instant::now();
+    hall.door.enter(Resting {
+        stream: Socket::Tls(Box::new(server)),
+        peer,
+        permits: Vec::new(),
+        idle_since: started,
+    });
+    assert!(resting(&hall, 1).await);
+    assert!(
+        closed_cleanly(&mut client, keep_alive + BOUND).await,
+        "a close_notify, then the end"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= keep_alive && waited < keep_alive + Duration::from_secs(1),
+        "closed after {waited:?}"
+    );
+    assert!(resting(&hall, 0).await);
 }
