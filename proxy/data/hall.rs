@@ -40,6 +40,10 @@ use tokio::time::Instant;
 /// How many readiness events the hall takes from its epoll set per system call.
 const EVENTS: usize = 256;
 
+/// Slots (about 100 bytes each) past which a hall four times roomier than what rests in it gives
+/// the room back ([`Hall::compact`]).
+const COMPACT_ABOVE: usize = 1024;
+
 /// An idle connection out of its task.
 pub struct Resting {
     /// The client's socket.
@@ -151,6 +155,8 @@ pub struct Hall {
     keep_alive: Duration,
     /// Counts the connections resting here (with the parked ones of the listener).
     parked: Option<IntGauge>,
+    /// [`COMPACT_ABOVE`], lower in tests.
+    compact_above: usize,
 }
 
 impl Drop for Hall {
@@ -188,6 +194,7 @@ pub fn open(keep_alive: Duration, parked: Option<IntGauge>) -> io::Result<(Door,
         arrivals,
         keep_alive,
         parked,
+        compact_above: COMPACT_ABOVE,
     };
     Ok((Door(tx), hall))
 }
@@ -234,6 +241,8 @@ impl Hall {
                 Step::Readable => self.wake_ready(&mut wake),
                 Step::Expiry => self.expire(Instant::now()),
             }
+            // Between steps: no key read from an event or a deadline is held across it.
+            self.compact();
         }
         if let Some(parked) = &self.parked {
             parked.sub(self.slots.len() as i64);
@@ -282,6 +291,29 @@ impl Hall {
                 .collect();
         }
         slot
+    }
+
+    /// After a spike the slots keep their room (about 100 bytes per connection at the peak): once
+    /// they are more than four times what rests here, and many, the resting connections move to
+    /// the front, each registered again under its new key, and the room is given back; the
+    /// deadlines, which name slots by key, are rebuilt. Amortized over the removals that made
+    /// the room, it costs a constant per connection.
+    fn compact(&mut self) {
+        if self.slots.capacity() <= 4 * self.slots.len() + self.compact_above {
+            return;
+        }
+        let registry = self.poll.get_ref().registry();
+        self.slots.compact(|resting, _, to| {
+            let fd = resting.stream.fd();
+            // A connection that cannot move stays where it is (so do those not yet moved).
+            registry
+                .reregister(&mut SourceFd(&fd), Token(to), Interest::READABLE)
+                .is_ok()
+        });
+        let keep_alive = self.keep_alive;
+        self.deadlines = (self.slots.iter())
+            .map(|(key, slot)| Reverse((slot.idle_since + keep_alive, key)))
+            .collect();
     }
 
     /// Hands every connection whose socket is readable to `wake`.

@@ -385,3 +385,56 @@ async fn the_keep_alive_timeout_closes_a_resting_tls_connection_with_a_close_not
     );
     assert!(resting(&hall, 0).await);
 }
+
+#[tokio::test]
+async fn after_a_spike_the_hall_gives_its_room_back_and_still_wakes_who_rests() {
+    const N: usize = 200;
+    let (_door, mut hall) = open(Duration::from_secs(60), None).unwrap();
+    hall.compact_above = 16;
+    let mut clients = Vec::with_capacity(N);
+    for _ in 0..N {
+        let (client, stream, peer) = pair().await;
+        hall.admit(Resting {
+            stream: Socket::Plain(stream),
+            peer,
+            permits: Vec::new(),
+            idle_since: Instant::now(),
+        });
+        clients.push((client, peer));
+    }
+    let peak = hall.slots.capacity();
+    // The spike ends: all but the last ten leave (the low keys, so the ten must move).
+    for key in 0..N - 10 {
+        drop(hall.remove(key));
+    }
+    hall.compact();
+    assert!(
+        hall.slots.capacity() < peak / 4,
+        "room kept: {} slots for {} connections (peak {peak})",
+        hall.slots.capacity(),
+        hall.slots.len()
+    );
+    assert_eq!(
+        hall.deadlines.len(),
+        10,
+        "deadlines rebuilt under the new keys"
+    );
+    // The ten that moved are watched under their new keys: each comes back when its client writes.
+    for (client, _) in &mut clients[N - 10..] {
+        client.write_all(b"G").await.unwrap();
+    }
+    let mut woken = std::collections::HashSet::new();
+    for _ in 0..50 {
+        hall.wake_ready(&mut |resting: Resting| {
+            woken.insert(resting.peer);
+        });
+        if woken.len() == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let expected: std::collections::HashSet<_> =
+        clients[N - 10..].iter().map(|(_, p)| *p).collect();
+    assert_eq!(woken, expected);
+    assert!(hall.slots.is_empty());
+}
