@@ -11,7 +11,9 @@
 //!
 //! Run: `cargo build --release --bin switchyard --example textbook-proxy --example idle-memory`,
 //! then `target/release/examples/idle-memory --connections 2000` (the order of contestants with
-//! `--contestants switchyard,textbook,nginx`; alternate it over runs so drift cancels).
+//! `--contestants switchyard,textbook,nginx`; alternate it over runs so drift cancels). `--tls`
+//! measures connections over TLS (HTTP/1.1 by ALPN, the development certificate from `certs-dev/`)
+//! on Switchyard and nginx.
 //!
 //! It raises its own open-file limit (soft to hard, and the hard one too when it may, through
 //! `prlimit`); the contestants inherit it. Past 20,000 connections the clients bind further loopback
