@@ -83,6 +83,10 @@ struct Args {
     /// proxies.
     #[arg(long)]
     tls: bool,
+    /// HTTP/2 over TLS (ALPN `h2`; implies `--tls`): hyper's client connection on the runner's
+    /// side. HTTP/2 connections never park in Switchyard (hyper's connection keeps its state).
+    #[arg(long)]
+    h2: bool,
     /// The directory of `localhost.crt`, `localhost.key` and `ca.crt` (default: this checkout's
     /// `certs-dev/`).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/certs-dev"))]
@@ -100,9 +104,11 @@ const MAX_CONNECTIONS: usize = 200_000;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    args.tls |= args.h2;
     if let Some(addr) = args.hold {
-        let dialer = Dialer::new(addr, args.tls.then(|| args.certs.join("ca.crt")).as_deref())?;
+        let ca = args.tls.then(|| args.certs.join("ca.crt"));
+        let dialer = Dialer::new(addr, ca.as_deref(), args.h2)?;
         return holders::hold(dialer, args.hold_first, args.hold_count, args.concurrency).await;
     }
     if args.connections == 0 || args.connections > MAX_CONNECTIONS {
@@ -151,7 +157,11 @@ async fn main() -> Result<()> {
 
     println!(
         "Idle keep-alive connections{}: {} per contestant ({} process(es) each), one GET each, then {} s idle; open-file limit {nofile} per process; upstream {upstream}\n",
-        if args.tls { " over TLS" } else { "" },
+        match (args.h2, args.tls) {
+            (true, _) => " (HTTP/2 over TLS)",
+            (false, true) => " over TLS",
+            (false, false) => "",
+        },
         args.connections,
         args.processes,
         settle.as_secs()
@@ -167,6 +177,7 @@ async fn main() -> Result<()> {
             switchyard_bin: switchyard_bin.clone(),
             textbook_bin: textbook_bin.clone(),
             certs: args.tls.then(|| args.certs.clone()),
+            h2: args.h2,
         };
         let Some(running) = contestant.start().await? else {
             eprintln!("idle-memory: {} not installed; skipped", kind.name());
@@ -216,7 +227,7 @@ impl Row {
 async fn measure(running: &Running, args: &Args, settle: Duration, nofile: u64) -> Result<Row> {
     // One warm-up request on its own connection, so lazy set-up is in "before".
     let ca = args.tls.then(|| args.certs.join("ca.crt"));
-    let dialer = Dialer::new(running.addr, ca.as_deref())?;
+    let dialer = Dialer::new(running.addr, ca.as_deref(), args.h2)?;
     let warm = dialer.open_one(0).await.context("warm-up request")?;
     reset_all(&[warm]);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -301,11 +312,14 @@ impl Clients {
 
 /// What a holder process is told besides its share: how to connect.
 fn holder_args(args: &Args) -> Vec<std::ffi::OsString> {
+    let mut dial: Vec<std::ffi::OsString> = Vec::new();
     if args.tls {
-        vec!["--tls".into(), "--certs".into(), args.certs.clone().into()]
-    } else {
-        Vec::new()
+        dial.extend(["--tls".into(), "--certs".into(), args.certs.clone().into()]);
     }
+    if args.h2 {
+        dial.push("--h2".into());
+    }
+    dial
 }
 
 /// Descriptors the runner needs besides its clients' sockets.

@@ -48,6 +48,8 @@ pub struct Contestant {
     pub textbook_bin: PathBuf,
     /// Serve over TLS with `localhost.crt` and `localhost.key` from this directory.
     pub certs: Option<PathBuf>,
+    /// Offer HTTP/2 by ALPN (nginx: `http2` on the listener; Switchyard always offers it).
+    pub h2: bool,
 }
 
 /// A started contestant; dropping it stops its processes.
@@ -173,7 +175,8 @@ routes:
         let d = dir.display();
         let ssl = match &self.certs {
             Some(certs) => format!(
-                " ssl;\n        ssl_certificate {};\n        ssl_certificate_key {}",
+                " ssl{};\n        ssl_certificate {};\n        ssl_certificate_key {}",
+                if self.h2 { " http2" } else { "" },
                 certs.join("localhost.crt").display(),
                 certs.join("localhost.key").display()
             ),

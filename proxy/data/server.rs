@@ -5,10 +5,10 @@
 //! Every connection is read through `conn::Guarded` (request framing checked as it arrives) and
 //! supervised by `conn::supervise` (header-read timeout from accept, keep-alive timeout between
 //! requests), and served by `http1::Served`, which gives an idle HTTP/1.1 connection's buffers
-//! back; an idle one then leaves its task for the listener's `hall` (with its TLS session, over
-//! TLS), which gives it a new one when its client sends again. Connections that end refused before routing
-//! (a header-read timeout, a head hyper answered 400 or 431) are counted when the listener has
-//! metrics.
+//! back; an idle one then leaves its task for the listener's `hall` (over TLS with its session),
+//! which gives it a new one when its client sends again. Connections that end refused before
+//! routing (a header-read timeout, a head hyper answered 400 or 431) are counted when the
+//! listener has metrics.
 
 use std::convert::Infallible;
 use std::future::Future;
