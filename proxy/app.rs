@@ -280,18 +280,18 @@ type Bound = (
 );
 
 /// Each listener, as bound.
-type Listening = Vec<Listener>;
+type Listening = Vec<BoundListener>;
 
 /// A listener as bound: its name, address (the real port when 0 was asked for) and scheme.
 #[derive(Clone, Debug)]
-pub struct Listener {
+pub struct BoundListener {
     pub name: String,
     pub addr: SocketAddr,
     /// TLS is terminated on it.
     pub tls: bool,
 }
 
-impl Listener {
+impl BoundListener {
     /// `https` or `http`: what a client's URL for it starts with.
     pub fn scheme(&self) -> &'static str {
         if self.tls {
@@ -358,7 +358,7 @@ fn serve_listeners(
     let mut servers = Vec::with_capacity(bound.len() + 1);
     let mut per_worker: Vec<Vec<crate::data::workers::Job>> = Vec::new();
     for ((name, addr, sockets, tls), own) in bound.into_iter().zip(per_listener) {
-        let listening = Listener {
+        let listening = BoundListener {
             name: name.clone(),
             addr,
             tls: tls.is_some(),
@@ -461,7 +461,7 @@ fn spawn_sighup(control: ControlHandle, mut shutdown: watch::Receiver<bool>) {
 
 impl Running {
     /// Each listener as bound.
-    pub fn listeners(&self) -> &[Listener] {
+    pub fn listeners(&self) -> &[BoundListener] {
         &self.listeners
     }
 
