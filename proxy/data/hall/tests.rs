@@ -69,6 +69,16 @@ async fn resting(hall: &Running, n: i64) -> bool {
     false
 }
 
+/// Asserts that a connection resting since `started` was closed at its keep-alive deadline: not
+/// before it, and within a second after (paused time).
+fn closed_at_deadline(started: Instant, keep_alive: Duration) {
+    let waited = started.elapsed();
+    assert!(
+        waited >= keep_alive && waited < keep_alive + Duration::from_secs(1),
+        "closed after {waited:?}"
+    );
+}
+
 /// True when the client reads the end of the stream (or a reset) within the bound.
 async fn closed(client: &mut tokio::net::TcpStream) -> bool {
     let mut byte = [0u8; 1];
@@ -138,11 +148,7 @@ async fn the_keep_alive_timeout_closes_a_resting_connection_at_its_deadline() {
         closed(&mut client).await,
         "closed at the keep-alive deadline"
     );
-    let waited = started.elapsed();
-    assert!(
-        waited >= keep_alive && waited < keep_alive + Duration::from_secs(1),
-        "closed after {waited:?}"
-    );
+    closed_at_deadline(started, keep_alive);
     assert!(resting(&hall, 0).await);
     assert_eq!(limit.available_permits(), 1, "its permit given back");
     assert!(hall.woken.try_recv().is_err(), "never handed back");
@@ -378,11 +384,7 @@ async fn the_keep_alive_timeout_closes_a_resting_tls_connection_with_a_close_not
         closed_cleanly(&mut client, keep_alive + BOUND).await,
         "a close_notify, then the end"
     );
-    let waited = started.elapsed();
-    assert!(
-        waited >= keep_alive && waited < keep_alive + Duration::from_secs(1),
-        "closed after {waited:?}"
-    );
+    closed_at_deadline(started, keep_alive);
     assert!(resting(&hall, 0).await);
 }
 
