@@ -69,6 +69,25 @@ async fn resting(hall: &Running, n: i64) -> bool {
     false
 }
 
+/// The server side of a woken connection reads the request its client sent while it rested, every
+/// byte of it (none read by the hall; over TLS, decrypted by the same session), and answers it.
+async fn serves_its_request(
+    server: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    client: &mut (impl tokio::io::AsyncRead + Unpin),
+) {
+    let mut got = vec![0u8; 22];
+    tokio::time::timeout(BOUND, server.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"GET /next HTTP/1.1\r\n\r\n");
+    server.write_all(b"answer").await.unwrap();
+    server.flush().await.unwrap();
+    let mut answer = [0u8; 6];
+    client.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"answer");
+}
+
 /// Asserts that a connection resting since `started` was closed at its keep-alive deadline: not
 /// before it, and within a second after (paused time).
 fn closed_at_deadline(started: Instant, keep_alive: Duration) {
@@ -112,19 +131,7 @@ async fn a_resting_connection_comes_back_with_its_bytes_when_its_client_writes()
         panic!("a cleartext connection comes back as it went in");
     };
     let mut server = tokio::net::TcpStream::from_std(stream).unwrap();
-    let mut got = vec![0u8; 22];
-    tokio::time::timeout(BOUND, server.read_exact(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        got, b"GET /next HTTP/1.1\r\n\r\n",
-        "no byte read by the hall"
-    );
-    server.write_all(b"answer").await.unwrap();
-    let mut answer = [0u8; 6];
-    client.read_exact(&mut answer).await.unwrap();
-    assert_eq!(&answer, b"answer");
+    serves_its_request(&mut server, &mut client).await;
     drop(woken.permits);
     assert_eq!(limit.available_permits(), 1);
 }
@@ -337,20 +344,7 @@ async fn a_tls_connection_rests_with_its_session_and_is_closed_with_a_close_noti
     let Socket::Tls(mut server) = woken.stream else {
         panic!("a TLS connection comes back with its session");
     };
-    let mut got = vec![0u8; 22];
-    tokio::time::timeout(BOUND, server.read_exact(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        got, b"GET /next HTTP/1.1\r\n\r\n",
-        "decrypted by the same session"
-    );
-    server.write_all(b"answer").await.unwrap();
-    server.flush().await.unwrap();
-    let mut answer = [0u8; 6];
-    client.read_exact(&mut answer).await.unwrap();
-    assert_eq!(&answer, b"answer");
+    serves_its_request(server.as_mut(), &mut client).await;
 
     // Back to rest; a drain closes it as its task would, with a close_notify.
     hall.door.enter(Resting {
