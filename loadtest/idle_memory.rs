@@ -13,7 +13,7 @@
 //! then `target/release/examples/idle-memory --connections 2000` (the order of contestants with
 //! `--contestants switchyard,textbook,nginx`; alternate it over runs so drift cancels). `--tls`
 //! measures connections over TLS (HTTP/1.1 by ALPN, the development certificate from `certs-dev/`)
-//! on Switchyard and nginx.
+//! on Switchyard and nginx, `--h2` HTTP/2 over TLS.
 //!
 //! It raises its own open-file limit (soft to hard, and the hard one too when it may, through
 //! `prlimit`); the contestants inherit it. Past 20,000 connections the clients bind further loopback
@@ -107,8 +107,7 @@ async fn main() -> Result<()> {
     let mut args = Args::parse();
     args.tls |= args.h2;
     if let Some(addr) = args.hold {
-        let ca = args.tls.then(|| args.certs.join("ca.crt"));
-        let dialer = Dialer::new(addr, ca.as_deref(), args.h2)?;
+        let dialer = dialer(&args, addr)?;
         return holders::hold(dialer, args.hold_first, args.hold_count, args.concurrency).await;
     }
     if args.connections == 0 || args.connections > MAX_CONNECTIONS {
@@ -226,8 +225,7 @@ impl Row {
 
 async fn measure(running: &Running, args: &Args, settle: Duration, nofile: u64) -> Result<Row> {
     // One warm-up request on its own connection, so lazy set-up is in "before".
-    let ca = args.tls.then(|| args.certs.join("ca.crt"));
-    let dialer = Dialer::new(running.addr, ca.as_deref(), args.h2)?;
+    let dialer = dialer(args, running.addr)?;
     let warm = dialer.open_one(0).await.context("warm-up request")?;
     reset_all(&[warm]);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -308,6 +306,12 @@ impl Clients {
             Clients::Holders(h) => format!("clients in {} holder processes", h.len()),
         }
     }
+}
+
+/// How the clients connect to `addr`: cleartext, TLS or HTTP/2 over TLS, as the arguments say.
+fn dialer(args: &Args, addr: SocketAddr) -> Result<Dialer> {
+    let ca = args.tls.then(|| args.certs.join("ca.crt"));
+    Dialer::new(addr, ca.as_deref(), args.h2)
 }
 
 /// What a holder process is told besides its share: how to connect.
