@@ -6,7 +6,7 @@
 //! `headers` and wrapped `body`, and answers failures through `error`'s one status mapping. The
 //! per-request `record` counts the outcome when the response body ends, blamed on the side that
 //! failed (`fault`). What clients send is checked on the way in: `conn` reads each connection
-//! through the `framing` scanner and enforces its timeouts (an idle cleartext one rests in its
+//! through the `framing` scanner and enforces its timeouts (an idle HTTP/1.1 one rests in its
 //! listener's `hall`, outside any task, until its client sends again), `strict` and
 //! `authority` check the request head before routing. Copies for a dark launch leave through
 //! `tap` (a `try_send` into a bounded queue the shadow module drains). Nothing here imports the

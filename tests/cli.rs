@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the assertion
 
+mod common;
+
 use std::process::Command;
 
 fn switchyard(args: &[&str]) -> (Option<i32>, String) {
@@ -75,10 +77,9 @@ fn a_cpu_slice_outside_the_kernels_range_is_refused_naming_the_flag_and_the_rang
 fn run_announces_each_listener_with_the_scheme_a_client_must_use() {
     let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/certs-dev");
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("switchyard.yaml");
-    std::fs::write(
-        &file,
-        format!(
+    let file = common::config_file(
+        dir.path(),
+        &format!(
             r#"
 listeners:
   - {{ name: secure, addr: "127.0.0.1:0", tls: {{ certificates: [{{ cert: "{certs}/localhost.crt", key: "{certs}/localhost.key" }}] }} }}
@@ -88,8 +89,7 @@ routes:
     versions: [{{ name: stable, endpoints: ["127.0.0.1:9"], weight: 1 }}]
 "#
         ),
-    )
-    .unwrap();
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["run", "--config"])
         .arg(&file)

@@ -66,10 +66,7 @@ pub enum Socket {
 
 impl Socket {
     fn fd(&self) -> RawFd {
-        match self {
-            Socket::Plain(stream) => stream.as_raw_fd(),
-            Socket::Tls(tls) => tls.get_ref().0.as_raw_fd(),
-        }
+        self.sock().as_raw_fd()
     }
 
     fn sock(&self) -> SockRef<'_> {

@@ -299,6 +299,8 @@ pub fn grpc_failed(headers: &HeaderMap) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_peer_address_reads_as_std_writes_it() {
         for ip in [
@@ -311,11 +313,9 @@ mod tests {
             "2001:db8::ff00:42:8329",
         ] {
             let addr: IpAddr = ip.parse().unwrap();
-            assert_eq!(super::peer_value(addr).to_str().unwrap(), addr.to_string());
+            assert_eq!(peer_value(addr).to_str().unwrap(), addr.to_string());
         }
     }
-
-    use super::*;
 
     #[test]
     fn request_ids_are_distinct_version_4_uuids() {

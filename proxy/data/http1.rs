@@ -9,10 +9,10 @@
 //! is shut down gracefully *without closing the socket* and dropped, and the connection parks with
 //! its socket and framing scanner alone until the socket is readable again; the next request gets
 //! a fresh hyper connection. A busy connection never parks, so the saturated path pays nothing.
-//! A cleartext connection goes further ([`Served::resting_when_idle`]): instead of parking in its
-//! task it finishes with its stream in `State::Resting`, and the server hands the socket to the
-//! listener's [`Hall`](crate::data::hall::Hall), which gives it a new task, parked
-//! ([`Served::resting`]), once the client sends again.
+//! With a hall the connection goes further ([`Served::resting_when_idle`]): instead of parking
+//! in its task it finishes with its stream in `State::Resting`, and the server hands the stream
+//! (over TLS with its session) to the listener's [`Hall`](crate::data::hall::Hall), which gives it
+//! a new task, parked ([`Served::resting`]), once the client sends again.
 //!
 //! A cleartext connection starts parked: its first bytes are peeked, not read, to tell h2c's
 //! preface (HTTP/2 with prior knowledge, served by hyper's HTTP/2 connection, which never parks)
@@ -277,7 +277,7 @@ where
         Served::new(State::Sniffing { io, retry: None }, conn, builders, service)
     }
 
-    /// A cleartext connection woken from its listener's hall: parked, served once readable.
+    /// A connection woken from its listener's hall: parked, served once readable.
     pub fn resting(io: Guarded<T>, conn: Arc<Conn>, builders: Arc<Builders>, service: S) -> Self {
         Served::new(State::Parked(io), conn, builders, service)
     }
