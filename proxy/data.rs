@@ -2,8 +2,9 @@
 //! upstream's answer.
 //!
 //! `server` accepts (TLS, HTTP/1.1, h2, h2c) and hands each request to `handler`, which loads the
-//! `snapshot` once, asks `route::decide` (pure), forwards through `upstream` with the rewritten
-//! `headers` and wrapped `body`, and answers failures through `error`'s one status mapping. The
+//! `snapshot` once, reads the head's lines once (`present`), asks `route::decide` (pure), forwards
+//! through `upstream` with the rewritten `headers`, the lines `forwarding` adds and the wrapped
+//! `body`, and answers failures through `error`'s one status mapping. The
 //! per-request `record` counts the outcome when the response body ends, blamed on the side that
 //! failed (`fault`). What clients send is checked on the way in: `conn` reads each connection
 //! through the `framing` scanner and enforces its timeouts (an idle HTTP/1.1 one rests in its
@@ -18,11 +19,13 @@ pub mod conn;
 pub mod endpoint;
 pub mod error;
 pub mod fault;
+pub mod forwarding;
 pub mod framing;
 pub mod hall;
 pub mod handler;
 pub mod headers;
 pub mod http1;
+pub mod present;
 pub mod ratelimit;
 pub mod record;
 pub mod server;

@@ -106,6 +106,15 @@ async fn a_post_is_not_copied_by_default_and_is_when_opted_in() {
     assert_eq!(seen.path, "/charge");
     assert_eq!(seen.headers["x-switchyard-shadow"], "1");
     assert_eq!(seen.headers["host"], "shop.example.com-shadow:8080");
+    // The copy carries the lines the proxy adds, as the live request did.
+    let live_seen = live.last();
+    assert_eq!(
+        seen.headers["x-request-id"],
+        live_seen.headers["x-request-id"]
+    );
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert!(seen.headers.contains_key("traceparent"));
 }
 
 #[tokio::test]

@@ -231,6 +231,24 @@ async fn forwarded_headers_and_request_id_are_set() {
     assert_eq!(seen.headers["x-request-id"], "req-42");
     assert_eq!(reply.headers["x-request-id"], "req-42");
 
+    // What a client says of its own protocol and host is replaced, once, not passed beside ours.
+    get(
+        &client,
+        &format!("{base}/spoof"),
+        &[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+        ],
+    )
+    .await;
+    let seen = stable.last();
+    let lines = |name| seen.headers.get_all(name).iter().collect::<Vec<_>>();
+    assert_eq!(lines("x-forwarded-proto"), ["http"]);
+    assert_eq!(
+        lines("x-forwarded-host"),
+        [&proxy.addr("public").unwrap().to_string()]
+    );
+
     let reply = get(&client, &format!("{base}/b"), &[]).await;
     let seen = stable.last();
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");

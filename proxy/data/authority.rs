@@ -27,8 +27,26 @@ pub enum AuthorityError {
     Port,
 }
 
+/// The bytes of a `reg-name` (RFC 3986 §3.2.2) without percent-encoding: unreserved and
+/// sub-delims. A table, since every byte of every `Host` is looked up here.
+const REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let others = b"-._~!$&'()*+,;=";
+    let mut i = 0;
+    while i < others.len() {
+        table[others[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 fn is_reg_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
+    REG_NAME[usize::from(b)]
 }
 
 fn check_reg_name(host: &[u8]) -> Result<(), AuthorityError> {
@@ -90,6 +108,14 @@ pub fn check(authority: &[u8]) -> Result<(), AuthorityError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_holds_exactly_unreserved_and_sub_delims() {
+        for b in 0..=255u8 {
+            let expected = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b);
+            assert_eq!(is_reg_name_byte(b), expected, "byte {b}");
+        }
+    }
 
     #[test]
     fn host_names_addresses_and_ports_are_accepted() {

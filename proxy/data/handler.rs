@@ -20,7 +20,9 @@ use crate::config::Endpoint;
 use crate::data::body::{RequestBody, ResponseBody};
 use crate::data::error::ProxyError;
 use crate::data::fault::{DownstreamFault, FaultCell, Refusal};
+use crate::data::forwarding::{self, Added};
 use crate::data::headers::{self, X_REQUEST_ID, X_SWITCHYARD_VERSION};
+use crate::data::present::Present;
 use crate::data::record::{AccessEntry, Record};
 use crate::data::shared::{Downstream, Shared};
 use crate::data::snapshot::Snapshot;
@@ -42,29 +44,34 @@ pub fn handle(
 ) -> impl Future<Output = Response<ResponseBody>> + Send {
     async move {
         let started = Instant::now();
-        if let Some(refused) = refuse_head(&shared, &request) {
+        let present = Present::scan(request.headers());
+        if let Some(refused) = refuse_head(&shared, &request, &present) {
             return refused.into_response();
         }
         let snapshot = shared.snapshot.load_full();
         // An HTTP/1.1 upgrade (WebSocket) is routed like any request, then spliced after the 101.
-        let upgrade = headers::is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
+        let upgrade = (present.connection && present.upgrade && headers::is_upgrade(&request))
+            .then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
 
         // The thread-local RNG is borrowed only for this synchronous call.
-        let decision =
-            match route::decide(&RequestHead::of(&parts), &snapshot.tables, &mut rand::rng()) {
-                Ok(d) => d,
-                Err(NoDecision::NoRoute) => {
-                    shared.metrics.no_route.inc();
-                    return ProxyError::NoRoute.into_response();
+        let decision = match route::decide(
+            &route_head(&parts, &present),
+            &snapshot.tables,
+            &mut rand::rng(),
+        ) {
+            Ok(d) => d,
+            Err(NoDecision::NoRoute) => {
+                shared.metrics.no_route.inc();
+                return ProxyError::NoRoute.into_response();
+            }
+            Err(NoDecision::NoVersion(r)) => {
+                return ProxyError::NoVersion {
+                    route: snapshot.routes[r].name.clone(),
                 }
-                Err(NoDecision::NoVersion(r)) => {
-                    return ProxyError::NoVersion {
-                        route: snapshot.routes[r].name.clone(),
-                    }
-                    .into_response()
-                }
-            };
+                .into_response()
+            }
+        };
 
         let route_state = &snapshot.routes[decision.route];
         if let Some((limiter, refused)) = &route_state.rate_limit {
@@ -103,16 +110,13 @@ pub fn handle(
             }));
         }
 
-        let response = match forward(
-            &snapshot,
-            decision,
-            &downstream,
+        let head = Head {
             parts,
-            body,
+            present,
             upgrade,
-            &mut record,
-        )
-        .await
+        };
+        let response = match forward(&snapshot, decision, &downstream, head, body, &mut record)
+            .await
         {
             Ok(response) => response,
             Err(error) => {
@@ -133,10 +137,14 @@ pub fn handle(
 
 /// What the proxy refuses before routing: an ambiguous or malformed head (400), a method or
 /// transfer coding it does not implement (501). Counted as refused, by kind.
-fn refuse_head(shared: &Shared, request: &Request<Incoming>) -> Option<ProxyError> {
-    let refused = match headers::ambiguous_framing(request) {
+fn refuse_head(
+    shared: &Shared,
+    request: &Request<Incoming>,
+    present: &Present,
+) -> Option<ProxyError> {
+    let refused = match headers::ambiguous_framing(request, present.host_lines) {
         Some(reason) => ProxyError::BadRequest(reason),
-        None => match crate::data::strict::check(request) {
+        None => match crate::data::strict::check(request, present) {
             Ok(()) => return None,
             Err(crate::data::strict::Refused::BadRequest(reason)) => ProxyError::BadRequest(reason),
             Err(crate::data::strict::Refused::NotImplemented(reason)) => {
@@ -152,6 +160,29 @@ fn refuse_head(shared: &Shared, request: &Request<Incoming>) -> Option<ProxyErro
     Some(refused)
 }
 
+/// What routing reads of a request: its target, or its first `Host` line, and its head.
+fn route_head<'a>(parts: &'a Parts, present: &'a Present) -> RequestHead<'a> {
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| present.host.as_ref().and_then(|h| h.to_str().ok()));
+    RequestHead {
+        host,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+    }
+}
+
+/// A request head as it arrived, what one pass over its lines found, and its upgrade if it
+/// offered one the proxy passes on.
+struct Head {
+    parts: Parts,
+    present: Present,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
 /// The request's way to the upstream and back, in phases: endpoint, head, target, body, call,
 /// answer.
 #[allow(clippy::manual_async_fn)] // on purpose: see `handle`
@@ -159,11 +190,16 @@ fn forward<'a>(
     snapshot: &'a Arc<Snapshot>,
     decision: Decision,
     downstream: &'a Downstream,
-    mut parts: Parts,
+    head: Head,
     body: Incoming,
-    upgrade: Option<hyper::upgrade::OnUpgrade>,
     record: &'a mut Record,
 ) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + Send + 'a {
+    // Taken apart here, not in the block: a field moved out there would be held twice in its state.
+    let Head {
+        mut parts,
+        present,
+        upgrade,
+    } = head;
     async move {
         let route = &snapshot.routes[decision.route];
         let version = &route.versions[decision.version];
@@ -178,11 +214,12 @@ fn forward<'a>(
             .as_ref()
             .and_then(|_| parts.headers.get(header::UPGRADE))
             .and_then(headers::upgrade_without_h2c);
-        let request_id = rewrite_head(&mut parts, downstream, upgrade_protocol.as_ref());
+        let (request_id, added) =
+            rewrite_head(&mut parts, downstream, present, upgrade_protocol.as_ref());
         // An upgraded connection is not copied: a shadow cannot join a WebSocket.
         let mirror = match upgrade_protocol {
             Some(_) => None,
-            None => crate::data::tap::offer(snapshot, decision.route, &parts, &request_id),
+            None => crate::data::tap::offer(snapshot, decision.route, &parts, &added, &request_id),
         };
         let bytes_in = record.access.as_mut().map(|a| {
             a.request_id = request_id.clone();
@@ -196,7 +233,7 @@ fn forward<'a>(
         let GuardedBody { body, fault } =
             guard_body(route, &parts, body, bytes_in, draft, snapshot, downstream)?;
         record.body_fault = fault.clone();
-        let outcome = upstream::call(route, version, endpoint, parts, body, record).await;
+        let outcome = upstream::call(route, version, endpoint, (parts, added), body, record).await;
         let response = match outcome {
             Ok(response) => response,
             Err(failure) => {
@@ -220,22 +257,25 @@ fn forward<'a>(
 fn rewrite_head(
     parts: &mut Parts,
     downstream: &Downstream,
+    present: Present,
     upgrade_protocol: Option<&HeaderValue>,
-) -> HeaderValue {
+) -> (HeaderValue, Added) {
     // The target's authority (HTTP/2 :authority, or an HTTP/1.1 absolute-form target) wins over
-    // Host (RFC 9112 §3.2.2), as it did for routing; the upstream gets it as Host.
-    let host = match parts.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => parts.headers.get(header::HOST).cloned(),
+    // Host (RFC 9112 §3.2.2), as it did for routing; the upstream gets it as Host. Otherwise the
+    // one Host line stays as it is (several were refused), unless `Connection` named it.
+    let (host, set_host) = match parts.uri.authority() {
+        Some(a) => (HeaderValue::from_str(a.as_str()).ok(), true),
+        None => (present.host.clone(), present.connection),
     };
-    let te_trailers = headers::wants_trailers(&parts.headers);
-    let request_id = headers::forward_request(
+    let te_trailers = present.te && headers::wants_trailers(&parts.headers);
+    let (request_id, added) = forwarding::forward_request(
         &mut parts.headers,
+        &present,
         host.as_ref(),
         &downstream.peer_ip,
         downstream.proto,
     );
-    if let Some(host) = host {
+    if let (Some(host), true) = (host, set_host) {
         parts.headers.insert(header::HOST, host);
     }
     // gRPC needs `te: trailers` end to end; the proxy sends its own to the next hop.
@@ -250,7 +290,7 @@ fn rewrite_head(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, protocol.clone());
     }
-    request_id
+    (request_id, added)
 }
 
 /// Points the request at the chosen endpoint: same path and query, the version's scheme and
@@ -452,9 +492,11 @@ fn answer_with(
     // make hyper close a keep-alive client connection.
     parts.version = answer.downstream_version;
     let switching = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    let upgraded_to = parts.headers.get(header::UPGRADE).cloned();
+    let upgraded_to = switching
+        .then(|| parts.headers.get(header::UPGRADE).cloned())
+        .flatten();
     headers::remove_hop_by_hop(&mut parts.headers);
-    if let (true, Some(protocol)) = (switching, upgraded_to) {
+    if let Some(protocol) = upgraded_to {
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

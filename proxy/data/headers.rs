@@ -1,9 +1,7 @@
-//! Pure header transforms of a proxy (RFC 9110 §7.6): hop-by-hop removal, `X-Forwarded-*`, and the
-//! request id.
+//! Pure header transforms of a proxy (RFC 9110 §7.6): hop-by-hop removal, which upgrades pass,
+//! the head's ambiguities, and the names of the lines the proxy adds (`forwarding` makes them).
 
-use std::net::IpAddr;
-
-use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// `x-request-id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -53,12 +51,41 @@ fn hop_index(name: &HeaderName) -> Option<usize> {
 
 /// Removes `Connection`, every header it names, and the fixed hop-by-hop headers.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names present rather than a lookup per hop-by-hop name; `Connection` is
+    // read only when there is one.
+    let mut present = [false; HOPS];
+    for name in headers.keys() {
+        if let Some(i) = hop_index(name) {
+            present[i] = true;
+        }
+    }
+    if present[0] && names_others(headers) {
+        remove_connection_named(headers);
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+        headers.remove(name);
+    }
+}
+
+/// True when a `Connection` line names a header other than `keep-alive` (removed with the fixed
+/// names): most say only that, and need no lookup per token.
+fn names_others(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| tokens(v.as_bytes()))
+        .any(|t| !t.eq_ignore_ascii_case(b"keep-alive"))
+}
+
+/// Removes every header a `Connection` line names (RFC 9110 §7.6.1).
+#[cold]
+fn remove_connection_named(headers: &mut HeaderMap) {
     // Values are cloned one at a time (a refcount, no copy) so the map can be edited meanwhile.
     let mut nth = 0;
     while let Some(value) = headers.get_all(header::CONNECTION).iter().nth(nth).cloned() {
         nth += 1;
         if let Ok(list) = value.to_str() {
-            // `keep-alive`, the usual token, is removed with the fixed names below: no lookup.
+            // `keep-alive`, the usual token, is removed with the fixed names: no lookup.
             for name in list
                 .split(',')
                 .map(str::trim)
@@ -68,153 +95,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    // One pass over the names present rather than a lookup per hop-by-hop name.
-    let mut present = [false; HOPS];
-    for name in headers.keys() {
-        if let Some(i) = hop_index(name) {
-            present[i] = true;
-        }
-    }
-    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
-        headers.remove(name);
-    }
-}
-
-/// Prepares downstream request headers for the upstream: hop-by-hop removal, `X-Forwarded-For`
-/// appended with the client address, `X-Forwarded-Proto`, `X-Forwarded-Host` (the Host the
-/// client asked for) and a request id (kept, or generated when absent). Returns the request id.
-pub fn forward_request(
-    headers: &mut HeaderMap,
-    host: Option<&HeaderValue>,
-    client: &HeaderValue,
-    proto: &'static str,
-) -> HeaderValue {
-    remove_hop_by_hop(headers);
-    // Room for the five headers below at once: a map sized for a short request (wrk sends one
-    // header) would otherwise grow two or three times, each a rehash of every entry. It cannot
-    // fail: hyper admits at most 100 headers, and a map holds 32,768.
-    let _ = headers.try_reserve(5);
-
-    // Every X-Forwarded-For line is one list (RFC 9110 §5.3): all of them, in order, then the peer.
-    // Without one (the common case) the list is the connection's ready-made value. Each header
-    // below is looked up once (an entry), not once to read and again to write.
-    match headers.entry(&X_FORWARDED_FOR) {
-        Entry::Vacant(slot) => {
-            slot.insert(client.clone());
-        }
-        Entry::Occupied(mut lines) => {
-            let mut list = Vec::with_capacity(64);
-            for value in lines
-                .iter()
-                .filter(|v| v.to_str().is_ok())
-                .map(|v| v.as_bytes().trim_ascii())
-                .filter(|v| !v.is_empty())
-            {
-                list.extend_from_slice(value);
-                list.extend_from_slice(b", ");
-            }
-            list.extend_from_slice(client.as_bytes());
-            // Visible ASCII from valid values and an address: always a valid header value.
-            let joined = HeaderValue::from_maybe_shared(bytes::Bytes::from(list))
-                .unwrap_or_else(|_| client.clone());
-            // Replaces every earlier line with the single joined list.
-            lines.insert(joined);
-        }
-    }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-    }
-    headers.entry(&TRACEPARENT).or_insert_with(new_traceparent);
-    match headers.entry(&X_REQUEST_ID) {
-        Entry::Occupied(id) if !id.get().is_empty() => id.get().clone(),
-        Entry::Occupied(mut id) => {
-            let fresh = new_request_id();
-            id.insert(fresh.clone());
-            fresh
-        }
-        Entry::Vacant(slot) => slot.insert(new_request_id()).clone(),
-    }
-}
-
-/// The client's address as a header value, made once per connection (and once per wake-up from
-/// the hall) for `X-Forwarded-For`. IPv4 is written digit by digit, without `fmt`.
-pub fn peer_value(ip: IpAddr) -> HeaderValue {
-    let IpAddr::V4(v4) = ip else {
-        // An IP address in text is digits, dots, colons and hex: always a valid header value.
-        let text = ip.to_string();
-        return HeaderValue::from_str(&text)
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    };
-    let mut text = [0u8; 15];
-    let mut len = 0;
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text[len] = b'.';
-            len += 1;
-        }
-        // Hundreds and tens only when there are any; units always.
-        for place in [100, 10, 1] {
-            if octet >= place || place == 1 {
-                text[len] = b'0' + octet / place % 10;
-                len += 1;
-            }
-        }
-    }
-    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
-}
-
-/// A fresh W3C `traceparent` for a request that arrived without one: random trace and parent
-/// ids, flags `00` (not sampled), so services with parent-based samplers do not all start
-/// tracing because the proxy made up a context.
-pub fn new_traceparent() -> HeaderValue {
-    let mut ids: [u8; 24] = random_bytes();
-    // Both ids must not be all zero (W3C Trace Context §3.2.2.3); setting one bit guarantees it.
-    ids[15] |= 1;
-    ids[23] |= 1;
-    // "00-" 32 hex digits "-" 16 hex digits "-00", written on the stack: no formatting machinery,
-    // one allocation (the header value's own).
-    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    hex_into(&mut text[3..35], &ids[..16]);
-    hex_into(&mut text[36..52], &ids[16..]);
-    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-}
-
-/// Writes `bytes` in lower-case hex into `out` (two digits a byte, most significant first).
-fn hex_into(out: &mut [u8], bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
-    }
-}
-
-thread_local! {
-    /// A fast generator per thread for request and trace ids, seeded from the thread's
-    /// OS-seeded generator: ids must be unique and unpredictable enough to not collide, not secret.
-    static IDS: std::cell::RefCell<rand::rngs::SmallRng> = std::cell::RefCell::new(
-        rand::SeedableRng::from_rng(&mut rand::rng()),
-    );
-}
-
-/// `N` random bytes from the thread's id generator.
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    let filled = IDS.try_with(|rng| rand::RngCore::fill_bytes(&mut *rng.borrow_mut(), &mut bytes));
-    if filled.is_err() {
-        // Only while the thread exits: the thread's OS-seeded generator still works.
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-    }
-    bytes
-}
-
-/// A fresh random request id (UUID v4).
-pub fn new_request_id() -> HeaderValue {
-    let mut buf = uuid::Uuid::encode_buffer();
-    let id = uuid::Builder::from_random_bytes(random_bytes()).into_uuid();
-    let text = id.hyphenated().encode_lower(&mut buf);
-    // A hyphenated UUID is ASCII hex and dashes: always a valid header value.
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// True for an HTTP/1.1 upgrade request the proxy passes on: see [`upgrade_offered`].
@@ -273,14 +153,14 @@ pub fn wants_trailers(headers: &HeaderMap) -> bool {
 /// request with no Host at all (RFC 9112 §3.2). hyper already refuses ambiguous framing
 /// (conflicting lengths, bad encodings, obs-fold) and handles Content-Length with
 /// Transfer-Encoding as RFC 9112 §6.1 says: by the encoding, then closing the connection.
-pub fn ambiguous_framing<B>(request: &http::Request<B>) -> Option<&'static str> {
-    let h = request.headers();
-    if h.get_all(header::HOST).iter().nth(1).is_some() {
+/// `host_lines` is how many Host lines the request has.
+pub fn ambiguous_framing<B>(request: &http::Request<B>, host_lines: u8) -> Option<&'static str> {
+    if host_lines > 1 {
         return Some("more than one Host header");
     }
     if request.version() == http::Version::HTTP_11
         && request.uri().authority().is_none()
-        && !h.contains_key(header::HOST)
+        && host_lines == 0
     {
         return Some("HTTP/1.1 request without Host");
     }
@@ -300,39 +180,6 @@ pub fn grpc_failed(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_peer_address_reads_as_std_writes_it() {
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.0.100.7",
-            "192.168.20.255",
-            "255.255.255.255",
-            "::1",
-            "2001:db8::ff00:42:8329",
-        ] {
-            let addr: IpAddr = ip.parse().unwrap();
-            assert_eq!(peer_value(addr).to_str().unwrap(), addr.to_string());
-        }
-    }
-
-    #[test]
-    fn request_ids_are_distinct_version_4_uuids() {
-        let ids: std::collections::HashSet<String> = (0..1_000)
-            .map(|_| new_request_id().to_str().unwrap().to_string())
-            .collect();
-        assert_eq!(ids.len(), 1_000);
-        for id in ids.iter().take(10) {
-            let parsed = uuid::Uuid::parse_str(id).unwrap();
-            assert_eq!(parsed.get_version_num(), 4, "{id}");
-            assert_eq!(
-                id,
-                &parsed.hyphenated().to_string(),
-                "lower-case, hyphenated"
-            );
-        }
-    }
 
     #[test]
     fn every_fixed_hop_by_hop_name_and_no_other_is_found() {
@@ -377,39 +224,20 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_is_appended_and_request_id_kept() {
-        let mut h = map(&[("x-forwarded-for", "203.0.113.7"), ("x-request-id", "abc")]);
-        let host = HeaderValue::from_static("shop.example.com");
-        let id = forward_request(
-            &mut h,
-            Some(&host),
-            &peer_value("127.0.0.1".parse().unwrap()),
-            "http",
-        );
-        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "shop.example.com");
-        assert_eq!(id, "abc");
-    }
-
-    #[test]
-    fn every_forwarded_for_line_is_kept_in_order_with_the_peer_last() {
+    fn keep_alive_alone_removes_only_the_hop_by_hop_headers() {
         let mut h = map(&[
-            ("x-forwarded-for", "203.0.113.7, 198.51.100.2"),
-            ("x-forwarded-for", " "),
-            ("x-forwarded-for", "192.0.2.9"),
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("close", "c"),
+            ("x-kept", "k"),
         ]);
-        forward_request(
-            &mut h,
-            None,
-            &peer_value("127.0.0.1".parse().unwrap()),
-            "http",
-        );
-        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
-        assert_eq!(
-            h["x-forwarded-for"],
-            "203.0.113.7, 198.51.100.2, 192.0.2.9, 127.0.0.1"
-        );
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h["close"], "c");
+        assert_eq!(h["x-kept"], "k");
+        let mut h = map(&[("connection", "close"), ("close", "c"), ("x-kept", "k")]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "a header Connection names goes: {h:?}");
     }
 
     #[test]
@@ -428,61 +256,5 @@ mod tests {
         let mut h = map(&[("http2-settings", "AAMAAABkAAQAAP__"), ("x-kept", "k")]);
         remove_hop_by_hop(&mut h);
         assert!(!h.contains_key("http2-settings"));
-    }
-
-    #[test]
-    fn missing_request_id_is_generated() {
-        let mut h = HeaderMap::new();
-        let id = forward_request(&mut h, None, &peer_value("::1".parse().unwrap()), "http");
-        assert_eq!(id.len(), 36);
-        assert_eq!(h["x-request-id"], id);
-        assert_eq!(h["x-forwarded-for"], "::1");
-        let tp = h["traceparent"].to_str().unwrap();
-        assert_eq!(tp.len(), 55, "{tp}");
-        assert!(tp.starts_with("00-") && tp.ends_with("-00"), "{tp}");
-    }
-
-    #[test]
-    fn traceparent_ids_are_written_as_fmt_would() {
-        for value in [
-            1u128,
-            0xabc,
-            u128::MAX,
-            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
-        ] {
-            let mut out = [0u8; 32];
-            hex_into(&mut out, &value.to_be_bytes());
-            assert_eq!(std::str::from_utf8(&out).unwrap(), format!("{value:032x}"));
-            let mut out = [0u8; 16];
-            hex_into(&mut out, &(value as u64).to_be_bytes());
-            assert_eq!(
-                std::str::from_utf8(&out).unwrap(),
-                format!("{:016x}", value as u64)
-            );
-        }
-        let tp = new_traceparent();
-        let parts: Vec<&str> = tp.to_str().unwrap().split('-').collect();
-        assert_eq!(parts.len(), 4);
-        assert_eq!(
-            (parts[0], parts[1].len(), parts[2].len(), parts[3]),
-            ("00", 32, 16, "00")
-        );
-        assert!(parts[1..3].iter().all(|p| p
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())));
-        assert!(parts[1] != "0".repeat(32) && parts[2] != "0".repeat(16));
-    }
-
-    #[test]
-    fn an_incoming_traceparent_is_kept() {
-        let mut h = map(&[(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )]);
-        forward_request(&mut h, None, &peer_value("::1".parse().unwrap()), "http");
-        assert_eq!(
-            h["traceparent"],
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-        );
     }
 }

@@ -302,7 +302,7 @@ where
         };
         let per_request = {
             let (conn, service) = (conn.clone(), listener.service.clone());
-            let peer_ip = crate::data::headers::peer_value(peer.ip());
+            let peer_ip = crate::data::forwarding::peer_value(peer.ip());
             service_fn(move |request| {
                 let (handle, in_flight) = conn.begin();
                 let downstream = Downstream {

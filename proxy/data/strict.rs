@@ -18,6 +18,7 @@
 use http::{header, Method, Request, Version};
 
 use crate::data::authority;
+use crate::data::present::Present;
 
 /// Why a request head is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +43,9 @@ fn authority_reason(error: authority::AuthorityError, host_header: bool) -> &'st
     }
 }
 
-/// Checks a request head; `Ok` when nothing in it is refused here.
-pub fn check<B>(request: &Request<B>) -> Result<(), Refused> {
+/// Checks a request head; `Ok` when nothing in it is refused here. `present` is what one pass
+/// over its lines found.
+pub fn check<B>(request: &Request<B>, present: &Present) -> Result<(), Refused> {
     if request.method() == Method::CONNECT {
         return Err(Refused::NotImplemented(
             "CONNECT is not supported by a reverse proxy",
@@ -54,8 +56,7 @@ pub fn check<B>(request: &Request<B>) -> Result<(), Refused> {
             "an asterisk-form target is only for OPTIONS",
         ));
     }
-    let headers = request.headers();
-    let host = headers.get(header::HOST);
+    let host = present.host.as_ref();
     if let Some(host) = host {
         authority::check(host.as_bytes())
             .map_err(|e| Refused::BadRequest(authority_reason(e, true)))?;
@@ -78,7 +79,10 @@ pub fn check<B>(request: &Request<B>) -> Result<(), Refused> {
             return Err(Refused::BadRequest("target scheme is not http or https"));
         }
     }
-    transfer_codings(request)
+    if present.transfer_encoding {
+        transfer_codings(request)?;
+    }
+    Ok(())
 }
 
 /// A request's `Transfer-Encoding` must be exactly `chunked`: hyper has already checked that the
@@ -115,6 +119,10 @@ fn transfer_codings<B>(request: &Request<B>) -> Result<(), Refused> {
 mod tests {
     use super::*;
 
+    fn checked(request: &Request<()>) -> Result<(), Refused> {
+        check(request, &Present::scan(request.headers()))
+    }
+
     fn request(lines: &[(&str, &str)]) -> http::request::Builder {
         let mut b = Request::builder().uri("/x");
         for (k, v) in lines {
@@ -129,19 +137,19 @@ mod tests {
             ("host", "shop.example.com:8080"),
             ("transfer-encoding", "Chunked"),
         ]);
-        assert_eq!(check(&r.body(()).unwrap()), Ok(()));
+        assert_eq!(checked(&r.body(()).unwrap()), Ok(()));
         let h2 = Request::builder()
             .version(Version::HTTP_2)
             .uri("https://Shop.example.com/x")
             .header("host", "shop.example.com")
             .body(())
             .unwrap();
-        assert_eq!(check(&h2), Ok(()));
+        assert_eq!(checked(&h2), Ok(()));
     }
 
     #[test]
     fn each_refusal_has_its_status_and_reason() {
-        let bad = |r: http::request::Builder| check(&r.body(()).unwrap()).unwrap_err();
+        let bad = |r: http::request::Builder| checked(&r.body(()).unwrap()).unwrap_err();
         assert_eq!(
             bad(request(&[("host", "a/b")])),
             Refused::BadRequest("invalid Host: not a host name or IP literal")
@@ -178,6 +186,6 @@ mod tests {
             Refused::BadRequest("an asterisk-form target is only for OPTIONS")
         );
         let options = Request::builder().method(Method::OPTIONS).uri("*");
-        assert_eq!(check(&options.body(()).unwrap()), Ok(()));
+        assert_eq!(checked(&options.body(()).unwrap()), Ok(()));
     }
 }

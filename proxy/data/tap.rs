@@ -15,6 +15,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Mirror;
+use crate::data::forwarding::Added;
 use crate::data::snapshot::Snapshot;
 use crate::metrics::MirrorMetrics;
 
@@ -71,6 +72,7 @@ pub fn offer(
     snapshot: &Arc<Snapshot>,
     route: usize,
     parts: &http::request::Parts,
+    added: &Added,
     request_id: &HeaderValue,
 ) -> Option<(Draft, LiveSender)> {
     let mirror = snapshot.routes[route].mirror.as_ref()?;
@@ -103,6 +105,8 @@ pub fn offer(
         return None;
     }
     let (tx, rx) = oneshot::channel();
+    let mut headers = parts.headers.clone();
+    added.insert_into(&mut headers);
     Some((
         Draft {
             mirror: mirror.clone(),
@@ -111,7 +115,7 @@ pub fn offer(
                 route,
                 method: parts.method.clone(),
                 path: parts.uri.path_and_query().cloned(),
-                headers: parts.headers.clone(),
+                headers,
                 body: Bytes::new(),
                 live: rx,
             },

@@ -27,6 +27,7 @@ use http::{Request, Response, Uri};
 
 use crate::config::{Endpoint, UpstreamProtocol, UpstreamTls};
 use crate::data::body::RequestBody;
+use crate::data::forwarding::Added;
 use crate::data::record::Record;
 use crate::data::snapshot::{RouteState, VersionState};
 pub use crate::metrics::FailureKind;
@@ -224,6 +225,7 @@ struct RetryHead {
 /// Calls `endpoint` under the route's response-header deadline; after a connect failure, an
 /// idempotent request without a body is tried on another endpoint, within the route's retries
 /// and the version's retry budget. The endpoint that refused counts it towards its ejection.
+/// `added` are the lines the proxy adds to the head (see [`Added`]), sent with every attempt.
 ///
 /// A plain function returning an `async move` block, as `send` below: an `async fn` would keep the
 /// request's head and body twice in its state.
@@ -232,7 +234,7 @@ pub fn call<'a, 'b>(
     route: &'b RouteState,
     version: &'a VersionState,
     endpoint: &'a Endpoint,
-    parts: Parts,
+    (parts, added): (Parts, Added),
     body: RequestBody,
     record: &'b mut Record,
 ) -> impl Future<Output = Result<Response<UpstreamBody>, Failure<'a>>> + Send + use<'a, 'b> {
@@ -262,7 +264,8 @@ pub fn call<'a, 'b>(
             if attempt > 0 {
                 version.retries_in_flight.fetch_add(1, Ordering::Relaxed);
             }
-            let outcome = tokio::time::timeout_at(deadline, send(version, endpoint, request)).await;
+            let outcome =
+                tokio::time::timeout_at(deadline, send(version, endpoint, request, &added)).await;
             if attempt > 0 {
                 version.retries_in_flight.fetch_sub(1, Ordering::Relaxed);
             }
@@ -316,7 +319,8 @@ impl RetryHead {
 fn send<'a>(
     version: &'a VersionState,
     endpoint: &'a Endpoint,
-    request: Request<RequestBody>,
+    mut request: Request<RequestBody>,
+    added: &'a Added,
 ) -> impl Future<Output = Result<Response<UpstreamBody>, CallError>> + Send + 'a {
     async move {
         let direct = version.direct.as_ref().and_then(|direct| {
@@ -328,12 +332,15 @@ fn send<'a>(
             (!upgrade).then_some((direct, index))
         });
         match direct {
-            Some((direct, index)) => direct.send(index, request).await,
-            None => Ok(version
-                .client
-                .request(request)
-                .await?
-                .map(UpstreamBody::pooled)),
+            Some((direct, index)) => direct.send(index, request, added).await,
+            None => {
+                added.insert_into(request.headers_mut());
+                Ok(version
+                    .client
+                    .request(request)
+                    .await?
+                    .map(UpstreamBody::pooled))
+            }
         }
     }
 }

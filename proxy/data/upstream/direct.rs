@@ -46,6 +46,7 @@ use super::h1::{self, Conn, Refused};
 use super::CallError;
 use crate::config::Endpoint;
 use crate::data::body::RequestBody;
+use crate::data::forwarding::Added;
 
 /// Idle connections kept at most per slot.
 pub const MAX_IDLE: usize = 256;
@@ -144,11 +145,12 @@ impl Direct {
     /// A plain function returning an `async move` block: an `async fn` would keep the request
     /// twice in its state.
     #[allow(clippy::manual_async_fn)] // on purpose: see above
-    pub fn send(
-        &self,
+    pub fn send<'a>(
+        &'a self,
         index: usize,
         mut request: Request<RequestBody>,
-    ) -> impl Future<Output = Result<Response<UpstreamBody>, CallError>> + Send + '_ {
+        added: &'a Added,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, CallError>> + Send + 'a {
         async move {
             let slot = &self.slots[index];
             set_host(&mut request);
@@ -156,7 +158,7 @@ impl Direct {
                 let Some(mut conn) = checkout(slot) else {
                     break;
                 };
-                match conn.send(request).await {
+                match conn.send(request, added).await {
                     Ok(head) => return Ok(lend(head, conn, slot.clone())),
                     // Refused before a byte went out: the upstream closed it while it idled.
                     Err(Refused::Unsent(_, back)) => request = *back,
@@ -166,7 +168,7 @@ impl Direct {
             // Boxed: a connect's state (TCP, TLS) is large and rarely needed; every request's future
             // would otherwise carry room for it.
             let mut conn = Box::pin(self.connect(request.uri().clone())).await?;
-            match conn.send(request).await {
+            match conn.send(request, added).await {
                 Ok(head) => Ok(lend(head, conn, slot.clone())),
                 Err(Refused::Unsent(error, _) | Refused::Sent(error)) => {
                     Err(CallError::Exchange(error))

@@ -39,6 +39,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use crate::data::body::RequestBody;
+use crate::data::forwarding::Added;
 
 pub mod message;
 
@@ -138,9 +139,10 @@ impl Conn {
     pub fn send(
         &mut self,
         request: Request<RequestBody>,
+        added: &Added,
     ) -> impl Future<Output = Result<Response<()>, Refused>> + '_ {
         let head_only = request.method() == Method::HEAD;
-        let mut out = encode_head(&request, &mut self.write);
+        let mut out = encode_head(&request, added, &mut self.write);
         let mut request = Some(request);
         let mut wrote = false;
         let mut write_failed = None;

@@ -11,6 +11,7 @@ use hyper::body::Body;
 
 use super::Error;
 use crate::data::body::RequestBody;
+use crate::data::forwarding::Added;
 
 /// Headers read at most in a response head or trailer section (hyper's default).
 pub const MAX_HEADERS: usize = 100;
@@ -42,8 +43,13 @@ pub enum Decoder {
     Done,
 }
 
-/// Writes the request head into `write`; returns how the body is framed, `None` without a body.
-pub fn encode_head(request: &Request<RequestBody>, write: &mut BytesMut) -> Option<Out> {
+/// Writes the request head into `write`, its own lines then `added`; returns how the body is
+/// framed, `None` without a body.
+pub fn encode_head(
+    request: &Request<RequestBody>,
+    added: &Added,
+    write: &mut BytesMut,
+) -> Option<Out> {
     let body = request.body();
     let headers = request.headers();
     let declared = declared_length(headers);
@@ -72,7 +78,8 @@ pub fn encode_head(request: &Request<RequestBody>, write: &mut BytesMut) -> Opti
     // A `Content-Length` that is not the framing (invalid, or values that disagree) is not sent,
     // so an upstream never sees two framings.
     let keep_length = out.is_none() || declared.is_some();
-    for (name, value) in headers {
+    let lines = headers.iter().chain(added.lines());
+    for (name, value) in lines {
         if !keep_length && name == CONTENT_LENGTH {
             continue;
         }
@@ -169,9 +176,8 @@ pub fn parse_head(
 const SHARED_HEADERS: usize = 32;
 
 /// Room a response's header map is made with, at least. hyper's server keeps the map of the
-/// response it wrote to parse the connection's next request into, and the forwarding rewrite adds
-/// five headers to that request: a map sized for the upstream's few headers would grow (a rehash
-/// of every entry) on every request.
+/// response it wrote to parse the connection's next request into: a map sized for the upstream's
+/// few headers would grow (a rehash of every entry) whenever a client sends more.
 const RESPONSE_MAP_ROOM: usize = 24;
 
 /// The header map of `head`, whose fields are at `spans` (name offset and length, value offset
@@ -215,7 +221,9 @@ fn build_map<'a>(
     let mut headers = HeaderMap::with_capacity(capacity);
     for (name, value) in fields {
         let name = HeaderName::from_bytes(name).map_err(|_| Error::Invalid("a bad header name"))?;
-        notes.note(&name, &value);
+        if !notes.note(&name, &value) {
+            continue;
+        }
         let value = HeaderValue::from_maybe_shared(value)
             .map_err(|_| Error::Invalid("a bad header value"))?;
         headers.append(name, value);
@@ -240,7 +248,10 @@ struct Notes {
 }
 
 impl Notes {
-    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+    /// Notes a field; false for one the map need not hold: a `Connection` line that says only
+    /// `keep-alive` or `close`, read here, and hop-by-hop, so the answer's rewrite would look it
+    /// up only to remove it.
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
         if *name == TRANSFER_ENCODING {
             self.transfer_encoding = true;
             self.chunked_last = elements(value)
@@ -252,11 +263,17 @@ impl Notes {
                 self.length_element(part);
             }
         } else if *name == CONNECTION {
+            let mut options_only = true;
             for token in elements(value) {
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                let close = token.eq_ignore_ascii_case(b"close");
+                let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                self.close |= close;
+                self.keep_alive |= keep_alive;
+                options_only &= close || keep_alive;
             }
+            return !options_only;
         }
+        true
     }
 
     /// One element of a `Content-Length` list: digits only, equal to the others.
@@ -435,6 +452,27 @@ mod tests {
         ] {
             assert!(head(text).is_err(), "{text:?} was taken");
         }
+    }
+
+    #[test]
+    fn a_connection_line_of_options_only_is_read_not_kept() {
+        let parsed = |text: &str| head(text).ok().flatten().map(|(r, _, k)| (r, k)).unwrap();
+        let (response, keep) = parsed(
+            "HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n",
+        );
+        assert!(keep);
+        assert!(!response.headers().contains_key(CONNECTION));
+        assert_eq!(response.headers()["x-a"], "1");
+        let (response, keep) =
+            parsed("HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 0\r\n\r\n");
+        assert!(!keep);
+        assert!(!response.headers().contains_key(CONNECTION));
+        // A line that names a header stays, for the answer's rewrite to remove what it names.
+        let (response, keep) = parsed(
+            "HTTP/1.1 200 OK\r\nconnection: keep-alive, x-a\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n",
+        );
+        assert!(keep);
+        assert_eq!(response.headers()[CONNECTION], "keep-alive, x-a");
     }
 
     #[test]
