@@ -7,9 +7,20 @@
 # per request (tokio's `raw::poll` calls, same difference). memcpy counts one instruction per byte
 # under valgrind (`rep movsb`), so moved bytes weigh more here than in CPU time.
 #
+# --nginx counts nginx too, as run.sh's candidate (one worker, `master_process off`), under the same
+# client: the same harness for both. --cache adds a run of each under `valgrind --tool=cachegrind`
+# with this machine's first-level caches simulated (32 KiB, 8-way, 64-byte lines, instruction and
+# data; a 1 MiB last level standing for the per-core L2) and reports their misses per request: how
+# much code and data a request touches beyond what stays cached between requests. Without the
+# kernel, which runs between every two system calls and evicts much more, these are lower bounds.
+# --footprint records the callgrind runs per instruction (`--dump-instr=yes`) and reports the code
+# every request runs through (footprint.py): 64-byte lines and 4 KB pages, by object and crate. On a
+# core that idles between requests, that code comes back from L2 or further on each request.
+#
 # Usage: loadtest/compare/instructions.sh [--switchyard-bin PATH] [--requests N] [--base-port P]
-#          [--keep]
-# Needs valgrind, nginx and python3; loopback ports only. Takes about a minute.
+#          [--nginx] [--cache] [--footprint] [--keep]
+# Needs valgrind, nginx and python3; loopback ports only. Takes about a minute per candidate and
+# tool.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,6 +29,9 @@ SWITCHYARD=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
 REQUESTS=800
 BASE_PORT=18600
 KEEP=0
+NGINX=0
+CACHE=0
+FOOTPRINT=0
 die() { echo "instructions.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -25,7 +39,10 @@ while [ $# -gt 0 ]; do
         --requests) REQUESTS=${2:?}; shift 2 ;;
         --base-port) BASE_PORT=${2:?}; shift 2 ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --nginx) NGINX=1; shift ;;
+        --cache) CACHE=1; shift ;;
+        --footprint) FOOTPRINT=1; shift ;;
+        -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1" ;;
     esac
 done
@@ -41,6 +58,7 @@ mkdir -p "$WORK/tmp"
 ports "$BASE_PORT"
 fill upstream.conf
 fill switchyard.yaml
+fill nginx.conf
 cat >"$WORK/client.py" <<'EOF'
 import http.client, sys, threading
 port, n, c = int(sys.argv[1]), int(sys.argv[2]), 8
@@ -65,28 +83,79 @@ nginx -p "$WORK" -e "$WORK/upstream-error.log" -c "$WORK/upstream.conf" -g 'daem
 UPSTREAM=$!
 wait_port "$STABLE_PORT" 30
 
-# Prints "instructions task-polls" for one run of $1 requests.
-count() {
-    local out="$WORK/callgrind.$1"
-    SWITCHYARD_WORKER_THREADS=1 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
-        "$SWITCHYARD" run --config "$WORK/switchyard.yaml" >"$WORK/switchyard.$1.out" 2>&1 &
-    local pid=$!
-    wait_port "$SWITCHYARD_PORT" 30
-    python3 "$WORK/client.py" "$SWITCHYARD_PORT" "$1" || die "requests failed (see $WORK)"
-    kill -TERM "$pid"
+# Runs candidate $1 (switchyard or nginx) under valgrind tool $2 (callgrind or cachegrind) for $3
+# requests; its output file is $WORK/$2.$1.$3.
+run_under() {
+    local who=$1 tool=$2 n=$3 out="$WORK/$2.$1.$3" port pid
+    local valgrind=(valgrind --tool="$tool" "--$tool-out-file=$out")
+    if [ "$tool" = cachegrind ]; then
+        valgrind+=(--cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=1048576,16,64)
+    elif [ "$FOOTPRINT" = 1 ]; then
+        valgrind+=(--dump-instr=yes --compress-pos=no --compress-strings=no)
+    fi
+    if [ "$who" = nginx ]; then
+        "${valgrind[@]}" nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" \
+            -g 'daemon off; master_process off;' >"$WORK/nginx.$tool.$n.out" 2>&1 &
+        pid=$!
+        port=$NGINX_PORT
+    else
+        SWITCHYARD_WORKER_THREADS=1 RUST_LOG=warn "${valgrind[@]}" \
+            "$SWITCHYARD" run --config "$WORK/switchyard.yaml" >"$WORK/switchyard.$tool.$n.out" 2>&1 &
+        pid=$!
+        port=$SWITCHYARD_PORT
+    fi
+    wait_port "$port" 60
+    python3 "$WORK/client.py" "$port" "$n" || die "requests to $who failed (see $WORK)"
+    # nginx finishes its open connections on QUIT, as Switchyard drains on TERM.
+    if [ "$who" = nginx ]; then kill -QUIT "$pid"; else kill -TERM "$pid"; fi
     wait "$pid" || true
-    local total polls
-    total=$(awk '/^(summary|totals):/ { print $2; exit }' "$out")
-    # Calls of tokio's Harness::poll (one per task poll): the caller lines of its sections.
-    polls=$(callgrind_annotate --tree=caller "$out" 2>/dev/null | awk '
+}
+
+# The events of a valgrind output file's summary line, as "name=value ...".
+events() {
+    awk '/^events:/ { for (i = 2; i <= NF; i++) name[i] = $i }
+        /^(summary|totals):/ { for (i = 2; i <= NF; i++) printf "%s=%s ", name[i], $i; exit }' "$1"
+}
+
+# Calls of tokio's Harness::poll (one per task poll) in a callgrind file: its caller lines.
+task_polls() {
+    callgrind_annotate --tree=caller "$1" 2>/dev/null | awk '
         /^[[:space:]]*$/ { calls = 0; next }
         /[[:space:]]< / { line = $0; gsub(",", "", line); if (match(line, /\([0-9]+x\)/)) calls += substr(line, RSTART + 1, RLENGTH - 3) + 0; next }
         /[[:space:]]\*  .*tokio::runtime::task::harness::Harness<T,S>::poll / { n += calls }
-        END { print n + 0 }')
-    echo "$total $polls"
+        END { print n + 0 }'
 }
-read -r i1 p1 < <(count "$REQUESTS")
-read -r i3 p3 < <(count $((REQUESTS * 3)))
+
+# Per-request figures of candidate $1 under tool $2: the difference of a run of 3N and one of N.
+measure() {
+    local who=$1 tool=$2 n=$REQUESTS
+    run_under "$who" "$tool" "$n"
+    run_under "$who" "$tool" $((n * 3))
+    local one three
+    one=$(events "$WORK/$tool.$who.$n")
+    three=$(events "$WORK/$tool.$who.$((n * 3))")
+    awk -v one="$one" -v three="$three" -v n="$n" -v who="$who" -v tool="$tool" 'BEGIN {
+        split(one, a, " "); split(three, b, " ")
+        for (i in a) { split(a[i], x, "="); split(b[i], y, "="); d[x[1]] = (y[2] - x[2]) / (2 * n) }
+        if (tool == "callgrind") printf "%s: instructions per request: %.0f\n", who, d["Ir"]
+        else printf "%s: per request: instructions %.0f, I1 misses %.0f, D1 misses %.0f (read %.0f, write %.0f)\n",
+            who, d["Ir"], d["I1mr"], d["D1mr"] + d["D1mw"], d["D1mr"], d["D1mw"] }'
+    if [ "$FOOTPRINT" = 1 ] && [ "$tool" = callgrind ]; then
+        echo "$who: $(python3 -B "$HERE/footprint.py" "$WORK/$tool.$who.$n" "$WORK/$tool.$who.$((n * 3))" "$n")"
+    fi
+    if [ "$who" = switchyard ] && [ "$tool" = callgrind ]; then
+        local p1 p3
+        p1=$(task_polls "$WORK/$tool.$who.$n")
+        p3=$(task_polls "$WORK/$tool.$who.$((n * 3))")
+        awk -v p1="$p1" -v p3="$p3" -v n="$n" 'BEGIN { printf "switchyard: task polls per request: %.2f\n", (p3 - p1) / (2 * n) }'
+    fi
+}
+
 echo "Switchyard: $SWITCHYARD"
-awk -v i1="$i1" -v i3="$i3" -v p1="$p1" -v p3="$p3" -v n="$REQUESTS" 'BEGIN {
-    printf "instructions per request: %.0f\ntask polls per request: %.2f\n", (i3 - i1) / (2 * n), (p3 - p1) / (2 * n) }'
+candidates=(switchyard)
+[ "$NGINX" = 1 ] && candidates+=(nginx)
+tools=(callgrind)
+[ "$CACHE" = 1 ] && tools+=(cachegrind)
+for tool in "${tools[@]}"; do
+    for who in "${candidates[@]}"; do measure "$who" "$tool"; done
+done
