@@ -36,24 +36,6 @@ pub struct RequestHead<'a> {
     pub headers: &'a HeaderMap,
 }
 
-impl<'a> RequestHead<'a> {
-    /// Reads the routing-relevant parts of a request head.
-    pub fn of(parts: &'a http::request::Parts) -> Self {
-        let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
-            parts
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        });
-        RequestHead {
-            host,
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            headers: &parts.headers,
-        }
-    }
-}
-
 /// Why a version was chosen; logged with every request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
