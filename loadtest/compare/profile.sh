@@ -5,10 +5,13 @@
 # (self time) and the user/sys CPU per request; keeps perf.data when --keep is given.
 #
 # Usage: loadtest/compare/profile.sh [--switchyard-bin PATH] [--duration S] [--connections N]
-#          [--top N] [--base-port P] [--body-kb N] [--keep] [--no-perf]
+#          [--top N] [--base-port P] [--body-kb N] [--rate R] [--nginx] [--keep] [--no-perf]
 # --no-perf measures the CPU per request alone (no profiler attached): alternate two binaries with it
 # for an A/B of a change. --body-kb N makes the upstream answer N KB of random bytes (a file) in
-# place of run.sh's 3-byte "ok": the cost of moving bodies rather than heads.
+# place of run.sh's 3-byte "ok": the cost of moving bodies rather than heads. --rate R paces wrk as
+# run.sh's fixed-rate runs do (about R req/s over 32 connections unless --connections says, each
+# waiting a random whole number of milliseconds before each request), where the proxy's core idles
+# between requests. --nginx measures nginx in Switchyard's place (run.sh's candidate, one worker).
 # Needs nginx, wrk and perf (Debian: nginx, wrk, linux-perf); loopback ports only.
 set -euo pipefail
 
@@ -22,24 +25,34 @@ BASE_PORT=18500
 KEEP=0
 PERF=1
 BODY_KB=0
+RATE=0
+NGINX=0
+CONNECTIONS_SET=0
 die() { echo "profile.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --switchyard-bin) SWITCHYARD=${2:?}; shift 2 ;;
         --duration) DURATION=${2:?}; shift 2 ;;
-        --connections) CONNECTIONS=${2:?}; shift 2 ;;
+        --connections) CONNECTIONS=${2:?}; CONNECTIONS_SET=1; shift 2 ;;
         --top) TOP=${2:?}; shift 2 ;;
         --base-port) BASE_PORT=${2:?}; shift 2 ;;
         --body-kb) BODY_KB=${2:?}; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --no-perf) PERF=0; shift ;;
-        -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --rate) RATE=${2:?}; shift 2 ;;
+        --nginx) NGINX=1; shift ;;
+        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1" ;;
     esac
 done
 [[ "$DURATION" =~ ^[0-9]+$ ]] && [ "$DURATION" -ge 2 ] && [ "$DURATION" -le 60 ] || die "--duration is 2 to 60 s"
 [[ "$BODY_KB" =~ ^[0-9]+$ ]] && [ "$BODY_KB" -le 65536 ] || die "--body-kb is 0 to 65536"
+[[ "$RATE" =~ ^[0-9]+$ ]] && [ "$RATE" -le 20000 ] || die "--rate is 0 (closed loop) to 20000"
+if [ "$RATE" -gt 0 ] && [ "$CONNECTIONS_SET" = 0 ]; then CONNECTIONS=32; fi
 [[ "$CONNECTIONS" =~ ^[0-9]+$ ]] && [ "$CONNECTIONS" -ge 1 ] && [ "$CONNECTIONS" -le 1024 ] || die "--connections is 1 to 1024"
+# Each paced connection waits 0 to twice the mean delay, in whole milliseconds (as run.sh).
+DELAY_MS=$(( RATE > 0 ? 2 * CONNECTIONS * 1000 / RATE : 0 ))
+[ "$RATE" = 0 ] || [ "$DELAY_MS" -ge 10 ] || die "--rate $RATE is too high for $CONNECTIONS paced connections"
 PATH="$PATH:/usr/sbin:/sbin"
 for tool in nginx wrk taskset $([ "$PERF" = 1 ] && echo perf); do command -v "$tool" >/dev/null || die "missing: $tool"; done
 [ -x "$SWITCHYARD" ] || die "no $SWITCHYARD (cargo build --release)"
@@ -51,6 +64,7 @@ mkdir -p "$WORK/tmp"
 ports "$BASE_PORT"
 fill upstream.conf
 fill switchyard.yaml
+fill nginx.conf
 if [ "$BODY_KB" -gt 0 ]; then
     head -c "$((BODY_KB * 1024))" /dev/urandom >"$WORK/body.bin"
     sed -i "s#return 200 \"ok\\\\n\";#root $WORK; try_files /body.bin =404;#" "$WORK/upstream.conf"
@@ -66,17 +80,37 @@ trap cleanup EXIT
 taskset -c 1 nginx -p "$WORK" -e "$WORK/upstream-error.log" -c "$WORK/upstream.conf" -g 'daemon off;' \
     >/dev/null 2>&1 &
 PIDS+=("$!")
-SWITCHYARD_WORKER_THREADS=1 RUST_LOG=warn taskset -c 0 "$SWITCHYARD" run --config "$WORK/switchyard.yaml" \
-    >"$WORK/switchyard.out" 2>&1 &
-SY=$!
-PIDS+=("$SY")
 wait_port "$STABLE_PORT" 10
-wait_port "$SWITCHYARD_PORT" 10
-URL="http://127.0.0.1:$SWITCHYARD_PORT/"
+if [ "$NGINX" = 1 ]; then
+    NAME="nginx $(nginx -v 2>&1 | sed 's#.*/##')"
+    taskset -c 0 nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" -g 'daemon off;' \
+        >/dev/null 2>&1 &
+    PIDS+=("$!")
+    PORT=$NGINX_PORT
+    wait_port "$PORT" 10
+    # The measured process is the worker (the master only starts it).
+    SY=$(pgrep -P "$!" | head -n 1)
+    [ -n "$SY" ] || die "no nginx worker"
+else
+    NAME="Switchyard: $SWITCHYARD"
+    SWITCHYARD_WORKER_THREADS=1 RUST_LOG=warn taskset -c 0 "$SWITCHYARD" run --config "$WORK/switchyard.yaml" \
+        >"$WORK/switchyard.out" 2>&1 &
+    SY=$!
+    PIDS+=("$SY")
+    PORT=$SWITCHYARD_PORT
+    wait_port "$PORT" 10
+fi
+URL="http://127.0.0.1:$PORT/"
 taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d3s "$URL" >/dev/null # warm-up
+# A paced run waits before each request (run.sh's fixed-rate Lua delay); latency from the send.
+PACE=()
+if [ "$RATE" -gt 0 ]; then
+    echo "delay = function() return math.random(0, $DELAY_MS) end" >"$WORK/paced.lua"
+    PACE=(--latency -s "$WORK/paced.lua")
+fi
 ticks() { awk '{ print $14, $15 }' "/proc/$SY/stat"; }
 read -r u0 s0 < <(ticks)
-taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$((DURATION + 1))s" "$URL" >"$WORK/wrk.txt" &
+taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$((DURATION + 1))s" "${PACE[@]}" "$URL" >"$WORK/wrk.txt" &
 WRK=$!
 sleep 0.5
 if [ "$PERF" = 1 ]; then
@@ -86,8 +120,8 @@ wait "$WRK"
 read -r u1 s1 < <(ticks)
 requests=$(awk '/requests in/ { print $1 }' "$WORK/wrk.txt")
 hz=$(getconf CLK_TCK)
-echo "Switchyard: $SWITCHYARD"
-grep -E "Requests/sec|requests in" "$WORK/wrk.txt"
+echo "$NAME"
+grep -E "Requests/sec|requests in|^ +99%" "$WORK/wrk.txt"
 awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v n="$requests" -v hz="$hz" 'BEGIN {
     printf "CPU per request (warm-up excluded, whole wrk run): user %.1f us + sys %.1f us = %.1f us\n",
         u * 1e6 / hz / n, s * 1e6 / hz / n, (u + s) * 1e6 / hz / n }'
