@@ -1,7 +1,7 @@
-//! The lines the proxy adds to a request on its way upstream (RFC 9110 §7.6.3 and the
-//! `X-Forwarded-*` convention): the client's address appended to `X-Forwarded-For`,
-//! `X-Forwarded-Proto`, `X-Forwarded-Host`, a W3C `traceparent` and an `x-request-id`, each kept
-//! or made, from pre-made values and ids written without `fmt`.
+//! The lines the proxy adds to a request on its way upstream (the `X-Forwarded-*` convention nginx
+//! and Envoy follow, W3C Trace Context): the client's address appended to `X-Forwarded-For`,
+//! `X-Forwarded-Proto`, `X-Forwarded-Host`, a `traceparent` and an `x-request-id`, each kept or
+//! made, from pre-made values and ids written without `fmt`.
 
 use std::net::IpAddr;
 
