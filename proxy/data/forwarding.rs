@@ -17,7 +17,7 @@ use crate::data::present::Present;
 /// than inserted in it (no name hashed, no map grown): the direct HTTP/1.1 path writes them after
 /// the map's own lines; any other way out (the pooled client, a mirror copy) inserts them first.
 /// A line the client sent itself is edited in the map instead, so no name is in both.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Added {
     values: [Option<HeaderValue>; 5],
 }

@@ -257,7 +257,7 @@ fn forward<'a>(
 fn rewrite_head(
     parts: &mut Parts,
     downstream: &Downstream,
-    present: Present,
+    mut present: Present,
     upgrade_protocol: Option<&HeaderValue>,
 ) -> (HeaderValue, Added) {
     // The target's authority (HTTP/2 :authority, or an HTTP/1.1 absolute-form target) wins over
@@ -265,7 +265,7 @@ fn rewrite_head(
     // one Host line stays as it is (several were refused), unless `Connection` named it.
     let (host, set_host) = match parts.uri.authority() {
         Some(a) => (HeaderValue::from_str(a.as_str()).ok(), true),
-        None => (present.host.clone(), present.connection),
+        None => (present.host.take(), present.connection),
     };
     let te_trailers = present.te && headers::wants_trailers(&parts.headers);
     let (request_id, added) = forwarding::forward_request(

@@ -17,6 +17,8 @@ pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub static X_SWITCHYARD_VERSION: HeaderName = HeaderName::from_static("x-switchyard-version");
 
 const HOPS: usize = 8;
+/// Where `Connection` is in [`HOP_BY_HOP`].
+const CONNECTION_AT: usize = 0;
 /// Headers that are hop-by-hop whatever `Connection` says.
 const HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
@@ -59,7 +61,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             present[i] = true;
         }
     }
-    if present[0] && names_others(headers) {
+    if present[CONNECTION_AT] && names_others(headers) {
         remove_connection_named(headers);
     }
     for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
@@ -67,14 +69,18 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// True when a `Connection` line names a header other than `keep-alive` (removed with the fixed
-/// names): most say only that, and need no lookup per token.
+/// The header names a `Connection` value lists beside `keep-alive` (removed with the fixed names).
+fn named_in(connection: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    tokens(connection.as_bytes()).filter(|t| !t.eq_ignore_ascii_case(b"keep-alive"))
+}
+
+/// True when a `Connection` line names a header: most say only `keep-alive`, and need no lookup
+/// per token.
 fn names_others(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .flat_map(|v| tokens(v.as_bytes()))
-        .any(|t| !t.eq_ignore_ascii_case(b"keep-alive"))
+        .any(|v| named_in(v).next().is_some())
 }
 
 /// Removes every header a `Connection` line names (RFC 9110 §7.6.1).
@@ -84,15 +90,8 @@ fn remove_connection_named(headers: &mut HeaderMap) {
     let mut nth = 0;
     while let Some(value) = headers.get_all(header::CONNECTION).iter().nth(nth).cloned() {
         nth += 1;
-        if let Ok(list) = value.to_str() {
-            // `keep-alive`, the usual token, is removed with the fixed names: no lookup.
-            for name in list
-                .split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty() && !n.eq_ignore_ascii_case("keep-alive"))
-            {
-                headers.remove(name);
-            }
+        for name in named_in(&value).filter_map(|n| std::str::from_utf8(n).ok()) {
+            headers.remove(name);
         }
     }
 }

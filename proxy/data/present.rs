@@ -14,7 +14,7 @@ use crate::data::headers::{
 };
 
 /// What one pass over a head found.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Present {
     /// The first `Host` line.
     pub host: Option<HeaderValue>,
