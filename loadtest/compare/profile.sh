@@ -5,13 +5,17 @@
 # (self time) and the user/sys CPU per request; keeps perf.data when --keep is given.
 #
 # Usage: loadtest/compare/profile.sh [--switchyard-bin PATH] [--duration S] [--connections N]
-#          [--top N] [--base-port P] [--body-kb N] [--rate R] [--nginx] [--keep] [--no-perf]
+#          [--top N] [--base-port P] [--body-kb N] [--rate R] [--nginx] [--floor-bin PATH]
+#          [--textbook-bin PATH] [--keep] [--no-perf]
 # --no-perf measures the CPU per request alone (no profiler attached): alternate two binaries with it
 # for an A/B of a change. --body-kb N makes the upstream answer N KB of random bytes (a file) in
 # place of run.sh's 3-byte "ok": the cost of moving bodies rather than heads. --rate R paces wrk as
 # run.sh's fixed-rate runs do (about R req/s over 32 connections unless --connections says, each
 # waiting a random whole number of milliseconds before each request), where the proxy's core idles
-# between requests. --nginx measures nginx in Switchyard's place (run.sh's candidate, one worker).
+# between requests. --nginx measures nginx in Switchyard's place (run.sh's candidate, one worker);
+# --floor-bin PATH the floor (`--example floor-proxy`: the least a tokio HTTP/1.1 proxy does) and
+# --textbook-bin PATH the textbook hyper proxy (`--example textbook-proxy`, one worker thread), both
+# forwarding to the stable upstream alone.
 # Needs nginx, wrk and perf (Debian: nginx, wrk, linux-perf); loopback ports only.
 set -euo pipefail
 
@@ -27,6 +31,8 @@ PERF=1
 BODY_KB=0
 RATE=0
 NGINX=0
+BARE=""
+BARE_KIND=""
 CONNECTIONS_SET=0
 die() { echo "profile.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -41,7 +47,9 @@ while [ $# -gt 0 ]; do
         --no-perf) PERF=0; shift ;;
         --rate) RATE=${2:?}; shift 2 ;;
         --nginx) NGINX=1; shift ;;
-        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --floor-bin) BARE=${2:?}; BARE_KIND=floor; shift 2 ;;
+        --textbook-bin) BARE=${2:?}; BARE_KIND=textbook; shift 2 ;;
+        -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1" ;;
     esac
 done
@@ -56,6 +64,7 @@ DELAY_MS=$(( RATE > 0 ? 2 * CONNECTIONS * 1000 / RATE : 0 ))
 PATH="$PATH:/usr/sbin:/sbin"
 for tool in nginx wrk taskset $([ "$PERF" = 1 ] && echo perf); do command -v "$tool" >/dev/null || die "missing: $tool"; done
 [ -x "$SWITCHYARD" ] || die "no $SWITCHYARD (cargo build --release)"
+[ -z "$BARE" ] || [ -x "$BARE" ] || die "no $BARE (cargo build --release --example $BARE_KIND-proxy)"
 
 WORK=$(mktemp -d /tmp/switchyard-profile.XXXXXX)
 mkdir -p "$WORK/tmp"
@@ -91,6 +100,14 @@ if [ "$NGINX" = 1 ]; then
     # The measured process is the worker (the master only starts it).
     SY=$(pgrep -P "$!" | head -n 1)
     [ -n "$SY" ] || die "no nginx worker"
+elif [ -n "$BARE" ]; then
+    NAME="$BARE_KIND proxy: $BARE"
+    TOKIO_WORKER_THREADS=1 taskset -c 0 "$BARE" --listen "127.0.0.1:$SWITCHYARD_PORT" \
+        --upstream "127.0.0.1:$STABLE_PORT" --max-seconds 600 >"$WORK/bare.out" 2>&1 &
+    SY=$!
+    PIDS+=("$SY")
+    PORT=$SWITCHYARD_PORT
+    wait_port "$PORT" 10
 else
     NAME="Switchyard: $SWITCHYARD"
     SWITCHYARD_WORKER_THREADS=1 RUST_LOG=warn taskset -c 0 "$SWITCHYARD" run --config "$WORK/switchyard.yaml" \

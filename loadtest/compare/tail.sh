@@ -8,10 +8,12 @@
 #
 # Usage: loadtest/compare/tail.sh [--switchyard-bin PATH] [--b-args "ARGS"] [--rounds N]
 #          [--duration S] [--rate R] [--connections N] [--base-port P] [--out DIR] [--neighbour]
+#          [--floor-bin PATH]
 # --b-args adds a second Switchyard, started with these extra run flags (e.g. "--cpu-slice off"),
 # as a third candidate: an A/B of a runtime setting in the same runs. --neighbour keeps a busy loop
 # running on the proxy core throughout (a CPU-bound process sharing the proxy's core, as the
-# service beside a sidecar may be).
+# service beside a sidecar may be). --floor-bin adds the floor (`--example floor-proxy`, the least a
+# tokio HTTP/1.1 proxy does per request, forwarding to the stable upstream alone) as a candidate.
 # Needs nginx, wrk, tcpdump, perf and python3 (Debian: nginx wrk tcpdump linux-perf); loopback only.
 set -euo pipefail
 
@@ -26,6 +28,7 @@ CONNECTIONS=32
 BASE_PORT=18600
 OUT=""
 NEIGHBOUR=0
+FLOOR=""
 die() { echo "tail.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -38,7 +41,8 @@ while [ $# -gt 0 ]; do
         --base-port) BASE_PORT=${2:?}; shift 2 ;;
         --out) OUT=${2:?}; shift 2 ;;
         --neighbour) NEIGHBOUR=1; shift ;;
-        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --floor-bin) FLOOR=${2:?}; shift 2 ;;
+        -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1" ;;
     esac
 done
@@ -49,6 +53,7 @@ done
 PATH="$PATH:/usr/sbin:/sbin"
 for tool in nginx wrk tcpdump perf python3 taskset; do command -v "$tool" >/dev/null || die "missing: $tool"; done
 [ -x "$SWITCHYARD" ] || die "no $SWITCHYARD (cargo build --release)"
+[ -z "$FLOOR" ] || [ -x "$FLOOR" ] || die "no $FLOOR (cargo build --release --example floor-proxy)"
 # run.sh's pacing: each connection waits a whole number of ms, uniform in [0, D], per request.
 DELAY_MS=$((2 * 1000 * CONNECTIONS / RATE))
 [ "$DELAY_MS" -ge 2 ] || die "--rate $RATE is too high for $CONNECTIONS paced connections"
@@ -101,13 +106,22 @@ if [ -n "$B_ARGS" ]; then
     PORT[switchyard-b]=$B_PORT
     CANDIDATES+=(switchyard-b)
 fi
+if [ -n "$FLOOR" ]; then
+    taskset -c 0 "$FLOOR" --listen "127.0.0.1:$((B_PORT + 1))" --upstream "127.0.0.1:$STABLE_PORT" \
+        --max-seconds "$((ROUNDS * 3 * (DURATION + 4) + 120))" >"$WORK/floor.out" 2>&1 &
+    PIDS+=("$!")
+    FLOOR_PID=$!
+    PORT[floor]=$((B_PORT + 1))
+    CANDIDATES+=(floor)
+fi
 wait_port "$STABLE_PORT" 10
 for c in "${CANDIDATES[@]}"; do wait_port "${PORT[$c]}" 10; done
 sleep 0.5
 # Each candidate's threads: their time on the proxy core is the candidate's own.
 ls "/proc/$(pgrep -P "$NGINX" | head -1)/task" >"$OUT/nginx.tids"
 ls "/proc/$SY/task" >"$OUT/switchyard.tids"
-[ -n "$B_ARGS" ] && ls "/proc/${PIDS[-1]}/task" >"$OUT/switchyard-b.tids"
+[ -n "$B_ARGS" ] && ls "/proc/$(pgrep -f -- "switchyard-b.yaml" | head -1)/task" >"$OUT/switchyard-b.tids"
+[ -n "$FLOOR" ] && ls "/proc/$FLOOR_PID/task" >"$OUT/floor.tids"
 printf '%s\n' "${CANDIDATES[@]}" >"$OUT/candidates"
 echo "{\"rate\": $RATE, \"neighbour\": $NEIGHBOUR, \"connections\": $CONNECTIONS, \"duration\": $DURATION, \"b_args\": \"$B_ARGS\"," \
     "\"upstream_ports\": [$STABLE_PORT, $CANARY_PORT], \"ports\": {$(for c in "${CANDIDATES[@]}"; do
