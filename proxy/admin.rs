@@ -18,12 +18,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
 use crate::control::{ControlHandle, ReloadStatus};
 use crate::data::body::ResponseBody;
-use crate::data::shared::Shared;
+use crate::data::shared::{Inbound, Shared};
 use routes::{Found, Op};
 
 /// What the admin handlers share.
@@ -48,7 +47,7 @@ pub struct Admin {
 
 impl Admin {
     /// True when the request carries the configured token (or none is configured).
-    fn authorized(&self, request: &Request<Incoming>) -> bool {
+    fn authorized(&self, request: &Request<Inbound>) -> bool {
         let Some(token) = &self.token else {
             return true;
         };
@@ -65,7 +64,7 @@ impl Admin {
 pub async fn handle(
     admin: Arc<Admin>,
     peer: SocketAddr,
-    request: Request<Incoming>,
+    request: Request<Inbound>,
 ) -> Response<ResponseBody> {
     let path = request.uri().path().to_string();
     if path == "/ui" || path.starts_with("/ui/") {
@@ -115,7 +114,7 @@ pub async fn handle(
 /// cross-origin POST and PUT; `ctl` and scripts send none; the release page sends its own, which
 /// matches `Host`. Without this, any page open in a browser on the operator's machine could abort
 /// a route through a loopback admin endpoint that has no token.
-fn cross_origin(request: &Request<Incoming>) -> bool {
+fn cross_origin(request: &Request<Inbound>) -> bool {
     let Some(origin) = request.headers().get(header::ORIGIN) else {
         return false;
     };

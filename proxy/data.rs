@@ -18,6 +18,7 @@ pub mod body;
 pub mod conn;
 pub mod endpoint;
 pub mod error;
+pub mod fast;
 pub mod fault;
 pub mod forwarding;
 pub mod framing;

@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use super::routes::Op;
 use super::Admin;
 use crate::control::{Action, ActionError, ReloadError, ReloadSource};
 use crate::data::body::ResponseBody;
+use crate::data::shared::Inbound;
 use crate::data::snapshot::Snapshot;
 use crate::state::{Abort, RolloutState, WeightSource};
 
@@ -178,7 +178,7 @@ pub async fn dispatch(
     peer: SocketAddr,
     op: Op,
     name: &str,
-    request: Request<Incoming>,
+    request: Request<Inbound>,
 ) -> Response<ResponseBody> {
     let actor = peer.to_string();
     let action = match op {
@@ -250,7 +250,7 @@ async fn reload(admin: &Admin) -> Response<ResponseBody> {
 
 /// An abort with the reason from an optional JSON body `{"reason": "..."}`.
 async fn abort_action(
-    request: Request<Incoming>,
+    request: Request<Inbound>,
     default_reason: &str,
 ) -> Result<Action, Response<ResponseBody>> {
     let body: AbortBody = read_json_or_empty(request).await?;
@@ -307,8 +307,12 @@ fn conflict(admin: &Admin, name: &str, message: &str) -> Response<ResponseBody> 
     )
 }
 
-async fn read_body(request: Request<Incoming>) -> Result<Bytes, Response<ResponseBody>> {
-    Limited::new(request.into_body(), MAX_BODY)
+async fn read_body(request: Request<Inbound>) -> Result<Bytes, Response<ResponseBody>> {
+    // A request the fast path read has no body.
+    let Some(body) = request.into_body() else {
+        return Ok(Bytes::new());
+    };
+    Limited::new(body, MAX_BODY)
         .collect()
         .await
         .map(|b| b.to_bytes())
@@ -321,7 +325,7 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, Response<Respons
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(
-    request: Request<Incoming>,
+    request: Request<Inbound>,
 ) -> Result<T, Response<ResponseBody>> {
     let body = read_body(request).await?;
     serde_json::from_slice(&body)
@@ -329,7 +333,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 }
 
 async fn read_json_or_empty<T: serde::de::DeserializeOwned + Default>(
-    request: Request<Incoming>,
+    request: Request<Inbound>,
 ) -> Result<T, Response<ResponseBody>> {
     let body = read_body(request).await?;
     if body.iter().all(u8::is_ascii_whitespace) {

@@ -201,7 +201,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The downstream request body on its way upstream, streamed as it arrives.
 pub struct RequestBody {
-    /// `None`: an empty body (a retried request that had none).
+    /// `None`: an empty body (a retried request that had none, or one the fast path read).
     inner: Option<Incoming>,
     bytes: Option<Arc<AtomicU64>>,
     /// Boxed: a mirrored request is the rare one, and the request's body is moved through every
@@ -247,9 +247,9 @@ struct Tee {
 
 impl RequestBody {
     /// Wraps a request body; `bytes`, when given, counts the bytes read.
-    pub fn new(inner: Incoming, bytes: Option<Arc<AtomicU64>>) -> Self {
+    pub fn new(inner: Option<Incoming>, bytes: Option<Arc<AtomicU64>>) -> Self {
         RequestBody {
-            inner: Some(inner),
+            inner,
             bytes,
             tee: None,
             limit: None,

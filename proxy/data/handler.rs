@@ -11,7 +11,6 @@ use std::time::Instant;
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Request, Response, Uri};
-use hyper::body::Incoming;
 
 use crate::data::upstream::UpstreamBody;
 use rand::Rng;
@@ -24,7 +23,7 @@ use crate::data::forwarding::{self, Added};
 use crate::data::headers::{self, X_REQUEST_ID, X_SWITCHYARD_VERSION};
 use crate::data::present::Present;
 use crate::data::record::{AccessEntry, Record};
-use crate::data::shared::{Downstream, Shared};
+use crate::data::shared::{Downstream, Inbound, Shared};
 use crate::data::snapshot::Snapshot;
 use crate::data::snapshot::{RouteState, VersionState};
 use crate::data::upstream::{self, FailureKind};
@@ -40,7 +39,7 @@ use crate::route::{self, Decision, NoDecision, RequestHead};
 pub fn handle(
     shared: Arc<Shared>,
     downstream: Downstream,
-    mut request: Request<Incoming>,
+    mut request: Request<Inbound>,
 ) -> impl Future<Output = Response<ResponseBody>> + Send {
     async move {
         let started = Instant::now();
@@ -139,7 +138,7 @@ pub fn handle(
 /// transfer coding it does not implement (501). Counted as refused, by kind.
 fn refuse_head(
     shared: &Shared,
-    request: &Request<Incoming>,
+    request: &Request<Inbound>,
     present: &Present,
 ) -> Option<ProxyError> {
     let refused = match headers::ambiguous_framing(request, present.host_lines) {
@@ -191,7 +190,7 @@ fn forward<'a>(
     decision: Decision,
     downstream: &'a Downstream,
     head: Head,
-    body: Incoming,
+    body: Inbound,
     record: &'a mut Record,
 ) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + Send + 'a {
     // Taken apart here, not in the block: a field moved out there would be held twice in its state.
@@ -330,7 +329,7 @@ struct GuardedBody {
 fn guard_body(
     route: &RouteState,
     parts: &Parts,
-    body: Incoming,
+    body: Inbound,
     bytes_in: Option<Arc<AtomicU64>>,
     draft: Option<crate::data::tap::Draft>,
     snapshot: &Snapshot,

@@ -21,10 +21,12 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::HttpService;
@@ -37,6 +39,10 @@ use tokio::time::{Instant, Sleep};
 
 use crate::data::body::ResponseBody;
 use crate::data::conn::{Conn, Guarded};
+use crate::data::fast::{self, head::HeadLimits};
+
+mod lending;
+use lending::Lending;
 
 /// An error ending a connection.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -114,89 +120,6 @@ pub struct Builders {
     pub http2: http2::Builder<TokioExecutor>,
 }
 
-/// The stream as hyper holds it. When hyper's connection is dropped for parking, the stream
-/// (with its scanner) goes back through `back` instead of being shut down and closed.
-struct Lending<T> {
-    io: Option<Guarded<T>>,
-    back: Option<oneshot::Sender<Guarded<T>>>,
-    conn: Arc<Conn>,
-}
-
-impl<T> Drop for Lending<T> {
-    fn drop(&mut self) {
-        if self.conn.is_parking() {
-            if let (Some(io), Some(back)) = (self.io.take(), self.back.take()) {
-                // The receiver is waiting: the parker drops hyper's connection, then receives.
-                let _ = back.send(io);
-            }
-        }
-    }
-}
-
-fn gone() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "the stream was parked")
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Lending<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut().io.as_mut() {
-            Some(io) => Pin::new(io).poll_read(cx, buf),
-            None => Poll::Ready(Err(gone())),
-        }
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Lending<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut().io.as_mut() {
-            Some(io) => Pin::new(io).poll_write(cx, buf),
-            None => Poll::Ready(Err(gone())),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut().io.as_mut() {
-            Some(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            None => Poll::Ready(Err(gone())),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().io.as_mut() {
-            Some(io) => Pin::new(io).poll_flush(cx),
-            None => Poll::Ready(Err(gone())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.conn.is_parking() {
-            // Parking ends hyper's connection, not the client's.
-            return Poll::Ready(Ok(()));
-        }
-        match this.io.as_mut() {
-            Some(io) => Pin::new(io).poll_shutdown(cx),
-            None => Poll::Ready(Ok(())),
-        }
-    }
-}
-
 type Http1Conn<T, S> = http1::UpgradeableConnection<TokioIo<Lending<T>>, S>;
 type Http2Conn<T, S> = http2::Connection<TokioIo<Guarded<T>>, S, TokioExecutor>;
 
@@ -208,6 +131,8 @@ enum State<T, S: HttpService<Incoming>> {
     },
     /// Idle HTTP/1.1: the socket and its scanner, nothing else.
     Parked(Guarded<T>),
+    /// HTTP/1.1 served by the fast path's loop.
+    Fast(Pin<Box<dyn Future<Output = fast::Ended<T>> + Send>>),
     /// HTTP/1.1 served by hyper; `release` wakes the parker to look at the idle time;
     /// `begun` is how many requests the connection had begun when this hyper connection was made.
     Http1 {
@@ -238,6 +163,10 @@ pub struct Served<T, S: HttpService<Incoming>> {
     rests: bool,
     /// Counts the connections parked now.
     parked: Option<IntGauge>,
+    /// The fast path's handler and head limits (`None`: hyper serves every HTTP/1.1 request).
+    fast: Option<(fast::Service, HeadLimits)>,
+    /// Tells the fast path's loop that a graceful shutdown began.
+    fast_closing: Arc<AtomicBool>,
 }
 
 impl<T, S: HttpService<Incoming>> Drop for Served<T, S> {
@@ -269,7 +198,15 @@ where
             closing: false,
             rests: false,
             parked: None,
+            fast: None,
+            fast_closing: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Serves HTTP/1.1 requests without a body through the fast path ([`fast`]) with `service`.
+    pub fn with_fast(mut self, fast: Option<(fast::Service, HeadLimits)>) -> Self {
+        self.fast = fast;
+        self
     }
 
     /// A cleartext connection, from before its first byte.
@@ -334,14 +271,33 @@ where
         match &mut this.state {
             State::Http1 { connection, .. } => connection.as_mut().graceful_shutdown(),
             State::Http2(connection) => connection.as_mut().graceful_shutdown(),
+            State::Fast(_) => this.fast_closing.store(true, Ordering::Relaxed),
             _ => {}
         }
     }
 
+    /// HTTP/1.1: the fast path's loop when it is on, else hyper's connection.
     fn http1(&self, io: Guarded<T>) -> State<T, S> {
+        let Some((service, limits)) = &self.fast else {
+            return self.hyper1(io, Bytes::new());
+        };
+        State::Fast(Box::pin(fast::serve(
+            io,
+            fast::Loop {
+                service: service.clone(),
+                limits: *limits,
+                conn: self.conn.clone(),
+                closing: self.fast_closing.clone(),
+            },
+        )))
+    }
+
+    /// hyper's HTTP/1.1 connection, reading `prefix` (bytes the fast path read) first.
+    fn hyper1(&self, io: Guarded<T>, prefix: Bytes) -> State<T, S> {
         let (tx, back) = oneshot::channel();
         let lending = Lending {
             io: Some(io),
+            prefix,
             back: Some(tx),
             conn: self.conn.clone(),
         };
@@ -480,6 +436,25 @@ where
         self.state = State::Parked(io);
     }
 
+    /// HTTP/1.1 served by the fast path: what its loop ended with decides what comes next.
+    fn poll_fast(
+        &mut self,
+        mut run: Pin<Box<dyn Future<Output = fast::Ended<T>> + Send>>,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Result<(), BoxError>>> {
+        let Poll::Ready(ended) = run.as_mut().poll(cx) else {
+            self.state = State::Fast(run);
+            return Some(Poll::Pending);
+        };
+        match ended {
+            fast::Ended::Finished(result) => return Some(Poll::Ready(result.map_err(Into::into))),
+            fast::Ended::Idle(io) if !self.closing => self.park(io),
+            fast::Ended::Idle(io) | fast::Ended::Close(io) => self.state = State::Closing(io),
+            fast::Ended::Hyper(io, read) => self.state = self.hyper1(io, read),
+        }
+        None
+    }
+
     /// HTTP/1.1 served by hyper: parks it once idle long enough.
     fn poll_http1(
         &mut self,
@@ -558,6 +533,7 @@ where
                 }
                 State::Sniffing { io, retry } => this.poll_sniffing(io, retry, cx),
                 State::Parked(io) => this.poll_parked(io, cx),
+                State::Fast(run) => this.poll_fast(run, cx),
                 State::Http1 {
                     connection,
                     back,

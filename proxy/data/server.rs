@@ -14,6 +14,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,10 +31,11 @@ use tokio_rustls::server::TlsStream;
 use crate::config::Limits;
 use crate::data::body::ResponseBody;
 use crate::data::conn::{self, Conn, Ended, Expiry, Guarded};
+use crate::data::fast::{self, head::HeadLimits};
 use crate::data::fault::Refusal;
 use crate::data::hall::{self, Door, Resting, Socket};
 use crate::data::http1::{BoxError, Builders, Served};
-use crate::data::shared::Downstream;
+use crate::data::shared::{Downstream, Inbound};
 use crate::metrics::Metrics;
 
 /// How long a client may take to finish a TLS handshake.
@@ -126,6 +128,8 @@ struct Listener<S> {
     limits: Limits,
     builders: Arc<Builders>,
     refused: Option<Arc<Metrics>>,
+    /// HTTP/1.1 requests without a body go through the fast path.
+    fast: bool,
 }
 
 /// Serves `listener` until `shutdown` fires, then drains open connections for up to `drain`.
@@ -140,7 +144,7 @@ pub async fn serve<S, F>(
     service: S,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    S: Fn(Downstream, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    S: Fn(Downstream, Request<Inbound>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     let Serving {
@@ -171,6 +175,7 @@ pub async fn serve<S, F>(
         builders: Arc::new(builders(&limits)),
         limits,
         refused,
+        fast: true,
     });
     if let Some(hall) = hall {
         tokio::spawn(hall.run(drain_rx.clone(), wake(shared.clone(), drain_rx.clone())));
@@ -222,7 +227,7 @@ pub async fn serve<S, F>(
 /// again, parked, with its keep-alive deadline counting from when it went idle.
 fn wake<S, F>(listener: Arc<Listener<S>>, drain: watch::Receiver<()>) -> impl FnMut(Resting)
 where
-    S: Fn(Downstream, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    S: Fn(Downstream, Request<Inbound>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     move |resting: Resting| {
@@ -291,7 +296,7 @@ fn connection<S, F>(
     conn: Arc<Conn>,
 ) -> impl Future<Output = ()> + Send
 where
-    S: Fn(Downstream, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    S: Fn(Downstream, Request<Inbound>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     async move {
@@ -300,23 +305,26 @@ where
         } else {
             "http"
         };
+        let calls = Arc::new(PerRequest {
+            conn: conn.clone(),
+            service: listener.service.clone(),
+            peer,
+            peer_ip: crate::data::forwarding::peer_value(peer.ip()),
+            proto,
+        });
         let per_request = {
-            let (conn, service) = (conn.clone(), listener.service.clone());
-            let peer_ip = crate::data::forwarding::peer_value(peer.ip());
-            service_fn(move |request| {
-                let (handle, in_flight) = conn.begin();
-                let downstream = Downstream {
-                    peer,
-                    peer_ip: peer_ip.clone(),
-                    proto,
-                    conn: Some(handle),
-                };
+            let calls = calls.clone();
+            service_fn(move |request: Request<Incoming>| {
                 // Boxed once: the handler's future is large, and hyper moves the future it is given;
                 // a pointer moves instead of the whole state.
-                let response = Box::pin(service(downstream, request));
-                async move { Ok::<_, Infallible>(response.await.map(|b| b.with_in_flight(in_flight))) }
+                let response = calls.call(request.map(Some));
+                async move { Ok::<_, Infallible>(response.await) }
             })
         };
+        let fast: Option<(fast::Service, HeadLimits)> = listener.fast.then(|| {
+            let service: fast::Service = Arc::new(move |request| calls.call(request));
+            (service, head_limits(&listener.limits))
+        });
         let builders = listener.builders.clone();
         // One woken from the hall is idle; a fresh connection is first phase.
         let woken = conn.idle_since().is_some();
@@ -333,7 +341,8 @@ where
                 };
                 let mut served = served
                     .counting_parked(listener.parked())
-                    .resting_when_idle(rests);
+                    .resting_when_idle(rests)
+                    .with_fast(fast);
                 let ended =
                     conn::supervise(&mut served, conn, drain, Served::graceful_shutdown).await;
                 listener.rest_or_end(served.take_resting(), peer, permits, ended);
@@ -377,7 +386,8 @@ where
             };
             let mut served = served
                 .counting_parked(listener.parked())
-                .resting_when_idle(rests);
+                .resting_when_idle(rests)
+                .with_fast(fast);
             let ended = conn::supervise(&mut served, conn, drain, Served::graceful_shutdown).await;
             Some((served.take_resting(), ended))
         })
@@ -385,6 +395,46 @@ where
         if let Some((resting, ended)) = served {
             listener.rest_or_end(resting, peer, permits, ended);
         }
+    }
+}
+
+/// What a connection's requests are handed to, by hyper's server or the fast path alike.
+struct PerRequest<S> {
+    conn: Arc<Conn>,
+    service: S,
+    peer: SocketAddr,
+    peer_ip: http::HeaderValue,
+    proto: &'static str,
+}
+
+impl<S, F> PerRequest<S>
+where
+    S: Fn(Downstream, Request<Inbound>) -> F,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
+    /// Begins a request on the connection and calls the service; the response body keeps the
+    /// request in flight until it is dropped.
+    fn call(
+        &self,
+        request: Request<Inbound>,
+    ) -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>> {
+        let (handle, in_flight) = self.conn.begin();
+        let downstream = Downstream {
+            peer: self.peer,
+            peer_ip: self.peer_ip.clone(),
+            proto: self.proto,
+            conn: Some(handle),
+        };
+        let response = (self.service)(downstream, request);
+        Box::pin(async move { response.await.map(|b| b.with_in_flight(in_flight)) })
+    }
+}
+
+/// The fast path's head limits: the ones hyper's server has.
+fn head_limits(limits: &Limits) -> HeadLimits {
+    HeadLimits {
+        max_bytes: limits.max_request_header_bytes,
+        max_headers: limits.max_request_headers,
     }
 }
 

@@ -18,6 +18,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
 }
 
+/// A request's body as the service gets it: hyper's, or `None` for a request the fast path read,
+/// which has none (`data::fast` takes only requests without a body).
+pub type Inbound = Option<hyper::body::Incoming>;
+
 /// Where a request came from.
 #[derive(Clone)]
 pub struct Downstream {

@@ -22,13 +22,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 
 use crate::data::body::ResponseBody;
 use crate::data::server::{serve, Serving};
-use crate::data::shared::Downstream;
+use crate::data::shared::{Downstream, Inbound};
 
 /// How many task polls a single-threaded runtime makes between two looks for new I/O events
 /// (tokio's default is 61). Under load the run queue is rarely empty, so a connection whose socket
@@ -72,7 +71,7 @@ pub fn job<S, F>(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Job
 where
-    S: Fn(Downstream, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    S: Fn(Downstream, Request<Inbound>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     Box::new(move || {

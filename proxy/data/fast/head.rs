@@ -1,0 +1,418 @@
+//! The fast path's two heads, without I/O: a request head parsed in place into the request the
+//! handler takes (or left to hyper), and a response head written as hyper's server writes it.
+//!
+//! A head is taken only when the fast path serves it exactly as hyper would: HTTP/1.1, no body
+//! (no `Content-Length`, no `Transfer-Encoding`), no `Upgrade`, `Expect` or `TE`, not `CONNECT`,
+//! within the listener's header limits, and a method, target and lines the `http` types accept.
+//! Everything else, a malformed head included, goes to hyper from the same bytes, so hyper's
+//! answers (400, 431, 414, 100-continue, upgrades, HTTP/1.0's keep-alive rules) stay the only ones.
+
+use std::cell::RefCell;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::response::Parts;
+use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
+
+use crate::data::shared::Inbound;
+
+/// Header lines parsed on the stack: hyper's default, which parses as many.
+pub const MAX_HEADERS: usize = 100;
+/// hyper answers a longer request target 414.
+const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
+
+/// The listener's limits on a request head.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// Bytes of a head at most (hyper answers a longer one 431).
+    pub max_bytes: usize,
+    /// Header lines at most.
+    pub max_headers: usize,
+}
+
+/// What the bytes read so far hold.
+#[derive(Debug)]
+pub enum Taken {
+    /// Not a whole head yet.
+    Partial,
+    /// A request the fast path serves; its head's bytes have left the buffer.
+    Request {
+        request: Request<Inbound>,
+        /// The client keeps the connection (no `Connection: close`).
+        keep_alive: bool,
+    },
+    /// Anything else: hyper serves it, from the bytes still in the buffer.
+    Hyper,
+}
+
+/// Where a line's name and value lie in the head.
+#[derive(Clone, Copy, Default)]
+struct Line {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Reads a request head from the front of `input`. Bytes after a taken head (a pipelined
+/// request) stay in `input`.
+pub fn take(input: &mut BytesMut, limits: HeadLimits) -> Taken {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(input) {
+        Ok(httparse::Status::Complete(len)) if len <= limits.max_bytes => len,
+        Ok(httparse::Status::Partial) if input.len() < limits.max_bytes => return Taken::Partial,
+        // Too large, too many lines, or malformed: hyper answers it.
+        _ => return Taken::Hyper,
+    };
+    let (Some(method), Some(path), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
+        return Taken::Hyper;
+    };
+    if parsed.headers.len() > limits.max_headers
+        || path.len() > MAX_URI_LEN
+        || method == "CONNECT"
+    {
+        return Taken::Hyper;
+    }
+    let base = input.as_ptr() as usize;
+    let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    let mut lines = [Line::default(); MAX_HEADERS];
+    let mut keep_alive = true;
+    for (line, header) in lines.iter_mut().zip(parsed.headers.iter()) {
+        let name = header.name.as_bytes();
+        if hands_to_hyper(name) {
+            return Taken::Hyper;
+        }
+        if name.eq_ignore_ascii_case(b"connection") && names_close(header.value) {
+            keep_alive = false;
+        }
+        *line = Line {
+            name: at(name),
+            value: at(header.value),
+        };
+    }
+    let count = parsed.headers.len();
+    let (method, path) = (at(method.as_bytes()), at(path.as_bytes()));
+    let head = input.split_to(len).freeze();
+    match build(&head, method, path, &lines[..count]) {
+        Some(request) => Taken::Request {
+            request,
+            keep_alive,
+        },
+        None => {
+            // Put back what was split off: hyper reads the head as it came.
+            let rest = input.split();
+            input.extend_from_slice(&head);
+            input.unsplit(rest);
+            Taken::Hyper
+        }
+    }
+}
+
+/// A line that makes the request hyper's: a body, an upgrade, an expectation, `TE` (trailers).
+fn hands_to_hyper(name: &[u8]) -> bool {
+    const NAMES: [&[u8]; 5] = [
+        b"content-length",
+        b"transfer-encoding",
+        b"upgrade",
+        b"expect",
+        b"te",
+    ];
+    NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// True when a `Connection` value lists `close`.
+fn names_close(value: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+/// The request, its target and values sharing the head's bytes; `None` where the `http` types
+/// refuse a part (hyper then answers it).
+fn build(
+    head: &Bytes,
+    method: (usize, usize),
+    path: (usize, usize),
+    lines: &[Line],
+) -> Option<Request<Inbound>> {
+    let slice = |(at, len): (usize, usize)| head.slice(at..at + len);
+    let method = Method::from_bytes(&head[method.0..method.0 + method.1]).ok()?;
+    let uri = Uri::from_maybe_shared(slice(path)).ok()?;
+    let mut headers = HeaderMap::with_capacity(lines.len());
+    for line in lines {
+        let name = HeaderName::from_bytes(&head[line.name.0..line.name.0 + line.name.1]).ok()?;
+        let value = HeaderValue::from_maybe_shared(slice(line.value)).ok()?;
+        headers.append(name, value);
+    }
+    let mut request = Request::new(None);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Some(request)
+}
+
+/// How a response's body goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Exactly this many bytes (0: none, as for `HEAD`, 204 and 304).
+    Length(u64),
+    /// Chunked.
+    Chunked,
+}
+
+/// What the body tells before it is polled (hyper's `BodyLength`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyHint {
+    /// Ended already.
+    Empty,
+    /// Exactly this long.
+    Known(u64),
+    /// Unknown.
+    Unknown,
+}
+
+/// A response head that cannot be written (hyper refuses the same: the connection closes).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeadError {
+    /// A 1xx status as the final answer.
+    #[error("a 1xx status cannot be a response")]
+    Informational,
+    /// `Content-Length` not a number, or two that differ.
+    #[error("invalid content-length in the response")]
+    ContentLength,
+}
+
+/// Writes the response head into `dst` as hyper's HTTP/1.1 server does for an HTTP/1.1
+/// request: status line, the lines in the map's order (lower case; `Connection`,
+/// `Transfer-Encoding` values joined), `connection: close` added when the connection is not
+/// kept, `content-length` or `transfer-encoding: chunked` from the body, `date` when missing.
+/// Returns the body's framing and whether the connection stays open after it.
+pub fn encode(
+    parts: &Parts,
+    body: BodyHint,
+    head_request: bool,
+    keep_alive: bool,
+    dst: &mut Vec<u8>,
+) -> Result<(Framing, bool), HeadError> {
+    let status = parts.status;
+    if status.is_informational() {
+        return Err(HeadError::Informational);
+    }
+    status_line(parts, dst);
+    let can_have_body = !head_request && !matches!(status.as_u16(), 204 | 304);
+    let can_have_length = !matches!(status.as_u16(), 204 | 304);
+    let mut keep = keep_alive;
+    let mut framing = None;
+    let mut wrote_date = false;
+    let mut connection_line = false;
+    for name in parts.headers.keys() {
+        let all = parts.headers.get_all(name);
+        match *name {
+            header::CONTENT_LENGTH => {
+                framing = content_length(body, head_request, all.iter(), dst)?.or(framing);
+            }
+            header::TRANSFER_ENCODING | header::TRAILER if !can_have_body => {}
+            header::TRANSFER_ENCODING => {
+                framing = Some(Framing::Chunked);
+                let chunked_last = joined_line(name, all.iter(), dst)
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                if !chunked_last {
+                    // `chunked` must be the last coding: hyper adds it.
+                    dst.truncate(dst.len() - 2);
+                    dst.extend_from_slice(b", chunked\r\n");
+                }
+            }
+            header::CONNECTION => {
+                connection_line = true;
+                if all.iter().any(|v| names_close(v.as_bytes())) {
+                    keep = false;
+                    joined_line(name, all.iter(), dst);
+                } else if keep {
+                    joined_line(name, all.iter(), dst);
+                } else {
+                    // Not kept: `close` joins the values the response has.
+                    dst.extend_from_slice(b"connection: ");
+                    for value in all.iter() {
+                        dst.extend_from_slice(value.as_bytes());
+                        dst.extend_from_slice(b", ");
+                    }
+                    dst.extend_from_slice(b"close\r\n");
+                }
+            }
+            header::TRAILER => {
+                joined_line(name, all.iter(), dst);
+            }
+            _ => {
+                wrote_date |= *name == header::DATE;
+                for value in all.iter() {
+                    line(name.as_str().as_bytes(), value.as_bytes(), dst);
+                }
+            }
+        }
+    }
+    if !keep && !connection_line {
+        dst.extend_from_slice(b"connection: close\r\n");
+    }
+    let framing = match framing {
+        Some(framing) => framing,
+        None => implicit_framing(body, head_request, can_have_length, dst),
+    };
+    if !wrote_date {
+        dst.extend_from_slice(b"date: ");
+        DATE.with(|date| dst.extend_from_slice(date.borrow_mut().now()));
+        dst.extend_from_slice(b"\r\n");
+    }
+    dst.extend_from_slice(b"\r\n");
+    let framing = if can_have_body {
+        framing
+    } else {
+        Framing::Length(0)
+    };
+    Ok((framing, keep))
+}
+
+fn status_line(parts: &Parts, dst: &mut Vec<u8>) {
+    let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
+    if parts.status == StatusCode::OK && reason.is_none() {
+        dst.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        return;
+    }
+    dst.extend_from_slice(b"HTTP/1.1 ");
+    dst.extend_from_slice(parts.status.as_str().as_bytes());
+    dst.push(b' ');
+    match reason {
+        Some(reason) => dst.extend_from_slice(reason.as_bytes()),
+        None => dst.extend_from_slice(
+            parts
+                .status
+                .canonical_reason()
+                .unwrap_or("<none>")
+                .as_bytes(),
+        ),
+    }
+    dst.extend_from_slice(b"\r\n");
+}
+
+fn line(name: &[u8], value: &[u8], dst: &mut Vec<u8>) {
+    dst.extend_from_slice(name);
+    dst.extend_from_slice(b": ");
+    dst.extend_from_slice(value);
+    dst.extend_from_slice(b"\r\n");
+}
+
+/// One line with every value of `name`, joined by ", "; returns the last value.
+fn joined_line<'a>(
+    name: &HeaderName,
+    values: impl Iterator<Item = &'a HeaderValue>,
+    dst: &mut Vec<u8>,
+) -> Option<&'a [u8]> {
+    dst.extend_from_slice(name.as_str().as_bytes());
+    dst.extend_from_slice(b": ");
+    let mut last = None;
+    for value in values {
+        if last.is_some() {
+            dst.extend_from_slice(b", ");
+        }
+        dst.extend_from_slice(value.as_bytes());
+        last = Some(value.as_bytes());
+    }
+    dst.extend_from_slice(b"\r\n");
+    last
+}
+
+/// The `Content-Length` lines: hyper writes the first and frames the body by it (by the body's
+/// own length when it knows one); with no body it keeps the line only for `HEAD`.
+fn content_length<'a>(
+    body: BodyHint,
+    head_request: bool,
+    mut values: impl Iterator<Item = &'a HeaderValue>,
+    dst: &mut Vec<u8>,
+) -> Result<Option<Framing>, HeadError> {
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    let parse = |v: &HeaderValue| {
+        std::str::from_utf8(v.as_bytes())
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    match body {
+        BodyHint::Empty if !head_request => Ok(None),
+        BodyHint::Empty => {
+            for value in std::iter::once(first).chain(values) {
+                line(b"content-length", value.as_bytes(), dst);
+            }
+            Ok(Some(Framing::Length(0)))
+        }
+        BodyHint::Known(known) => {
+            line(b"content-length", first.as_bytes(), dst);
+            Ok(Some(Framing::Length(known)))
+        }
+        BodyHint::Unknown => {
+            let len = parse(first).ok_or(HeadError::ContentLength)?;
+            if values.any(|v| parse(v) != Some(len)) {
+                return Err(HeadError::ContentLength);
+            }
+            line(b"content-length", first.as_bytes(), dst);
+            Ok(Some(Framing::Length(len)))
+        }
+    }
+}
+
+/// The framing hyper adds when the response has no line for it.
+fn implicit_framing(
+    body: BodyHint,
+    head_request: bool,
+    can_have_length: bool,
+    dst: &mut Vec<u8>,
+) -> Framing {
+    match body {
+        BodyHint::Unknown if head_request || !can_have_length => Framing::Length(0),
+        BodyHint::Unknown => {
+            dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Framing::Chunked
+        }
+        BodyHint::Empty | BodyHint::Known(0) => {
+            if can_have_length && !head_request {
+                dst.extend_from_slice(b"content-length: 0\r\n");
+            }
+            Framing::Length(0)
+        }
+        BodyHint::Known(len) => {
+            if can_have_length {
+                dst.extend_from_slice(b"content-length: ");
+                dst.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+                dst.extend_from_slice(b"\r\n");
+                Framing::Length(len)
+            } else {
+                Framing::Length(0)
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The `date` value, formatted once a second per thread (as hyper does).
+    static DATE: RefCell<CachedDate> = RefCell::new(CachedDate { second: 0, text: Vec::new() });
+}
+
+struct CachedDate {
+    second: u64,
+    text: Vec<u8>,
+}
+
+impl CachedDate {
+    fn now(&mut self) -> &[u8] {
+        let now = SystemTime::now();
+        let second = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs();
+        if second != self.second || self.text.is_empty() {
+            self.second = second;
+            self.text = httpdate::fmt_http_date(now).into_bytes();
+        }
+        &self.text
+    }
+}
