@@ -179,8 +179,12 @@ async fn start_with(
     let drain = config.drain_timeout;
     let limits = config.limits;
     let global = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let per_listener: Vec<Option<usize>> =
-        config.listeners.iter().map(|l| l.max_connections).collect();
+    // Each listener's own connection limit, and whether it serves through the fast path.
+    let per_listener: Vec<(Option<usize>, bool)> = config
+        .listeners
+        .iter()
+        .map(|l| (l.max_connections, l.fast_path))
+        .collect();
     let fleet = config
         .fleet
         .clone()
@@ -248,6 +252,7 @@ async fn start_with(
             connections: server::ConnectionLimits::default(),
             refused: None,
             accepted: None,
+            fast_path: true,
         };
         servers.push(serve_admin(
             listener,
@@ -348,7 +353,7 @@ async fn bind_listeners(
 /// returns the names and addresses, and the server tasks.
 fn serve_listeners(
     bound: Vec<Bound>,
-    (global, per_listener): (Arc<tokio::sync::Semaphore>, Vec<Option<usize>>),
+    (global, per_listener): (Arc<tokio::sync::Semaphore>, Vec<(Option<usize>, bool)>),
     shared: &Arc<Shared>,
     drain: std::time::Duration,
     limits: crate::config::Limits,
@@ -357,7 +362,7 @@ fn serve_listeners(
     let mut listeners = Vec::with_capacity(bound.len());
     let mut servers = Vec::with_capacity(bound.len() + 1);
     let mut per_worker: Vec<Vec<crate::data::workers::Job>> = Vec::new();
-    for ((name, addr, sockets, tls), own) in bound.into_iter().zip(per_listener) {
+    for ((name, addr, sockets, tls), (own, fast_path)) in bound.into_iter().zip(per_listener) {
         let listening = BoundListener {
             name: name.clone(),
             addr,
@@ -379,6 +384,7 @@ fn serve_listeners(
             },
             refused: Some(shared.metrics.clone()),
             accepted: None,
+            fast_path,
         };
         match sockets {
             Sockets::One(listener) => servers.push(tokio::spawn(server::serve(

@@ -151,6 +151,9 @@ pub struct RawListener {
     /// Open connections on this listener at most.
     #[serde(default)]
     pub max_connections: Option<usize>,
+    /// HTTP/1.1 requests without a body served by the fast path (default true).
+    #[serde(default)]
+    pub fast_path: Option<bool>,
 }
 
 /// TLS termination on a listener: one certificate, or several chosen by SNI.

@@ -111,6 +111,7 @@ fn listeners(p: &mut Problems, raw: &[RawListener], base: &Path) -> Vec<Listener
                 addr,
                 tls,
                 max_connections: l.max_connections,
+                fast_path: l.fast_path.unwrap_or(true),
             });
         }
     }

@@ -43,6 +43,17 @@ pub type Service = Arc<
         + Sync,
 >;
 
+/// What a listener's connections need to serve through the fast path.
+#[derive(Clone)]
+pub struct Setup {
+    /// The handler, as hyper's path calls it.
+    pub service: Service,
+    /// The listener's head limits (hyper's).
+    pub limits: HeadLimits,
+    /// Counts the requests handed to hyper, when the listener counts.
+    pub handed: Option<prometheus::IntCounter>,
+}
+
 /// Bytes read at a time while a head comes in.
 const READ_SIZE: usize = 4096;
 /// Body bytes gathered behind the head (or a chunk's line) before they are written.
@@ -176,7 +187,10 @@ fn release_due(release: &mut Pin<Box<Sleep>>, conn: &Conn, cx: &mut Context<'_>)
     false
 }
 
-async fn read_more<T: AsyncRead + Unpin>(io: &mut Guarded<T>, input: &mut BytesMut) -> io::Result<usize> {
+async fn read_more<T: AsyncRead + Unpin>(
+    io: &mut Guarded<T>,
+    input: &mut BytesMut,
+) -> io::Result<usize> {
     input.reserve(READ_SIZE);
     std::future::poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, input)).await
 }

@@ -39,7 +39,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::data::body::ResponseBody;
 use crate::data::conn::{Conn, Guarded};
-use crate::data::fast::{self, head::HeadLimits};
+use crate::data::fast;
 
 mod lending;
 use lending::Lending;
@@ -164,7 +164,7 @@ pub struct Served<T, S: HttpService<Incoming>> {
     /// Counts the connections parked now.
     parked: Option<IntGauge>,
     /// The fast path's handler and head limits (`None`: hyper serves every HTTP/1.1 request).
-    fast: Option<(fast::Service, HeadLimits)>,
+    fast: Option<fast::Setup>,
     /// Tells the fast path's loop that a graceful shutdown began.
     fast_closing: Arc<AtomicBool>,
 }
@@ -204,7 +204,7 @@ where
     }
 
     /// Serves HTTP/1.1 requests without a body through the fast path ([`fast`]) with `service`.
-    pub fn with_fast(mut self, fast: Option<(fast::Service, HeadLimits)>) -> Self {
+    pub fn with_fast(mut self, fast: Option<fast::Setup>) -> Self {
         self.fast = fast;
         self
     }
@@ -278,14 +278,14 @@ where
 
     /// HTTP/1.1: the fast path's loop when it is on, else hyper's connection.
     fn http1(&self, io: Guarded<T>) -> State<T, S> {
-        let Some((service, limits)) = &self.fast else {
+        let Some(setup) = &self.fast else {
             return self.hyper1(io, Bytes::new());
         };
         State::Fast(Box::pin(fast::serve(
             io,
             fast::Loop {
-                service: service.clone(),
-                limits: *limits,
+                service: setup.service.clone(),
+                limits: setup.limits,
                 conn: self.conn.clone(),
                 closing: self.fast_closing.clone(),
             },
@@ -450,7 +450,12 @@ where
             fast::Ended::Finished(result) => return Some(Poll::Ready(result.map_err(Into::into))),
             fast::Ended::Idle(io) if !self.closing => self.park(io),
             fast::Ended::Idle(io) | fast::Ended::Close(io) => self.state = State::Closing(io),
-            fast::Ended::Hyper(io, read) => self.state = self.hyper1(io, read),
+            fast::Ended::Hyper(io, read) => {
+                if let Some(handed) = self.fast.as_ref().and_then(|f| f.handed.as_ref()) {
+                    handed.inc();
+                }
+                self.state = self.hyper1(io, read);
+            }
         }
         None
     }

@@ -117,6 +117,8 @@ pub struct Serving {
     pub refused: Option<Arc<Metrics>>,
     /// Counts the connections this accept loop takes (one per worker with `--reuse-port`).
     pub accepted: Option<prometheus::IntCounter>,
+    /// HTTP/1.1 requests without a body go through the fast path (`data::fast`).
+    pub fast_path: bool,
 }
 
 /// What every connection of a listener shares.
@@ -155,6 +157,7 @@ pub async fn serve<S, F>(
         connections,
         refused,
         accepted: counted,
+        fast_path,
     } = serving;
     // Each connection holds a receiver: a send asks them to finish, and the sender sees when
     // the last one has gone.
@@ -175,7 +178,7 @@ pub async fn serve<S, F>(
         builders: Arc::new(builders(&limits)),
         limits,
         refused,
-        fast: true,
+        fast: fast_path,
     });
     if let Some(hall) = hall {
         tokio::spawn(hall.run(drain_rx.clone(), wake(shared.clone(), drain_rx.clone())));
@@ -321,9 +324,13 @@ where
                 async move { Ok::<_, Infallible>(response.await) }
             })
         };
-        let fast: Option<(fast::Service, HeadLimits)> = listener.fast.then(|| {
-            let service: fast::Service = Arc::new(move |request| calls.call(request));
-            (service, head_limits(&listener.limits))
+        let fast = listener.fast.then(|| fast::Setup {
+            service: Arc::new(move |request| calls.call(request)),
+            limits: head_limits(&listener.limits),
+            handed: listener
+                .refused
+                .as_ref()
+                .map(|m| m.downstream.handed_to_hyper.clone()),
         });
         let builders = listener.builders.clone();
         // One woken from the hall is idle; a fresh connection is first phase.

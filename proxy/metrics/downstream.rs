@@ -92,6 +92,8 @@ pub struct DownstreamFamilies {
     refused: [IntCounter; 4],
     /// Idle HTTP/1.1 client connections parked: their buffers given back, only the socket kept.
     pub parked: IntGauge,
+    /// HTTP/1.1 requests the fast path handed to hyper's server.
+    pub handed_to_hyper: IntCounter,
 }
 
 /// The fault counters of one (route, version), resolved at snapshot build.
@@ -131,9 +133,17 @@ impl DownstreamFamilies {
         )?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(refused.clone()))?;
+        let handed_to_hyper = IntCounter::new(
+            "switchyard_downstream_handed_to_hyper_total",
+            "HTTP/1.1 requests the fast path did not take (a body, an upgrade, Expect, TE, \
+             HTTP/1.0, a head hyper refuses): hyper's server serves them, and their connection \
+             until it idles.",
+        )?;
         registry.register(Box::new(parked.clone()))?;
+        registry.register(Box::new(handed_to_hyper.clone()))?;
         Ok(DownstreamFamilies {
             parked,
+            handed_to_hyper,
             errors,
             refused: REFUSALS.map(|r| refused.with_label_values(&[r.as_str()])),
         })

@@ -33,6 +33,7 @@ pub struct HeadLimits {
 
 /// What the bytes read so far hold.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // made once per request and moved into the handler at once: a box would add an allocation
 pub enum Taken {
     /// Not a whole head yet.
     Partial,
@@ -67,9 +68,7 @@ pub fn take(input: &mut BytesMut, limits: HeadLimits) -> Taken {
     let (Some(method), Some(path), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
         return Taken::Hyper;
     };
-    if parsed.headers.len() > limits.max_headers
-        || path.len() > MAX_URI_LEN
-        || method == "CONNECT"
+    if parsed.headers.len() > limits.max_headers || path.len() > MAX_URI_LEN || method == "CONNECT"
     {
         return Taken::Hyper;
     }
@@ -394,7 +393,12 @@ fn implicit_framing(
 
 thread_local! {
     /// The `date` value, formatted once a second per thread (as hyper does).
-    static DATE: RefCell<CachedDate> = RefCell::new(CachedDate { second: 0, text: Vec::new() });
+    static DATE: RefCell<CachedDate> = const {
+        RefCell::new(CachedDate {
+            second: 0,
+            text: Vec::new(),
+        })
+    };
 }
 
 struct CachedDate {

@@ -103,4 +103,3 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Lending<T> {
         }
     }
 }
-

@@ -1,0 +1,225 @@
+//! The fast path (`data::fast`) answers exactly as hyper's server does: the same raw requests,
+//! sent to a listener with the fast path and to one without (`fast_path: false`), get the same
+//! bytes back, `date` and the generated request id aside; a request the fast path does not take
+//! is handed to hyper on the same connection, which is counted.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the assertion
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An upstream that answers each path with fixed bytes, for the answers hyper's client-side
+/// types would not make: chunked, a custom reason, 304 with a length, several cookies.
+async fn raw_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                // Bounded by the proxy's connection: one answer per request head.
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = find(&buf, b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let mut words = head.split_whitespace();
+                        let method = words.next().unwrap_or("").to_string();
+                        let path = words.next().unwrap_or("").to_string();
+                        if stream.write_all(&answer(&method, &path)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn answer(method: &str, path: &str) -> Vec<u8> {
+    let body = |text: &str| {
+        let shown = if method == "HEAD" { "" } else { text };
+        format!("content-length: {}\r\n\r\n{shown}", text.len())
+    };
+    let answer = match path {
+        "/chunked" if method == "HEAD" => "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".into(),
+        "/chunked" => "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-kind: stream\r\n\r\n\
+                       5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n"
+            .into(),
+        "/nocontent" => "HTTP/1.1 204 No Content\r\nx-kind: empty\r\n\r\n".into(),
+        "/notmodified" => "HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\ncontent-length: 10\r\n\r\n".into(),
+        "/reason" => format!("HTTP/1.1 200 Fine Thanks\r\n{}", body("fine")),
+        "/missing" => format!("HTTP/1.1 404 Not Found\r\n{}", body("no such page")),
+        "/cookies" => format!(
+            "HTTP/1.1 200 OK\r\nset-cookie: a=1\r\nset-cookie: b=2\r\nvary: accept\r\nvary: cookie\r\n{}",
+            body("two cookies")
+        ),
+        "/dated" => format!(
+            "HTTP/1.1 200 OK\r\ndate: Tue, 01 Dec 2026 00:00:00 GMT\r\n{}",
+            body("dated")
+        ),
+        "/closing" => format!("HTTP/1.1 200 OK\r\nconnection: close\r\n{}", body("bye")),
+        _ => format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n{}", body("ok\n")),
+    };
+    answer.into_bytes()
+}
+
+/// Two listeners in front of the raw upstream: `fast` with the fast path, `hyper` without.
+async fn proxies() -> (switchyard::app::Running, SocketAddr, SocketAddr) {
+    let upstream = raw_upstream().await;
+    let yaml = format!(
+        r#"
+listeners:
+  - {{ name: fast, addr: "127.0.0.1:0" }}
+  - {{ name: hyper, addr: "127.0.0.1:0", fast_path: false }}
+routes:
+  - name: shop
+    versions: [{{ name: stable, endpoints: ["{upstream}"], weight: 1 }}]
+"#
+    );
+    let running = start_proxy(&yaml).await;
+    let fast = running.addr("fast").unwrap();
+    let hyper = running.addr("hyper").unwrap();
+    (running, fast, hyper)
+}
+
+/// The answer's bytes with what differs between two proxies' answers by design removed: the
+/// `date` and the request id the proxy generated.
+fn normalized(answer: &str) -> String {
+    answer
+        .split("\r\n")
+        .filter(|line| !line.starts_with("date: ") && !line.starts_with("x-request-id: "))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// Sends `raw` to both listeners (one connection each) and checks they answer the same bytes.
+async fn same_answer(fast: SocketAddr, hyper: SocketAddr, raw: &str) -> String {
+    let limit = Duration::from_secs(5);
+    let by_fast = raw_exchange(fast, raw.as_bytes(), limit).await;
+    let by_hyper = raw_exchange(hyper, raw.as_bytes(), limit).await;
+    assert!(!by_hyper.is_empty(), "hyper answered {raw:?}");
+    assert_eq!(
+        normalized(&by_fast),
+        normalized(&by_hyper),
+        "the same answer to {raw:?}"
+    );
+    by_fast
+}
+
+#[tokio::test]
+async fn answers_byte_for_byte_as_hyper_does() {
+    let (running, fast, hyper) = proxies().await;
+    let paths = [
+        "/",
+        "/chunked",
+        "/nocontent",
+        "/notmodified",
+        "/reason",
+        "/missing",
+        "/cookies",
+        "/dated",
+        "/closing",
+    ];
+    for path in paths {
+        for method in ["GET", "HEAD"] {
+            // Two requests in one write (pipelined), the second ending the connection.
+            let raw = format!(
+                "{method} {path} HTTP/1.1\r\nhost: shop\r\n\r\n\
+                 {method} {path}?again=1 HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n\r\n"
+            );
+            let answer = same_answer(fast, hyper, &raw).await;
+            let answers = answer.matches("HTTP/1.1 ").count();
+            // An upstream's `Connection: close` is its own: the client's connection stays.
+            assert_eq!(answers, 2, "two answers to {raw:?}: {answer}");
+        }
+    }
+    let date_lines = raw_exchange(
+        fast,
+        b"GET / HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(date_lines.matches("\r\ndate: ").count(), 1, "{date_lines}");
+    let dated = raw_exchange(
+        fast,
+        b"GET /dated HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        dated.contains("\r\ndate: Tue, 01 Dec 2026 00:00:00 GMT\r\n")
+            && dated.matches("date: ").count() == 1,
+        "the upstream's date kept, none added: {dated}"
+    );
+    assert_eq!(
+        running.metrics().downstream.handed_to_hyper.get(),
+        0,
+        "every request without a body stayed on the fast path"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_the_fast_path_does_not_take_goes_to_hyper_on_the_same_connection() {
+    let (running, fast, hyper) = proxies().await;
+    let cases = [
+        // A body: hyper reads it; the GET after it is hyper's too.
+        "GET / HTTP/1.1\r\nhost: shop\r\n\r\n\
+         POST /orders HTTP/1.1\r\nhost: shop\r\ncontent-length: 5\r\n\r\nhello\
+         GET /reason HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n\r\n",
+        // HTTP/1.0, and its keep-alive rules.
+        "GET / HTTP/1.0\r\nhost: shop\r\n\r\n",
+        // A malformed line: hyper's 400.
+        "GET / HTTP/1.1\r\nhost: shop\r\nbad header line\r\n\r\n",
+        // An expectation without a body.
+        "GET / HTTP/1.1\r\nhost: shop\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n",
+    ];
+    for raw in cases {
+        same_answer(fast, hyper, raw).await;
+    }
+    assert_eq!(running.metrics().downstream.handed_to_hyper.get(), 4);
+    // The connection comes back to the fast path once hyper's connection idles.
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_asks_to_close_gets_connection_close_and_a_fin() {
+    let (running, fast, _) = proxies().await;
+    let mut stream = TcpStream::connect(fast).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("the proxy closes after the answer")
+        .unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nok\n"), "{answer}");
+    running.shutdown().await;
+}
