@@ -90,6 +90,7 @@ where
 {
     let mut input = BytesMut::new();
     let mut output = Vec::new();
+    let mut lines = Vec::with_capacity(16);
     let mut release = Box::pin(tokio::time::sleep(on.conn.release_after()));
     // Bounded by the connection: each pass serves one request the client sent.
     loop {
@@ -103,7 +104,7 @@ where
             }
         }
         let (request, keep_alive) = loop {
-            match head::take(&mut input, on.limits) {
+            match head::take(&mut input, on.limits, &mut lines) {
                 Taken::Request {
                     request,
                     keep_alive,

@@ -16,6 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -30,7 +31,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::config::Limits;
 use crate::data::body::ResponseBody;
-use crate::data::conn::{self, Conn, Ended, Expiry, Guarded};
+use crate::data::conn::{self, Conn, Ended, Expiry, Guarded, InFlight};
 use crate::data::fast::{self, head::HeadLimits};
 use crate::data::fault::Refusal;
 use crate::data::hall::{self, Door, Resting, Socket};
@@ -432,8 +433,35 @@ where
             proto: self.proto,
             conn: Some(handle),
         };
-        let response = (self.service)(downstream, request);
-        Box::pin(async move { response.await.map(|b| b.with_in_flight(in_flight)) })
+        // Boxed once, the handler's future built in its place in the call: the future is large,
+        // and each move of it is a copy.
+        Box::pin(Call {
+            handler: (self.service)(downstream, request),
+            in_flight: Some(in_flight),
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's call: the handler's future, and the guard that keeps the request in flight
+    /// on its connection, handed to the response body when the handler answers.
+    struct Call<F> {
+        #[pin]
+        handler: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F: Future<Output = Response<ResponseBody>>> Future for Call<F> {
+    type Output = Response<ResponseBody>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.handler.poll(cx));
+        Poll::Ready(match this.in_flight.take() {
+            Some(in_flight) => response.map(|body| body.with_in_flight(in_flight)),
+            None => response,
+        })
     }
 }
 

@@ -8,6 +8,7 @@
 //! answers (400, 431, 414, 100-continue, upgrades, HTTP/1.0's keep-alive rules) stay the only ones.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -48,18 +49,19 @@ pub enum Taken {
 }
 
 /// Where a line's name and value lie in the head.
-#[derive(Clone, Copy, Default)]
-struct Line {
+#[derive(Clone, Copy)]
+pub struct Line {
     name: (usize, usize),
     value: (usize, usize),
 }
 
 /// Reads a request head from the front of `input`. Bytes after a taken head (a pipelined
-/// request) stay in `input`.
-pub fn take(input: &mut BytesMut, limits: HeadLimits) -> Taken {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let len = match parsed.parse(input) {
+/// request) stay in `input`. `lines` is the connection's scratch room for where the head's lines
+/// lie (kept between requests, so neither it nor the parser's array is cleared per request).
+pub fn take(input: &mut BytesMut, limits: HeadLimits, lines: &mut Vec<Line>) -> Taken {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed.parse_with_uninit_headers(input, &mut headers) {
         Ok(httparse::Status::Complete(len)) if len <= limits.max_bytes => len,
         Ok(httparse::Status::Partial) if input.len() < limits.max_bytes => return Taken::Partial,
         // Too large, too many lines, or malformed: hyper answers it.
@@ -74,9 +76,9 @@ pub fn take(input: &mut BytesMut, limits: HeadLimits) -> Taken {
     }
     let base = input.as_ptr() as usize;
     let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
-    let mut lines = [Line::default(); MAX_HEADERS];
+    lines.clear();
     let mut keep_alive = true;
-    for (line, header) in lines.iter_mut().zip(parsed.headers.iter()) {
+    for header in parsed.headers.iter() {
         let name = header.name.as_bytes();
         if hands_to_hyper(name) {
             return Taken::Hyper;
@@ -84,15 +86,14 @@ pub fn take(input: &mut BytesMut, limits: HeadLimits) -> Taken {
         if name.eq_ignore_ascii_case(b"connection") && names_close(header.value) {
             keep_alive = false;
         }
-        *line = Line {
+        lines.push(Line {
             name: at(name),
             value: at(header.value),
-        };
+        });
     }
-    let count = parsed.headers.len();
     let (method, path) = (at(method.as_bytes()), at(path.as_bytes()));
     let head = input.split_to(len).freeze();
-    match build(&head, method, path, &lines[..count]) {
+    match build(&head, method, path, lines) {
         Some(request) => Taken::Request {
             request,
             keep_alive,
@@ -205,15 +206,24 @@ pub fn encode(
     let mut framing = None;
     let mut wrote_date = false;
     let mut connection_line = false;
-    for name in parts.headers.keys() {
-        let all = parts.headers.get_all(name);
+    // In the map's order, every value: a name's values come together, so a line that joins
+    // them (or frames the body) is written at its name's first value and the others skipped.
+    let mut previous: Option<&HeaderName> = None;
+    for (name, value) in parts.headers.iter() {
+        let first = previous != Some(name);
+        previous = Some(name);
+        if !first && is_joined(name) {
+            continue;
+        }
         match *name {
             header::CONTENT_LENGTH => {
+                let all = parts.headers.get_all(name);
                 framing = content_length(body, head_request, all.iter(), dst)?.or(framing);
             }
             header::TRANSFER_ENCODING | header::TRAILER if !can_have_body => {}
             header::TRANSFER_ENCODING => {
                 framing = Some(Framing::Chunked);
+                let all = parts.headers.get_all(name);
                 let chunked_last = joined_line(name, all.iter(), dst)
                     .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
                 if !chunked_last {
@@ -224,6 +234,7 @@ pub fn encode(
             }
             header::CONNECTION => {
                 connection_line = true;
+                let all = parts.headers.get_all(name);
                 if all.iter().any(|v| names_close(v.as_bytes())) {
                     keep = false;
                     joined_line(name, all.iter(), dst);
@@ -240,13 +251,11 @@ pub fn encode(
                 }
             }
             header::TRAILER => {
-                joined_line(name, all.iter(), dst);
+                joined_line(name, parts.headers.get_all(name).iter(), dst);
             }
             _ => {
                 wrote_date |= *name == header::DATE;
-                for value in all.iter() {
-                    line(name.as_str().as_bytes(), value.as_bytes(), dst);
-                }
+                line(name.as_str().as_bytes(), value.as_bytes(), dst);
             }
         }
     }
@@ -269,6 +278,17 @@ pub fn encode(
         Framing::Length(0)
     };
     Ok((framing, keep))
+}
+
+/// The names whose values hyper writes on one line, or reads together to frame the body.
+fn is_joined(name: &HeaderName) -> bool {
+    [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+        header::TRAILER,
+    ]
+    .contains(name)
 }
 
 fn status_line(parts: &Parts, dst: &mut Vec<u8>) {
