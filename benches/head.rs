@@ -4,7 +4,9 @@
 //! (the one pass over the lines, hop-by-hop removal, X-Forwarded-*, traceparent, request id) on the
 //! parsed header map; then the
 //! upstream side of the direct path's own HTTP/1.1 codec: the request head written for the
-//! upstream, and the upstream's response head parsed into a response.
+//! upstream, and the upstream's response head parsed into a response; and the fast path's head
+//! steps (the request head taken into the handler's request, with and without the rewrite; the
+//! response head written).
 //! Run: `cargo bench --bench head`.
 
 #![allow(clippy::unwrap_used)] // bench set-up may unwrap
@@ -134,5 +136,68 @@ fn upstream(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, scan, rewrite, upstream);
+/// The fast path's head steps (`data::fast::head`): the browser GET taken from a connection's
+/// read buffer into the request the handler gets (parsed in place, values sharing the buffer),
+/// then the same with the forwarding rewrite after it (the path a request's head takes before
+/// routing), and the response head written as hyper's server writes it.
+fn fast(c: &mut Criterion) {
+    use switchyard::data::fast::head::{encode, take, BodyHint, HeadLimits, Taken};
+    let limits = HeadLimits {
+        max_bytes: 64 * 1024,
+        max_headers: 100,
+    };
+    let client = peer_value("198.51.100.23".parse::<IpAddr>().unwrap());
+    let mut read = bytes::BytesMut::with_capacity(4096);
+    let mut lines = Vec::with_capacity(16);
+    let mut taken = move || {
+        read.clear();
+        read.extend_from_slice(BROWSER_GET);
+        match take(&mut read, limits, &mut lines) {
+            Taken::Request { request, .. } => request,
+            other => panic!("the browser GET is the fast path's: {other:?}"),
+        }
+    };
+    c.bench_function("head/fast_take/browser_get", |b| {
+        b.iter(|| black_box(taken()));
+    });
+    c.bench_function("head/fast_take_and_rewrite/browser_get", |b| {
+        b.iter(|| {
+            let mut request = taken();
+            let present = Present::scan(request.headers());
+            let host = present.host.clone();
+            let added = forward_request(
+                request.headers_mut(),
+                &present,
+                host.as_ref(),
+                &client,
+                "https",
+            );
+            black_box(added);
+            request
+        });
+    });
+    let mut response = http::Response::new(());
+    for (name, value) in [
+        ("server", "nginx/1.22.1"),
+        ("date", "Mon, 30 Nov 2026 09:00:00 GMT"),
+        ("content-type", "text/plain"),
+        ("content-length", "2"),
+        ("x-upstream", "stable"),
+        ("x-request-id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+    ] {
+        response
+            .headers_mut()
+            .append(name, HeaderValue::from_static(value));
+    }
+    let (parts, ()) = response.into_parts();
+    c.bench_function("head/fast_encode/nginx_answer", |b| {
+        let mut write = Vec::with_capacity(4096);
+        b.iter(|| {
+            write.clear();
+            black_box(encode(&parts, BodyHint::Known(2), false, true, &mut write).unwrap());
+        });
+    });
+}
+
+criterion_group!(benches, scan, rewrite, upstream, fast);
 criterion_main!(benches);

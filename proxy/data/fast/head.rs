@@ -440,3 +440,6 @@ impl CachedDate {
         &self.text
     }
 }
+
+#[cfg(test)]
+mod tests;
