@@ -111,9 +111,9 @@ where
                 } => break (request, keep_alive),
                 Taken::Hyper => return Ended::Hyper(io, input.freeze()),
                 Taken::Partial => match read_more(&mut io, &mut input).await {
-                    // A client that closes inside a head: hyper would close too, without answer.
-                    Ok(0) => return Ended::Finished(Ok(())),
-                    Ok(_) => {}
+                    Ok(n) if n > 0 => {}
+                    // A client that ends inside a head: hyper answers that as it always has.
+                    Ok(_) => return Ended::Hyper(io, input.freeze()),
                     Err(error) => return Ended::Finished(Err(error)),
                 },
             }

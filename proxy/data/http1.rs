@@ -1,5 +1,12 @@
 //! A downstream connection that keeps only its socket while it idles.
 //!
+//! HTTP/1.1 is served first by the fast path's loop ([`fast`](crate::data::fast)), which takes
+//! requests without a body; the first request it does not take goes to hyper's HTTP/1.1
+//! connection, with the bytes the loop had read, and hyper serves the connection from then on
+//! until it idles. What follows is about that hyper connection, and about idling either way: the
+//! fast path's loop also ends once the connection has been idle for `limits.idle_release_after`,
+//! giving its stream back to park or rest as below.
+//!
 //! hyper's HTTP/1.1 connection holds a read and a write buffer (8 KiB each), its dispatcher and
 //! the service for as long as the connection lives, and the connection task is as large as the
 //! largest state it may reach: about 30 KB per idle keep-alive client, where nginx, which frees a

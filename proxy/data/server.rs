@@ -4,8 +4,9 @@
 //!
 //! Every connection is read through `conn::Guarded` (request framing checked as it arrives) and
 //! supervised by `conn::supervise` (header-read timeout from accept, keep-alive timeout between
-//! requests), and served by `http1::Served`, which gives an idle HTTP/1.1 connection's buffers
-//! back; an idle one then leaves its task for the listener's `hall` (over TLS with its session),
+//! requests), and served by `http1::Served` (HTTP/1.1 requests without a body by the fast path's
+//! loop, `fast`, unless the listener says `fast_path: false`; the rest by hyper's server), which
+//! gives an idle HTTP/1.1 connection's buffers back; an idle one then leaves its task for the listener's `hall` (over TLS with its session),
 //! which gives it a new one when its client sends again. Connections that end refused before
 //! routing (a header-read timeout, a head hyper answered 400 or 431) are counted when the
 //! listener has metrics.

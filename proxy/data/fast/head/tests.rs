@@ -236,4 +236,3 @@ fn a_reason_phrase_from_the_upstream_is_kept() {
     let (text, _, _) = head(&response(599, &[]), BodyHint::Empty, false, true);
     assert!(text.starts_with("HTTP/1.1 599 <none>\r\n"), "{text}");
 }
-
