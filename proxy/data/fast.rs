@@ -34,6 +34,7 @@ use tokio::time::{Instant, Sleep};
 use crate::data::body::ResponseBody;
 use crate::data::conn::{Conn, Guarded};
 use crate::data::shared::Inbound;
+use crate::data::upstream::h1::message;
 use head::{BodyHint, Framing, HeadLimits, Taken};
 
 /// The handler as the fast path calls it: the request, its response (a failure is a response).
@@ -269,7 +270,7 @@ where
                 gather(io, output, &data).await?;
             }
             None => {
-                output.extend_from_slice(hex(data.len(), &mut [0; 16]));
+                output.extend_from_slice(message::hex(data.len(), &mut [0; 16]));
                 output.extend_from_slice(b"\r\n");
                 gather(io, output, &data).await?;
                 output.extend_from_slice(b"\r\n");
@@ -318,18 +319,4 @@ where
     io.write_all(output).await?;
     output.clear();
     io.write_all(data).await
-}
-
-/// A chunk's size in hexadecimal, lower case, in `buf`.
-fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
-    let mut at = buf.len();
-    // Bounded: a usize has at most 16 hex digits.
-    loop {
-        at -= 1;
-        buf[at] = b"0123456789abcdef"[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }

@@ -17,6 +17,7 @@ use http::response::Parts;
 use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 
 use crate::data::shared::Inbound;
+use crate::data::upstream::h1::message;
 
 /// Header lines parsed on the stack: hyper's default, which parses as many.
 pub const MAX_HEADERS: usize = 100;
@@ -401,7 +402,7 @@ fn implicit_framing(
         BodyHint::Known(len) => {
             if can_have_length {
                 dst.extend_from_slice(b"content-length: ");
-                dst.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+                dst.extend_from_slice(message::itoa_u64(len, &mut [0; 20]));
                 dst.extend_from_slice(b"\r\n");
                 Framing::Length(len)
             } else {

@@ -356,22 +356,26 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
 }
 
 /// `n` in lowercase hexadecimal.
-pub fn put_hex(write: &mut BytesMut, mut n: usize) {
-    let mut digits = [0u8; 16];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b"0123456789abcdef"[n & 15];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    write.put_slice(&digits[at..]);
+pub fn put_hex(write: &mut BytesMut, n: usize) {
+    write.put_slice(hex(n, &mut [0; 16]));
 }
 
-/// `n` in decimal, in `buf`.
-fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+/// `n` in lowercase hexadecimal, in `buf` (a chunk's size; the fast path's too).
+pub fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
+    let mut at = buf.len();
+    // Bounded: a usize has at most 16 hex digits.
+    loop {
+        at -= 1;
+        buf[at] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// `n` in decimal, in `buf` (a length; the fast path's too).
+pub fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     loop {
         at -= 1;
