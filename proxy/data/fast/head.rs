@@ -57,8 +57,9 @@ pub struct Line {
 }
 
 /// Reads a request head from the front of `input`. Bytes after a taken head (a pipelined
-/// request) stay in `input`. `lines` is the connection's scratch room for where the head's lines
-/// lie (kept between requests, so neither it nor the parser's array is cleared per request).
+/// request) stay in `input`. The parser's slots are left uninitialised (httparse fills the ones
+/// it uses) and `lines`, where the head's lines lie, is the connection's scratch list, kept between
+/// requests: nothing of either is cleared per request.
 pub fn take(input: &mut BytesMut, limits: HeadLimits, lines: &mut Vec<Line>) -> Taken {
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
