@@ -87,9 +87,15 @@ fn answer(method: &str, path: &str) -> Vec<u8> {
 
 /// Two listeners in front of the raw upstream: `fast` with the fast path, `hyper` without.
 async fn proxies() -> (switchyard::app::Running, SocketAddr, SocketAddr) {
+    proxies_with("").await
+}
+
+/// The same, with `extra` lines in the configuration.
+async fn proxies_with(extra: &str) -> (switchyard::app::Running, SocketAddr, SocketAddr) {
     let upstream = raw_upstream().await;
     let yaml = format!(
         r#"
+{extra}
 listeners:
   - {{ name: fast, addr: "127.0.0.1:0" }}
   - {{ name: hyper, addr: "127.0.0.1:0", fast_path: false }}
@@ -200,7 +206,53 @@ async fn a_request_the_fast_path_does_not_take_goes_to_hyper_on_the_same_connect
         same_answer(fast, hyper, raw).await;
     }
     assert_eq!(running.metrics().downstream.handed_to_hyper.get(), 4);
-    // The connection comes back to the fast path once hyper's connection idles.
+    running.shutdown().await;
+}
+
+/// Reads one answer to a request for `/` (the raw upstream's `ok\n`) from `stream`.
+async fn read_ok(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let read = async {
+        // Bounded by the timeout around it.
+        while !answer.ends_with(b"\r\n\r\nok\n") {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0,
+                "the proxy closed: {}",
+                String::from_utf8_lossy(&answer)
+            );
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("an answer within 5 s");
+    String::from_utf8(answer).unwrap()
+}
+
+#[tokio::test]
+async fn a_connection_hyper_served_comes_back_to_the_fast_path_once_idle() {
+    let (running, fast, _) = proxies_with("limits: { idle_release_after: 50ms }").await;
+    let handed = || running.metrics().downstream.handed_to_hyper.get();
+    let mut stream = TcpStream::connect(fast).await.unwrap();
+    // A declared length, even of 0, is hyper's; so is the connection, until it idles.
+    let post = b"POST / HTTP/1.1\r\nhost: shop\r\ncontent-length: 0\r\n\r\n";
+    stream.write_all(post).await.unwrap();
+    assert!(read_ok(&mut stream)
+        .await
+        .starts_with("HTTP/1.1 200 OK\r\n"));
+    assert_eq!(handed(), 1);
+    stream.write_all(post).await.unwrap();
+    read_ok(&mut stream).await;
+    assert_eq!(handed(), 1, "hyper kept the busy connection");
+    // Idle past the release: the next request is read by the fast path, which hands it over again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stream.write_all(post).await.unwrap();
+    assert!(read_ok(&mut stream)
+        .await
+        .starts_with("HTTP/1.1 200 OK\r\n"));
+    assert_eq!(handed(), 2, "the same connection, back on the fast path");
     running.shutdown().await;
 }
 

@@ -152,6 +152,39 @@ impl Conn {
         idle.then(|| self.accepted + Duration::from_millis(self.since_ms.load(Ordering::SeqCst)))
     }
 
+    /// True when the connection has been idle for `release_after` and should give its buffers
+    /// back now; otherwise `release` is set for when it may (and holds the task's waker). A busy
+    /// connection does not look at the timer (one poll less per wake-up): a wake-up it causes
+    /// meanwhile finds it busy, and a connection turning idle is polled after its last write,
+    /// when it looks. Shared by hyper's HTTP/1.1 connection and the fast path's loop.
+    pub fn poll_release(
+        &self,
+        release: &mut Pin<Box<tokio::time::Sleep>>,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        let Some(mut since) = self.idle_since() else {
+            return false;
+        };
+        // Bounded: each pass either returns or moves the deadline to a later instant.
+        for _ in 0..3 {
+            if release.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let now = Instant::now();
+            if since + self.release_after <= now {
+                // Armed again, should the connection turn out not to be idle.
+                release.as_mut().reset(now + self.release_after);
+                return true;
+            }
+            release.as_mut().reset(since + self.release_after);
+            match self.idle_since() {
+                Some(s) => since = s,
+                None => return false,
+            }
+        }
+        false
+    }
+
     /// Requests handed to the service so far on this connection.
     pub fn requests_begun(&self) -> u32 {
         self.requests.load(Ordering::Relaxed)

@@ -22,14 +22,14 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use crate::data::body::ResponseBody;
 use crate::data::conn::{Conn, Guarded};
@@ -159,34 +159,11 @@ where
         if let Poll::Ready(read) = tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, input) {
             return Poll::Ready(read.map(|n| if n == 0 { Waited::Eof } else { Waited::Bytes }));
         }
-        if release_due(release, &on.conn, cx) {
+        if on.conn.poll_release(release, cx) {
             return Poll::Ready(Ok(Waited::Release));
         }
         Poll::Pending
     })
-}
-
-/// True once the connection has been idle for its release time; otherwise the timer is set for
-/// then (and holds the task's waker). The timer is reset only when it fires, not per request.
-fn release_due(release: &mut Pin<Box<Sleep>>, conn: &Conn, cx: &mut Context<'_>) -> bool {
-    // Bounded: each pass returns or moves the deadline to a later instant.
-    for _ in 0..3 {
-        if release.as_mut().poll(cx).is_pending() {
-            return false;
-        }
-        let Some(since) = conn.idle_since() else {
-            release
-                .as_mut()
-                .reset(Instant::now() + conn.release_after());
-            continue;
-        };
-        let due = since + conn.release_after();
-        if due <= Instant::now() {
-            return true;
-        }
-        release.as_mut().reset(due);
-    }
-    false
 }
 
 async fn read_more<T: AsyncRead + Unpin>(

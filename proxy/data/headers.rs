@@ -104,6 +104,11 @@ pub fn is_upgrade<B>(request: &http::Request<B>) -> bool {
         && upgrade_offered(values(header::CONNECTION), values(header::UPGRADE))
 }
 
+/// True when a comma-separated list (`Connection`, say) holds `token`, in any case.
+pub fn lists(value: &[u8], token: &[u8]) -> bool {
+    tokens(value).any(|t| t.eq_ignore_ascii_case(token))
+}
+
 fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|b| *b == b',')

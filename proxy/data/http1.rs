@@ -329,35 +329,10 @@ where
         State::Http2(Box::pin(connection))
     }
 
-    /// True when hyper's HTTP/1.1 connection should be taken apart now; otherwise the release
-    /// timer is set for when it may be (and registered). A busy connection does not look at the
-    /// timer (one poll less per wake-up): a wake-up it causes meanwhile finds the connection
-    /// busy, and a connection turning idle is polled after its last write, when it looks.
+    /// True when hyper's HTTP/1.1 connection should be taken apart now (see
+    /// [`Conn::poll_release`]); never while the connection is closing.
     fn poll_release(&self, release: &mut Pin<Box<Sleep>>, cx: &mut Context<'_>) -> bool {
-        if self.closing {
-            return false;
-        }
-        let Some(mut since) = self.conn.idle_since() else {
-            return false;
-        };
-        // Bounded: each pass either returns or moves the deadline to a later instant.
-        for _ in 0..3 {
-            if release.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            let now = Instant::now();
-            if since + self.conn.release_after() <= now {
-                // Armed again, should hyper turn out not to be idle.
-                release.as_mut().reset(now + self.conn.release_after());
-                return true;
-            }
-            release.as_mut().reset(since + self.conn.release_after());
-            match self.conn.idle_since() {
-                Some(s) => since = s,
-                None => return false,
-            }
-        }
-        false
+        !self.closing && self.conn.poll_release(release, cx)
     }
 
     /// A cleartext connection's first bytes: h2c's preface or HTTP/1.1. Each method below sets

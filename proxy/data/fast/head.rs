@@ -16,6 +16,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::response::Parts;
 use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 
+use crate::data::headers;
 use crate::data::shared::Inbound;
 use crate::data::upstream::h1::message;
 
@@ -85,7 +86,7 @@ pub fn take(input: &mut BytesMut, limits: HeadLimits, lines: &mut Vec<Line>) -> 
         if hands_to_hyper(name) {
             return Taken::Hyper;
         }
-        if name.eq_ignore_ascii_case(b"connection") && names_close(header.value) {
+        if name.eq_ignore_ascii_case(b"connection") && headers::lists(header.value, b"close") {
             keep_alive = false;
         }
         lines.push(Line {
@@ -120,13 +121,6 @@ fn hands_to_hyper(name: &[u8]) -> bool {
         b"te",
     ];
     NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
-}
-
-/// True when a `Connection` value lists `close`.
-fn names_close(value: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 /// The request, its target and values sharing the head's bytes; `None` where the `http` types
@@ -226,8 +220,12 @@ pub fn encode(
             header::TRANSFER_ENCODING => {
                 framing = Some(Framing::Chunked);
                 let all = parts.headers.get_all(name);
-                let chunked_last = joined_line(name, all.iter(), dst)
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                // The last coding of the last value, as hyper reads it (an empty one counts).
+                let chunked_last = joined_line(name, all.iter(), dst).is_some_and(|last| {
+                    last.rsplit(|b| *b == b',')
+                        .next()
+                        .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+                });
                 if !chunked_last {
                     // `chunked` must be the last coding: hyper adds it.
                     dst.truncate(dst.len() - 2);
@@ -237,7 +235,7 @@ pub fn encode(
             header::CONNECTION => {
                 connection_line = true;
                 let all = parts.headers.get_all(name);
-                if all.iter().any(|v| names_close(v.as_bytes())) {
+                if all.iter().any(|v| headers::lists(v.as_bytes(), b"close")) {
                     keep = false;
                     joined_line(name, all.iter(), dst);
                 } else if keep {

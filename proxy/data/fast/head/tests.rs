@@ -203,6 +203,13 @@ fn a_coding_without_chunked_last_gets_it_and_values_join() {
         "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\nvary: a\r\nvary: b\r\n\r\n"
     );
     assert_eq!(framing, Framing::Chunked);
+    // `chunked` already last, in one value with another coding: nothing added.
+    let listed = response(200, &[("transfer-encoding", "gzip, chunked")]);
+    let (text, _, _) = head(&listed, BodyHint::Unknown, false, true);
+    assert_eq!(
+        text,
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n"
+    );
 }
 
 #[test]
