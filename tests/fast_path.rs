@@ -1,7 +1,8 @@
 //! The fast path (`data::fast`) answers exactly as hyper's server does: the same raw requests,
 //! sent to a listener with the fast path and to one without (`fast_path: false`), get the same
 //! bytes back, `date` and the generated request id aside; a request the fast path does not take
-//! is handed to hyper on the same connection, which is counted.
+//! is handed to hyper on the same connection, which is counted. A body that came with its head
+//! reaches the upstream as it does through hyper.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a failure is the assertion
 
@@ -36,13 +37,23 @@ async fn raw_upstream() -> SocketAddr {
                         return;
                     }
                     buf.extend_from_slice(&chunk[..n]);
-                    while let Some(end) = find(&buf, b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                        buf.drain(..end + 4);
+                    while let Some((request, len)) = whole_request(&buf) {
+                        let head = String::from_utf8_lossy(&request).into_owned();
+                        buf.drain(..len);
                         let mut words = head.split_whitespace();
                         let method = words.next().unwrap_or("").to_string();
                         let path = words.next().unwrap_or("").to_string();
-                        if stream.write_all(&answer(&method, &path)).await.is_err() {
+                        let answer = if path == "/echo" {
+                            let echo = String::from_utf8_lossy(&request).into_owned();
+                            format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{echo}",
+                                echo.len()
+                            )
+                            .into_bytes()
+                        } else {
+                            answer(&method, &path)
+                        };
+                        if stream.write_all(&answer).await.is_err() {
                             return;
                         }
                     }
@@ -51,6 +62,22 @@ async fn raw_upstream() -> SocketAddr {
         }
     });
     addr
+}
+
+/// The first whole request in `buf` (head and body, by its `content-length` or chunked up to the
+/// last chunk) and its length.
+fn whole_request(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let head_end = find(buf, b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let end = if let Some(at) = head.find("\r\ncontent-length: ") {
+        let value = head[at + 18..].split("\r\n").next().unwrap_or("");
+        head_end + value.trim().parse::<usize>().ok()?
+    } else if head.contains("\r\ntransfer-encoding: chunked") {
+        head_end + find(&buf[head_end..], b"0\r\n\r\n")? + 5
+    } else {
+        head_end
+    };
+    (buf.len() >= end).then(|| (buf[..end].to_vec(), end))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -111,11 +138,15 @@ routes:
 }
 
 /// The answer's bytes with what differs between two proxies' answers by design removed: the
-/// `date` and the request id the proxy generated.
+/// `date`, and the request id and `traceparent` the proxy generated (in an echoed request).
 fn normalized(answer: &str) -> String {
     answer
         .split("\r\n")
-        .filter(|line| !line.starts_with("date: ") && !line.starts_with("x-request-id: "))
+        .filter(|line| {
+            !["date: ", "x-request-id: ", "traceparent: "]
+                .iter()
+                .any(|generated| line.starts_with(generated))
+        })
         .collect::<Vec<_>>()
         .join("\r\n")
 }
@@ -191,9 +222,9 @@ async fn answers_byte_for_byte_as_hyper_does() {
 async fn a_request_the_fast_path_does_not_take_goes_to_hyper_on_the_same_connection() {
     let (running, fast, hyper) = proxies().await;
     let cases = [
-        // A body: hyper reads it; the GET after it is hyper's too.
+        // A chunked body: hyper streams it; the GET after it is hyper's too.
         "GET / HTTP/1.1\r\nhost: shop\r\n\r\n\
-         POST /orders HTTP/1.1\r\nhost: shop\r\ncontent-length: 5\r\n\r\nhello\
+         POST /echo HTTP/1.1\r\nhost: shop\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
          GET /reason HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n\r\n",
         // HTTP/1.0, and its keep-alive rules.
         "GET / HTTP/1.0\r\nhost: shop\r\n\r\n",
@@ -206,6 +237,51 @@ async fn a_request_the_fast_path_does_not_take_goes_to_hyper_on_the_same_connect
         same_answer(fast, hyper, raw).await;
     }
     assert_eq!(running.metrics().downstream.handed_to_hyper.get(), 4);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_body_that_came_with_its_head_reaches_the_upstream_as_through_hyper() {
+    let (running, fast, hyper) = proxies().await;
+    // The upstream answers `/echo` with the request it got, head and body: the same bytes by
+    // either listener means the same request forwarded.
+    let cases = [
+        "POST /echo HTTP/1.1\r\nhost: shop\r\ncontent-type: application/json\r\n\
+         content-length: 13\r\n\r\n{\"item\": \"7\"}\
+         PUT /echo HTTP/1.1\r\nhost: shop\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        "GET /echo HTTP/1.1\r\nhost: shop\r\ncontent-length: 0\r\n\r\n\
+         DELETE /echo HTTP/1.1\r\nhost: shop\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+    ];
+    for raw in cases {
+        let answer = same_answer(fast, hyper, raw).await;
+        assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+    }
+    let answer = same_answer(fast, hyper, cases[0]).await;
+    assert!(
+        answer.contains("\r\n\r\n{\"item\": \"7\"}HTTP/1.1 200 OK"),
+        "the body reached the upstream: {answer}"
+    );
+    assert_eq!(
+        running.metrics().downstream.handed_to_hyper.get(),
+        0,
+        "bodies that came with their heads stayed on the fast path"
+    );
+    // One whose body is still on its way when the head is read is streamed by hyper.
+    let mut stream = TcpStream::connect(fast).await.unwrap();
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nhost: shop\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhe")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.write_all(b"llo").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.ends_with("\r\n\r\nhello"), "{answer}");
+    assert_eq!(running.metrics().downstream.handed_to_hyper.get(), 1);
     running.shutdown().await;
 }
 
@@ -236,8 +312,8 @@ async fn a_connection_hyper_served_comes_back_to_the_fast_path_once_idle() {
     let (running, fast, _) = proxies_with("limits: { idle_release_after: 50ms }").await;
     let handed = || running.metrics().downstream.handed_to_hyper.get();
     let mut stream = TcpStream::connect(fast).await.unwrap();
-    // A declared length, even of 0, is hyper's; so is the connection, until it idles.
-    let post = b"POST / HTTP/1.1\r\nhost: shop\r\ncontent-length: 0\r\n\r\n";
+    // A chunked body is hyper's; so is the connection, until it idles.
+    let post = b"POST / HTTP/1.1\r\nhost: shop\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
     stream.write_all(post).await.unwrap();
     assert!(read_ok(&mut stream)
         .await

@@ -17,8 +17,12 @@
 # every request runs through (footprint.py): 64-byte lines and 4 KB pages, by object and crate. On a
 # core that idles between requests, that code comes back from L2 or further on each request.
 #
+# --body N sends POSTs with an N-byte body (head and body in one write) instead of GETs;
+# --no-fast-path serves Switchyard's listener with hyper's server (`fast_path: false`), for the
+# A/B of the fast path itself.
+#
 # Usage: loadtest/compare/instructions.sh [--switchyard-bin PATH] [--requests N] [--base-port P]
-#          [--nginx] [--cache] [--footprint] [--keep]
+#          [--nginx] [--cache] [--footprint] [--body N] [--no-fast-path] [--keep]
 # Needs valgrind, nginx and python3; loopback ports only. Takes about a minute per candidate and
 # tool.
 set -euo pipefail
@@ -32,6 +36,8 @@ KEEP=0
 NGINX=0
 CACHE=0
 FOOTPRINT=0
+BODY=0
+FAST_PATH=1
 die() { echo "instructions.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,11 +48,14 @@ while [ $# -gt 0 ]; do
         --nginx) NGINX=1; shift ;;
         --cache) CACHE=1; shift ;;
         --footprint) FOOTPRINT=1; shift ;;
+        --body) BODY=${2:?}; shift 2 ;;
+        --no-fast-path) FAST_PATH=0; shift ;;
         -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1" ;;
     esac
 done
 [[ "$REQUESTS" =~ ^[0-9]+$ ]] && [ "$REQUESTS" -ge 80 ] && [ "$REQUESTS" -le 20000 ] || die "--requests is 80 to 20000"
+[[ "$BODY" =~ ^[0-9]+$ ]] && [ "$BODY" -le 65536 ] || die "--body is 0 to 65536 bytes"
 PATH="$PATH:/usr/sbin:/sbin"
 for tool in nginx valgrind callgrind_annotate python3; do command -v "$tool" >/dev/null || die "missing: $tool"; done
 [ -x "$SWITCHYARD" ] || die "no $SWITCHYARD (cargo build --release)"
@@ -58,10 +67,16 @@ mkdir -p "$WORK/tmp"
 ports "$BASE_PORT"
 fill upstream.conf
 fill switchyard.yaml
+if [ "$FAST_PATH" = 0 ]; then
+    sed -i 's#^\(    addr: .*\)$#\1\n    fast_path: false#' "$WORK/switchyard.yaml"
+    grep -q "fast_path: false" "$WORK/switchyard.yaml" || die "cannot turn the fast path off in switchyard.yaml"
+fi
 fill nginx.conf
 cat >"$WORK/client.py" <<'EOF'
-import http.client, sys, threading
-port, n, c = int(sys.argv[1]), int(sys.argv[2]), 8
+import http.client, socket, sys, threading
+port, n, body, c = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), 8
+post = (b"POST / HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n" % body) + b"x" * body
 failed = []
 def run(k):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -69,7 +84,15 @@ def run(k):
         conn.request("GET", "/")
         r = conn.getresponse(); r.read()
         if r.status != 200: failed.append(r.status)
-threads = [threading.Thread(target=run, args=(n // c,)) for _ in range(c)]
+def run_posts(k):
+    # The head and the body in one send() (http.client sends them apart, and a proxy may read
+    # the head alone).
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    for _ in range(k):
+        sock.sendall(post)
+        r = http.client.HTTPResponse(sock); r.begin(); r.read()
+        if r.status != 200: failed.append(r.status)
+threads = [threading.Thread(target=run_posts if body else run, args=(n // c,)) for _ in range(c)]
 [t.start() for t in threads]; [t.join() for t in threads]
 sys.exit(1 if failed else 0)
 EOF
@@ -105,7 +128,7 @@ run_under() {
         port=$SWITCHYARD_PORT
     fi
     wait_port "$port" 60
-    python3 "$WORK/client.py" "$port" "$n" || die "requests to $who failed (see $WORK)"
+    python3 "$WORK/client.py" "$port" "$n" "$BODY" || die "requests to $who failed (see $WORK)"
     # nginx finishes its open connections on QUIT, as Switchyard drains on TERM.
     if [ "$who" = nginx ]; then kill -QUIT "$pid"; else kill -TERM "$pid"; fi
     wait "$pid" || true

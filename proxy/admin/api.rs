@@ -308,11 +308,7 @@ fn conflict(admin: &Admin, name: &str, message: &str) -> Response<ResponseBody> 
 }
 
 async fn read_body(request: Request<Inbound>) -> Result<Bytes, Response<ResponseBody>> {
-    // A request the fast path read has no body.
-    let Some(body) = request.into_body() else {
-        return Ok(Bytes::new());
-    };
-    Limited::new(body, MAX_BODY)
+    Limited::new(request.into_body(), MAX_BODY)
         .collect()
         .await
         .map(|b| b.to_bytes())

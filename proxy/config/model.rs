@@ -139,7 +139,8 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// Open connections on this listener at most.
     pub max_connections: Option<usize>,
-    /// HTTP/1.1 requests without a body are served by the fast path (`data::fast`), not hyper.
+    /// HTTP/1.1 requests without a body, or whose body came whole with the head, are served by
+    /// the fast path (`data::fast`), not hyper.
     pub fast_path: bool,
 }
 

@@ -151,7 +151,8 @@ pub struct RawListener {
     /// Open connections on this listener at most.
     #[serde(default)]
     pub max_connections: Option<usize>,
-    /// HTTP/1.1 requests without a body served by the fast path (default true).
+    /// HTTP/1.1 requests without a body (or with one that came with the head) served by the
+    /// fast path (default true).
     #[serde(default)]
     pub fast_path: Option<bool>,
 }

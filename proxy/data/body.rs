@@ -14,11 +14,11 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 use crate::data::conn::{InFlight, RequestConn};
 use crate::data::fault::{classify_body_error, DownstreamFault, FaultCell};
 use crate::data::record::Record;
+use crate::data::shared::Inbound;
 
 /// Where a response body's bytes come from.
 #[derive(Debug)]
@@ -201,8 +201,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The downstream request body on its way upstream, streamed as it arrives.
 pub struct RequestBody {
-    /// `None`: an empty body (a retried request that had none, or one the fast path read).
-    inner: Option<Incoming>,
+    /// Hyper's stream, the fast path's whole body, or none (a retried request that had none).
+    inner: Inbound,
     bytes: Option<Arc<AtomicU64>>,
     /// Boxed: a mirrored request is the rare one, and the request's body is moved through every
     /// layer of the forwarding future, each keeping room for it.
@@ -247,7 +247,7 @@ struct Tee {
 
 impl RequestBody {
     /// Wraps a request body; `bytes`, when given, counts the bytes read.
-    pub fn new(inner: Option<Incoming>, bytes: Option<Arc<AtomicU64>>) -> Self {
+    pub fn new(inner: Inbound, bytes: Option<Arc<AtomicU64>>) -> Self {
         RequestBody {
             inner,
             bytes,
@@ -307,7 +307,7 @@ impl RequestBody {
     /// An empty body, for a retry of a request that had none.
     pub fn empty() -> Self {
         RequestBody {
-            inner: None,
+            inner: Inbound::Empty,
             bytes: None,
             tee: None,
             limit: None,
@@ -319,7 +319,7 @@ impl RequestBody {
 
     /// True when no more frames will come (an empty body is ended from the start).
     pub fn ended(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        self.inner.is_end_stream()
     }
 
     /// Cuts the body off after `max` bytes.
@@ -376,10 +376,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let Some(inner) = this.inner.as_mut() else {
+        if let Inbound::Empty = this.inner {
             return Poll::Ready(None);
-        };
-        let polled = Pin::new(inner).poll_frame(cx);
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Some(idle) = this.idle.as_mut() {
             if polled.is_pending() {
                 if idle.sleep.as_mut().poll(cx).is_ready() {
@@ -424,8 +424,6 @@ impl Body for RequestBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+        self.inner.size_hint()
     }
 }

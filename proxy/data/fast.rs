@@ -1,5 +1,5 @@
-//! The fast path: HTTP/1.1 requests without a body served in the connection's own task, without
-//! hyper's server.
+//! The fast path: HTTP/1.1 requests without a body, or with one that came whole with its head,
+//! served in the connection's own task, without hyper's server.
 //!
 //! hyper's HTTP/1.1 server reads a request through its own buffer, parses it a second time after
 //! the framing scanner, builds its dispatcher's state, and writes the answer through its encoder;
@@ -10,8 +10,8 @@
 //! ([`head::take`]), calls the same handler as hyper's path, writes the response head as hyper
 //! would ([`head::encode`]) and copies the body out, the head and a small body in one write.
 //!
-//! A request it does not take (a body, an upgrade, `Expect`, HTTP/1.0, a head hyper would
-//! refuse) is handed to hyper on the same connection with the bytes already read, and hyper
+//! A request it does not take (a chunked body or one still on its way, an upgrade, `Expect`,
+//! HTTP/1.0, a head hyper would refuse) is handed to hyper on the same connection with the bytes already read, and hyper
 //! serves the connection until it idles. A connection idle for `limits.idle_release_after`
 //! leaves the loop with its stream alone (it parks, or rests in the hall), as after hyper.
 

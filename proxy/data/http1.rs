@@ -1,7 +1,7 @@
 //! A downstream connection that keeps only its socket while it idles.
 //!
 //! HTTP/1.1 is served first by the fast path's loop ([`fast`](crate::data::fast)), which takes
-//! requests without a body; the first request it does not take goes to hyper's HTTP/1.1
+//! requests without a body or whose body came whole with the head; the first request it does not take goes to hyper's HTTP/1.1
 //! connection, with the bytes the loop had read, and hyper serves the connection from then on
 //! until it idles. What follows is about that hyper connection, and about idling either way: the
 //! fast path's loop also ends once the connection has been idle for `limits.idle_release_after`,
@@ -210,7 +210,7 @@ where
         }
     }
 
-    /// Serves HTTP/1.1 requests without a body through the fast path ([`fast`]) with `service`.
+    /// Serves HTTP/1.1 requests without a body (or with a whole one) through the fast path ([`fast`]) with `service`.
     pub fn with_fast(mut self, fast: Option<fast::Setup>) -> Self {
         self.fast = fast;
         self

@@ -4,8 +4,8 @@
 //!
 //! Every connection is read through `conn::Guarded` (request framing checked as it arrives) and
 //! supervised by `conn::supervise` (header-read timeout from accept, keep-alive timeout between
-//! requests), and served by `http1::Served` (HTTP/1.1 requests without a body by the fast path's
-//! loop, `fast`, unless the listener says `fast_path: false`; the rest by hyper's server), which
+//! requests), and served by `http1::Served` (HTTP/1.1 requests without a body, or with one that came
+//! whole with the head, by the fast path's loop, `fast`, unless the listener says `fast_path: false`; the rest by hyper's server), which
 //! gives an idle HTTP/1.1 connection's buffers back; an idle one then leaves its task for the listener's `hall` (over TLS with its session),
 //! which gives it a new one when its client sends again. Connections that end refused before
 //! routing (a header-read timeout, a head hyper answered 400 or 431) are counted when the
@@ -119,7 +119,8 @@ pub struct Serving {
     pub refused: Option<Arc<Metrics>>,
     /// Counts the connections this accept loop takes (one per worker with `--reuse-port`).
     pub accepted: Option<prometheus::IntCounter>,
-    /// HTTP/1.1 requests without a body go through the fast path (`data::fast`).
+    /// HTTP/1.1 requests without a body (or with a whole one) go through the fast path
+    /// (`data::fast`).
     pub fast_path: bool,
 }
 
@@ -132,7 +133,7 @@ struct Listener<S> {
     limits: Limits,
     builders: Arc<Builders>,
     refused: Option<Arc<Metrics>>,
-    /// HTTP/1.1 requests without a body go through the fast path.
+    /// HTTP/1.1 requests without a body (or with a whole one) go through the fast path.
     fast: bool,
 }
 
@@ -322,7 +323,7 @@ where
             service_fn(move |request: Request<Incoming>| {
                 // Boxed once: the handler's future is large, and hyper moves the future it is given;
                 // a pointer moves instead of the whole state.
-                let response = calls.call(request.map(Some));
+                let response = calls.call(request.map(Inbound::Streamed));
                 async move { Ok::<_, Infallible>(response.await) }
             })
         };

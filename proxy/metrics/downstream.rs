@@ -135,8 +135,8 @@ impl DownstreamFamilies {
         registry.register(Box::new(refused.clone()))?;
         let handed_to_hyper = IntCounter::new(
             "switchyard_downstream_handed_to_hyper_total",
-            "HTTP/1.1 requests the fast path did not take (a body, an upgrade, Expect, TE, \
-             HTTP/1.0, a head hyper refuses): hyper's server serves them, and their connection \
+            "HTTP/1.1 requests the fast path did not take (a chunked body or one not all \
+             read with the head, an upgrade, Expect, TE, HTTP/1.0, a head hyper refuses): hyper's server serves them, and their connection \
              until it idles.",
         )?;
         registry.register(Box::new(parked.clone()))?;

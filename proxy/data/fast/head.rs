@@ -1,11 +1,13 @@
 //! The fast path's two heads, without I/O: a request head parsed in place into the request the
 //! handler takes (or left to hyper), and a response head written as hyper's server writes it.
 //!
-//! A head is taken only when the fast path serves it exactly as hyper would: HTTP/1.1, no body
-//! (no `Content-Length`, no `Transfer-Encoding`), no `Upgrade`, `Expect` or `TE`, not `CONNECT`,
-//! within the listener's header limits, and a method, target and lines the `http` types accept.
-//! Everything else, a malformed head included, goes to hyper from the same bytes, so hyper's
-//! answers (400, 431, 414, 100-continue, upgrades, HTTP/1.0's keep-alive rules) stay the only ones.
+//! A head is taken only when the fast path serves it exactly as hyper would: HTTP/1.1, no body or
+//! one `Content-Length` of plain digits whose bytes all came with the head (no
+//! `Transfer-Encoding`), no `Upgrade`, `Expect` or `TE`, not `CONNECT`, within the listener's
+//! header limits, and a method, target and lines the `http` types accept. Everything else, a
+//! malformed head and a body still on its way included, goes to hyper from the same bytes, so
+//! hyper's answers (400, 431, 414, 100-continue, upgrades, HTTP/1.0's keep-alive rules) and its
+//! streaming of a body stay the only ones.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -40,7 +42,7 @@ pub struct HeadLimits {
 pub enum Taken {
     /// Not a whole head yet.
     Partial,
-    /// A request the fast path serves; its head's bytes have left the buffer.
+    /// A request the fast path serves; its head's and body's bytes have left the buffer.
     Request {
         request: Request<Inbound>,
         /// The client keeps the connection (no `Connection: close`).
@@ -81,9 +83,16 @@ pub fn take(input: &mut BytesMut, limits: HeadLimits, lines: &mut Vec<Line>) -> 
     let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
     lines.clear();
     let mut keep_alive = true;
+    let mut length = None;
     for header in parsed.headers.iter() {
         let name = header.name.as_bytes();
-        if hands_to_hyper(name) {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // One line of plain digits; a second line, a list or a sign is hyper's to judge.
+            match (length, plain_length(header.value)) {
+                (None, Some(n)) => length = Some(n),
+                _ => return Taken::Hyper,
+            }
+        } else if hands_to_hyper(name) {
             return Taken::Hyper;
         }
         if name.eq_ignore_ascii_case(b"connection") && headers::lists(header.value, b"close") {
@@ -94,43 +103,59 @@ pub fn take(input: &mut BytesMut, limits: HeadLimits, lines: &mut Vec<Line>) -> 
             value: at(header.value),
         });
     }
+    let body_len = match length {
+        // The whole body came with the head; one still on its way is streamed by hyper.
+        Some(n) if n <= input.len() - len => Some(n),
+        Some(_) => return Taken::Hyper,
+        None => None,
+    };
     let (method, path) = (at(method.as_bytes()), at(path.as_bytes()));
     let head = input.split_to(len).freeze();
-    match build(&head, method, path, lines) {
-        Some(request) => Taken::Request {
-            request,
-            keep_alive,
-        },
-        None => {
-            // Put back what was split off: hyper reads the head as it came.
-            let rest = input.split();
-            input.extend_from_slice(&head);
-            input.unsplit(rest);
-            Taken::Hyper
-        }
+    let Some((method, uri, headers)) = build(&head, method, path, lines) else {
+        // Put back what was split off: hyper reads the request as it came.
+        let rest = input.split();
+        input.extend_from_slice(&head);
+        input.unsplit(rest);
+        return Taken::Hyper;
+    };
+    let body = match body_len {
+        Some(n) => Inbound::Whole(input.split_to(n).freeze()),
+        None => Inbound::Empty,
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Taken::Request {
+        request,
+        keep_alive,
     }
 }
 
-/// A line that makes the request hyper's: a body, an upgrade, an expectation, `TE` (trailers).
+/// A `Content-Length` value of digits only (at most 18, so it fits a `usize` on 64 bits).
+fn plain_length(value: &[u8]) -> Option<usize> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    usize::try_from(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))).ok()
+}
+
+/// A line that makes the request hyper's: a streamed body, an upgrade, an expectation, `TE`
+/// (trailers).
 fn hands_to_hyper(name: &[u8]) -> bool {
-    const NAMES: [&[u8]; 5] = [
-        b"content-length",
-        b"transfer-encoding",
-        b"upgrade",
-        b"expect",
-        b"te",
-    ];
+    const NAMES: [&[u8]; 4] = [b"transfer-encoding", b"upgrade", b"expect", b"te"];
     NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
-/// The request, its target and values sharing the head's bytes; `None` where the `http` types
-/// refuse a part (hyper then answers it).
+/// The request's method, target and lines, values sharing the head's bytes; `None` where the
+/// `http` types refuse a part (hyper then answers it).
 fn build(
     head: &Bytes,
     method: (usize, usize),
     path: (usize, usize),
     lines: &[Line],
-) -> Option<Request<Inbound>> {
+) -> Option<(Method, Uri, HeaderMap)> {
     let slice = |(at, len): (usize, usize)| head.slice(at..at + len);
     let method = Method::from_bytes(&head[method.0..method.0 + method.1]).ok()?;
     let uri = Uri::from_maybe_shared(slice(path)).ok()?;
@@ -140,12 +165,7 @@ fn build(
         let value = HeaderValue::from_maybe_shared(slice(line.value)).ok()?;
         headers.append(name, value);
     }
-    let mut request = Request::new(None);
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    Some(request)
+    Some((method, uri, headers))
 }
 
 /// How a response's body goes out.
