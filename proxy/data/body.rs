@@ -317,6 +317,12 @@ impl RequestBody {
         }
     }
 
+    /// True while frames may still come from the client (hyper's body, not yet ended); a whole
+    /// body read by the fast path cannot stall or fail by the client.
+    pub fn streamed(&self) -> bool {
+        matches!(&self.inner, Inbound::Streamed(b) if !b.is_end_stream())
+    }
+
     /// True when no more frames will come (an empty body is ended from the start).
     pub fn ended(&self) -> bool {
         self.inner.is_end_stream()

@@ -371,7 +371,7 @@ fn guard_body(
         body = body.with_mirror(draft);
     }
     let mut fault = None;
-    if !body.ended() {
+    if body.streamed() {
         let cell = Arc::new(FaultCell::default());
         body = body
             .with_idle_timeout(snapshot.config.limits.request_body_idle_timeout)
