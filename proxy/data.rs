@@ -2,8 +2,8 @@
 //! upstream's answer.
 //!
 //! `server` accepts (TLS, HTTP/1.1, h2, h2c) and hands each request to `handler` (an HTTP/1.1
-//! request without a body through `fast`, the connection's own loop; any other through hyper's
-//! server), which loads the
+//! request without a body, or whose body came whole with its head, through `fast`, the
+//! connection's own loop; any other through hyper's server), which loads the
 //! `snapshot` once, reads the head's lines once (`present`), asks `route::decide` (pure), forwards
 //! through `upstream` with the rewritten `headers`, the lines `forwarding` adds and the wrapped
 //! `body`, and answers failures through `error`'s one status mapping. The

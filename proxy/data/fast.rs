@@ -11,8 +11,8 @@
 //! would ([`head::encode`]) and copies the body out, the head and a small body in one write.
 //!
 //! A request it does not take (a chunked body or one still on its way, an upgrade, `Expect`,
-//! HTTP/1.0, a head hyper would refuse) is handed to hyper on the same connection with the bytes already read, and hyper
-//! serves the connection until it idles. A connection idle for `limits.idle_release_after`
+//! HTTP/1.0, a head hyper would refuse) is handed to hyper on the same connection with the bytes
+//! already read, and hyper serves the connection until it idles. A connection idle for `limits.idle_release_after`
 //! leaves the loop with its stream alone (it parks, or rests in the hall), as after hyper.
 
 pub mod head;

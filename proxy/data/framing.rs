@@ -20,6 +20,8 @@
 
 /// Hex digits a chunk size may have at most (a u64; leading zeros count).
 pub const MAX_CHUNK_SIZE_DIGITS: u8 = 16;
+/// Decimal digits a `Content-Length` may have at most (leading zeros count).
+pub const MAX_LENGTH_DIGITS: usize = 19;
 /// Bytes of a chunk line (size and extensions) at most.
 pub const MAX_CHUNK_LINE: usize = 4096;
 /// Bytes of a trailer section at most (hyper's own limit).
@@ -376,10 +378,10 @@ impl Scanner {
         let mut length = None;
         for value in field("content-length") {
             let value = trim(value);
-            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) || value.len() > 19 {
+            if value.len() > MAX_LENGTH_DIGITS {
                 return None;
             }
-            let n: u64 = std::str::from_utf8(value).ok()?.parse().ok()?;
+            let n = crate::data::headers::decimal(value)?;
             if length.is_some_and(|l| l != n) {
                 return None;
             }

@@ -18,9 +18,9 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::response::Parts;
 use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 
-use crate::data::headers;
 use crate::data::shared::Inbound;
 use crate::data::upstream::h1::message;
+use crate::data::{framing, headers};
 
 /// Header lines parsed on the stack: hyper's default, which parses as many.
 pub const MAX_HEADERS: usize = 100;
@@ -133,12 +133,13 @@ pub fn take(input: &mut BytesMut, limits: HeadLimits, lines: &mut Vec<Line>) -> 
     }
 }
 
-/// A `Content-Length` value of digits only (at most 18, so it fits a `usize` on 64 bits).
+/// A `Content-Length` value the framing scanner reads the same way: digits only, as many as it
+/// allows.
 fn plain_length(value: &[u8]) -> Option<usize> {
-    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+    if value.len() > framing::MAX_LENGTH_DIGITS {
         return None;
     }
-    usize::try_from(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))).ok()
+    usize::try_from(headers::decimal(value)?).ok()
 }
 
 /// A line that makes the request hyper's: a streamed body, an upgrade, an expectation, `TE`

@@ -281,14 +281,7 @@ impl Notes {
         if self.bad_length.is_some() {
             return;
         }
-        let digits = !part.is_empty() && part.iter().all(u8::is_ascii_digit);
-        let n = digits
-            .then(|| {
-                part.iter().try_fold(0u64, |n, d| {
-                    n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-                })
-            })
-            .flatten();
+        let n = crate::data::headers::decimal(part);
         match (n, self.length) {
             (None, _) => self.bad_length = Some("an invalid Content-Length"),
             (Some(n), Some(seen)) if seen != n => {
