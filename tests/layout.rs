@@ -189,3 +189,46 @@ fn no_function_is_over_120_lines() {
         long.join("\n")
     );
 }
+
+/// The Dockerfile builds the dependencies first from a stub of every target the manifests declare
+/// (Cargo reads them all, and stops at a declared file that is missing): each `path = "…"` of a
+/// `[[bench]]` or `[[example]]` in `Cargo.toml` must be stubbed there. Missed once, for
+/// `floor-proxy`, and no build on this machine could notice (base images cannot be pulled here).
+#[test]
+fn the_dockerfile_stubs_every_target_of_the_manifest() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).expect("Dockerfile");
+    // Explicit paths, and the benches at their default place (`benches/NAME.rs`).
+    let mut section = "";
+    let mut paths = Vec::new();
+    for line in manifest.lines() {
+        if line.starts_with('[') {
+            section = line;
+        } else if let Some(path) = line
+            .strip_prefix("path = \"")
+            .and_then(|l| l.strip_suffix('"'))
+        {
+            paths.push(path.to_string());
+        } else if let Some(name) = line
+            .strip_prefix("name = \"")
+            .and_then(|l| l.strip_suffix('"'))
+        {
+            if section == "[[bench]]" {
+                paths.push(format!("benches/{name}.rs"));
+            }
+        }
+    }
+    paths.retain(|p| p.ends_with(".rs"));
+    assert!(paths.len() >= 12, "targets read from Cargo.toml: {paths:?}");
+    let missing: Vec<&String> = paths
+        .iter()
+        .filter(|p| {
+            !dockerfile.contains(&format!("> {p}")) && !dockerfile.contains(&format!("touch {p}"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not stubbed in the Dockerfile: {missing:?}"
+    );
+}

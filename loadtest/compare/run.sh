@@ -10,7 +10,8 @@
 #          [--rate-duration S] [--rate-rounds N] [--rate-connections N] [--rate-tool wrk|switchyard-load]
 #          [--warmup S] [--quiet-wait S] [--redo N] [--proxy-cpu N] [--load-cpu N] [--base-port P]
 #          [--candidates "direct nginx haproxy switchyard"] [--switchyard-bin PATH] [--no-build]
-#          [--no-install] [--out FILE] [--keep]
+#          [--pgo] [--no-install] [--out FILE] [--keep]
+# --pgo builds Switchyard with loadtest/pgo.sh (profile-guided) and measures that binary.
 # Every flag also has an environment variable (ROUNDS, DURATION, CONNECTIONS, RATE, RATE_DURATION,
 # RATE_ROUNDS, RATE_CONNECTIONS, RATE_TOOL, WARMUP, QUIET_WAIT, REDO, PROXY_CPU, LOAD_CPU, BASE_PORT,
 # CANDIDATES, SWITCHYARD_BIN). See README.md beside this file.
@@ -40,6 +41,7 @@ BASE_PORT=${BASE_PORT:-18400}
 CANDIDATES=${CANDIDATES:-"direct nginx haproxy switchyard"}
 SWITCHYARD_BIN=${SWITCHYARD_BIN:-}   # a given binary instead of this checkout's release build
 BUILD=1
+PGO=0
 INSTALL=1
 OUT=""
 KEEP=0
@@ -67,10 +69,11 @@ while [ $# -gt 0 ]; do
         --candidates) CANDIDATES=${2:?}; shift 2 ;;
         --switchyard-bin) SWITCHYARD_BIN=${2:?}; shift 2 ;;
         --no-build) BUILD=0; shift ;;
+        --pgo) PGO=1; shift ;;
         --no-install) INSTALL=0; shift ;;
         --out) OUT=${2:?}; shift 2 ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
@@ -134,7 +137,12 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Build.
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-if [ "$BUILD" = 1 ] && [ -z "$SWITCHYARD_BIN" ]; then
+if [ "$PGO" = 1 ]; then
+    [ "$BUILD" = 1 ] && [ -z "$SWITCHYARD_BIN" ] || die "--pgo builds the binary: without --no-build or --switchyard-bin"
+    note "building switchyard (release, profile-guided: loadtest/pgo.sh)"
+    "$ROOT/loadtest/pgo.sh" --out "$TARGET_DIR/pgo/switchyard" >&2
+    SWITCHYARD_BIN=$TARGET_DIR/pgo/switchyard
+elif [ "$BUILD" = 1 ] && [ -z "$SWITCHYARD_BIN" ]; then
     note "building switchyard (release)"
     (cd "$ROOT" && cargo build --release --quiet -p switchyard --bin switchyard)
 fi

@@ -465,7 +465,13 @@ where
 {
     async move {
         let mut connection = Pin::new(connection);
+        // `drained` is polled until it is registered (it then holds this task's waker, as the
+        // timer below), and after that only when the watch's version moved: polling a registered
+        // `Notified` again takes the lock of a waiter list the watch shares among all connections
+        // (eight lists, for every worker), twice per request.
+        let watch = drain.clone();
         let mut drained = std::pin::pin!(drain.changed());
+        let mut drain_registered = false;
         let mut draining = false;
         let mut closing_idle = false;
         let mut timer = std::pin::pin!(tokio::time::sleep_until(next_check(&conn, Instant::now())));
@@ -479,7 +485,9 @@ where
                 if let Poll::Ready(result) = connection.as_mut().poll(cx) {
                     return Poll::Ready(Ended::Finished(result));
                 }
-                if !draining && drained.as_mut().poll(cx).is_ready() {
+                let drain_due = !drain_registered || !matches!(watch.has_changed(), Ok(false));
+                drain_registered = true;
+                if !draining && drain_due && drained.as_mut().poll(cx).is_ready() {
                     draining = true;
                     graceful(connection.as_mut());
                     continue;
