@@ -4,22 +4,29 @@
 //! optimised build lays that code out together and moves the rest (errors, refusals, rare
 //! branches) away from it.
 //!
-//! What it sends, over a 90/10 weighted split with cohorts and the access log on: HTTP/1.1 GETs on
-//! keep-alive connections (the fast path), POSTs whose small body comes with the head, GETs that
-//! close their connection, and h2c requests. Paths it does not train (TLS, upgrades, mirroring,
-//! the admin API) are compiled as before, without a profile's hints.
+//! What it sends, over a 90/10 weighted split with cohorts and the access log on (one request in a
+//! hundred logged): HTTP/1.1 GETs on keep-alive connections (the fast path), GETs that close their
+//! connection, h2c requests, POSTs whose small body comes with the head, and GETs over TLS (the
+//! development certificates of `certs-dev/`), on kept connections and with a handshake each. Code
+//! it does not reach (upgrades, mirroring, HTTP/2 upstreams, the admin API) is treated as cold:
+//! compiled for size and placed away from the hot code, so a path that matters at speed belongs
+//! here.
 //!
 //! Run: `SWITCHYARD_BIN=<instrumented build> cargo run --release --example pgo-train [-- SECONDS]`
-//! (default 20, at most 300). Loopback only; exits non-zero when a request fails or the binary
-//! does not exit 0.
+//! (default 24, from 6 to 300: six phases). Loopback only; exits non-zero when a request fails or
+//! the binary does not exit 0.
 
 #![allow(clippy::unwrap_used)] // a build-time harness: a failure should stop the build loudly
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use switchyard_loadtest::{Mode, Plan, Protocol, UserKeys};
@@ -32,32 +39,11 @@ async fn main() -> ExitCode {
     let seconds: u64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20)
-        .clamp(4, 300);
-    let stable = switchyard::cli::demo::spawn_upstream("stable")
-        .await
-        .unwrap();
-    let canary = switchyard::cli::demo::spawn_upstream("canary")
-        .await
-        .unwrap();
+        .unwrap_or(24)
+        .clamp(6, 300);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("train.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-listeners: [{{ name: public, addr: "127.0.0.1:0" }}]
-access_log: {{ enabled: true, sample: 0.01 }}
-routes:
-  - name: shop
-    versions:
-      - {{ name: stable, endpoints: ["{stable}"], weight: 90 }}
-      - {{ name: canary, endpoints: ["{canary}"], weight: 10 }}
-    cohort: {{ key: {{ header: "x-user-id" }} }}
-"#
-        ),
-    )
-    .unwrap();
+    std::fs::write(&file, config().await).unwrap();
     let binary =
         std::env::var("SWITCHYARD_BIN").unwrap_or_else(|_| "target/release/switchyard".into());
     let mut child = Command::new(&binary)
@@ -69,50 +55,46 @@ routes:
         .spawn()
         .unwrap_or_else(|e| panic!("{binary}: {e}"));
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let public = (0..20)
-        .find_map(|_| {
-            let line = lines.next()?.ok()?;
-            Some(line.split("listener public on ").nth(1)?.trim().to_string())
-        })
-        .expect("the binary names its listener");
+    let (mut public, mut tls) = (String::new(), String::new());
+    // Bounded: the binary names its listeners in its first lines.
+    for _ in 0..20 {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(a) = line.split("listener public on http://").nth(1) {
+            public = a.trim().to_string();
+        }
+        if let Some(a) = line.split("listener tls on https://").nth(1) {
+            tls = a.trim().to_string();
+        }
+        if !public.is_empty() && !tls.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        !public.is_empty() && !tls.is_empty(),
+        "the binary names its listeners"
+    );
     // The access log goes to stdout: read it, or the binary would block on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
 
-    let phase = Duration::from_secs(seconds / 4);
-    let mut failures = 0;
-    for (name, protocol, headers) in [
-        ("GET, keep-alive", Protocol::Http1, vec![]),
-        (
-            "GET, connection: close",
-            Protocol::Http1,
-            vec![("connection".to_string(), "close".to_string())],
-        ),
-        ("GET, h2c", Protocol::Http2, vec![]),
-    ] {
-        let mut plan = Plan::new(format!("{public}/"));
-        plan.protocol = protocol;
-        plan.headers = headers;
-        plan.mode = Mode::ClosedLoop { concurrency: 32 };
-        plan.duration = Some(phase);
-        plan.user_keys = Some(UserKeys {
-            header: "x-user-id".into(),
-            users: 10_000,
-        });
-        let report = switchyard_loadtest::run(&plan).await.unwrap();
-        println!(
-            "{name}: {} requests, {} errors",
-            report.completed,
-            report.errors.total()
-        );
-        failures += report.errors.total();
-    }
-    let addr = public.trim_start_matches("http://").to_string();
-    let posts = post_for(&addr, phase).await;
+    let phase = Duration::from_secs(seconds / 6);
+    let mut failures = plans(&public, phase).await;
+    let posts = requests_for(&public, None, phase, post_request()).await;
     println!(
         "POST with its body: {} requests, {} errors",
         posts.0, posts.1
     );
-    failures += posts.1;
+    let connector = tls_connector();
+    let kept = requests_for(&tls, Some((&connector, false)), phase, get_request(false)).await;
+    println!(
+        "GET over TLS, keep-alive: {} requests, {} errors",
+        kept.0, kept.1
+    );
+    let each = requests_for(&tls, Some((&connector, true)), phase, get_request(true)).await;
+    println!(
+        "GET over TLS, a handshake each: {} requests, {} errors",
+        each.0, each.1
+    );
+    failures += posts.1 + kept.1 + each.1;
 
     // SIGTERM without kill(1), which a build image may lack. The pid is the child's, which has
     // not been waited for, so it cannot have been reused.
@@ -130,36 +112,141 @@ routes:
     }
 }
 
-/// POSTs on 16 keep-alive connections for `phase`, each head and body in one write: (answered
-/// with 200, failed).
-async fn post_for(addr: &str, phase: Duration) -> (u64, u64) {
+/// Two upstreams of the demo, and the configuration in front of them: a cleartext listener and a
+/// TLS one, a 90/10 split with cohorts, one request in a hundred logged.
+async fn config() -> String {
+    let stable = switchyard::cli::demo::spawn_upstream("stable")
+        .await
+        .unwrap();
+    let canary = switchyard::cli::demo::spawn_upstream("canary")
+        .await
+        .unwrap();
+    let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev");
+    let (cert, key) = (
+        certs.join("localhost.crt").display().to_string(),
+        certs.join("localhost.key").display().to_string(),
+    );
+    format!(
+        r#"
+listeners:
+  - {{ name: public, addr: "127.0.0.1:0" }}
+  - name: tls
+    addr: "127.0.0.1:0"
+    tls: {{ certificates: [{{ cert: "{cert}", key: "{key}" }}] }}
+access_log: {{ enabled: true, sample: 0.01 }}
+routes:
+  - name: shop
+    versions:
+      - {{ name: stable, endpoints: ["{stable}"], weight: 90 }}
+      - {{ name: canary, endpoints: ["{canary}"], weight: 10 }}
+    cohort: {{ key: {{ header: "x-user-id" }} }}
+"#
+    )
+}
+
+/// GETs through the load generator: keep-alive, `connection: close`, h2c. Returns the failures.
+async fn plans(public: &str, phase: Duration) -> u64 {
+    let mut failures = 0;
+    for (name, protocol, headers) in [
+        ("GET, keep-alive", Protocol::Http1, vec![]),
+        (
+            "GET, connection: close",
+            Protocol::Http1,
+            vec![("connection".to_string(), "close".to_string())],
+        ),
+        ("GET, h2c", Protocol::Http2, vec![]),
+    ] {
+        let mut plan = Plan::new(format!("http://{public}/"));
+        plan.protocol = protocol;
+        plan.headers = headers;
+        plan.mode = Mode::ClosedLoop { concurrency: 32 };
+        plan.duration = Some(phase);
+        plan.user_keys = Some(UserKeys {
+            header: "x-user-id".into(),
+            users: 10_000,
+        });
+        let report = switchyard_loadtest::run(&plan).await.unwrap();
+        println!(
+            "{name}: {} requests, {} errors",
+            report.completed,
+            report.errors.total()
+        );
+        failures += report.errors.total();
+    }
+    failures
+}
+
+/// A client for the development certificates' authority.
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev/ca.crt");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+fn get_request(close: bool) -> Vec<u8> {
+    let connection = if close { "connection: close\r\n" } else { "" };
+    format!("GET /catalog HTTP/1.1\r\nhost: localhost\r\n{connection}\r\n").into_bytes()
+}
+
+fn post_request() -> Vec<u8> {
+    let mut request = format!(
+        "POST /orders HTTP/1.1\r\nhost: shop\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        BODY.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(BODY);
+    request
+}
+
+/// `request` sent on 16 connections for `phase`, each request in one write, over TLS when a
+/// connector is given (with a new connection and handshake for each request when its flag says
+/// so): (answered with 200, failed).
+async fn requests_for(
+    addr: &str,
+    tls: Option<(&tokio_rustls::TlsConnector, bool)>,
+    phase: Duration,
+    request: Vec<u8>,
+) -> (u64, u64) {
     let until = Instant::now() + phase;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..16 {
-        let addr = addr.to_string();
+        let (addr, request) = (addr.to_string(), request.clone());
+        let tls = tls.map(|(connector, each)| (connector.clone(), each));
         tasks.spawn(async move {
-            let mut request = format!(
-                "POST /orders HTTP/1.1\r\nhost: shop\r\ncontent-type: application/json\r\n\
-                 content-length: {}\r\n\r\n",
-                BODY.len()
-            )
-            .into_bytes();
-            request.extend_from_slice(BODY);
-            let (mut ok, mut failed) = (0, 0);
-            let Ok(mut stream) = TcpStream::connect(&addr).await else {
-                return (0, 1);
-            };
-            // Bounded by the phase's end.
+            let mut ok = 0;
+            // Bounded by the phase's end; a failure ends the connection's loop.
             while Instant::now() < until {
-                match exchange(&mut stream, &request).await {
-                    Some(200) => ok += 1,
-                    _ => {
-                        failed += 1;
-                        break;
+                let Ok(tcp) = TcpStream::connect(&addr).await else {
+                    return (ok, 1);
+                };
+                let answered = match &tls {
+                    None => keep_asking(tcp, &request, until).await,
+                    Some((connector, each)) => {
+                        let name = ServerName::try_from("localhost").unwrap();
+                        let Ok(stream) = connector.connect(name, tcp).await else {
+                            return (ok, 1);
+                        };
+                        let until = if *each { Instant::now() } else { until };
+                        keep_asking(stream, &request, until).await
                     }
+                };
+                match answered {
+                    Ok(n) => ok += n,
+                    Err(n) => return (ok + n, 1),
                 }
             }
-            (ok, failed)
+            (ok, 0)
         });
     }
     let (mut ok, mut failed) = (0, 0);
@@ -171,8 +258,30 @@ async fn post_for(addr: &str, phase: Duration) -> (u64, u64) {
     (ok, failed)
 }
 
+/// Sends `request` on `stream` and reads its answer, again until `until` (at least once): the
+/// answers with 200, or `Err` with them when one failed.
+async fn keep_asking<S>(mut stream: S, request: &[u8], until: Instant) -> Result<u64, u64>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut ok = 0;
+    // Bounded by `until`.
+    loop {
+        match exchange(&mut stream, request).await {
+            Some(200) => ok += 1,
+            _ => return Err(ok),
+        }
+        if Instant::now() >= until {
+            return Ok(ok);
+        }
+    }
+}
+
 /// Writes `request` and reads one answer with a `content-length` body: its status.
-async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Option<u16> {
+async fn exchange<S>(stream: &mut S, request: &[u8]) -> Option<u16>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     stream.write_all(request).await.ok()?;
     let mut buf = Vec::with_capacity(1024);
     // Bounded by the answer's size (at most 64 KB) and a five-second timeout per read.
