@@ -45,7 +45,7 @@ RUN mkdir -p proxy benches loadtest/src \
 COPY proxy ./proxy
 COPY benches ./benches
 COPY loadtest ./loadtest
-# --build-arg PGO=true: a profile-guided build (loadtest/pgo.sh: an instrumented build, a 24-second
+# --build-arg PGO=true: a profile-guided build (loadtest/pgo.sh: an instrumented build, a 28-second
 # training run on loopback inside the build, then the optimised build; about three times the build
 # time). It runs about a fifth fewer instructions per request (docs/performance.md).
 ARG PGO=false

@@ -6,14 +6,15 @@
 //!
 //! What it sends, over a 90/10 weighted split with cohorts and the access log on (one request in a
 //! hundred logged): HTTP/1.1 GETs on keep-alive connections (the fast path), GETs that close their
-//! connection, h2c requests, POSTs whose small body comes with the head, and GETs over TLS (the
-//! development certificates of `certs-dev/`), on kept connections and with a handshake each. Code
-//! it does not reach (upgrades, mirroring, HTTP/2 upstreams, the admin API) is treated as cold:
+//! connection, h2c requests, GETs mirrored to a dark version, POSTs whose small body comes with the
+//! head, and GETs over TLS (the development certificates of `certs-dev/`), on kept connections and
+//! with a handshake each. Code it does not reach (upgrades, HTTP/2 upstreams, the admin API, the
+//! release analysis) is treated as cold:
 //! compiled for size and placed away from the hot code, so a path that matters at speed belongs
 //! here.
 //!
 //! Run: `SWITCHYARD_BIN=<instrumented build> cargo run --release --example pgo-train [-- SECONDS]`
-//! (default 24, from 6 to 300: six phases). Loopback only; exits non-zero when a request fails or
+//! (default 28, from 7 to 300: seven phases). Loopback only; exits non-zero when a request fails or
 //! the binary does not exit 0.
 
 #![allow(clippy::unwrap_used)] // a build-time harness: a failure should stop the build loudly
@@ -39,8 +40,8 @@ async fn main() -> ExitCode {
     let seconds: u64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(24)
-        .clamp(6, 300);
+        .unwrap_or(28)
+        .clamp(7, 300);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("train.yaml");
     std::fs::write(&file, config().await).unwrap();
@@ -76,7 +77,7 @@ async fn main() -> ExitCode {
     // The access log goes to stdout: read it, or the binary would block on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
 
-    let phase = Duration::from_secs(seconds / 6);
+    let phase = Duration::from_secs(seconds / 7);
     let mut failures = plans(&public, phase).await;
     let posts = requests_for(&public, None, phase, post_request()).await;
     println!(
@@ -112,8 +113,9 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Two upstreams of the demo, and the configuration in front of them: a cleartext listener and a
-/// TLS one, a 90/10 split with cohorts, one request in a hundred logged.
+/// Three upstreams of the demo, and the configuration in front of them: a cleartext listener and
+/// a TLS one, a 90/10 split with cohorts, a route mirrored to a dark version (host `mirrored`), one
+/// request in a hundred logged.
 async fn config() -> String {
     let stable = switchyard::cli::demo::spawn_upstream("stable")
         .await
@@ -121,6 +123,7 @@ async fn config() -> String {
     let canary = switchyard::cli::demo::spawn_upstream("canary")
         .await
         .unwrap();
+    let dark = switchyard::cli::demo::spawn_upstream("dark").await.unwrap();
     let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev");
     let (cert, key) = (
         certs.join("localhost.crt").display().to_string(),
@@ -135,6 +138,12 @@ listeners:
     tls: {{ certificates: [{{ cert: "{cert}", key: "{key}" }}] }}
 access_log: {{ enabled: true, sample: 0.01 }}
 routes:
+  - name: dark-launch
+    match: {{ hosts: ["mirrored"] }}
+    versions:
+      - {{ name: stable, endpoints: ["{stable}"], weight: 1 }}
+      - {{ name: dark, endpoints: ["{dark}"], weight: 0 }}
+    mirror: {{ version: dark, percent: 100 }}
   - name: shop
     versions:
       - {{ name: stable, endpoints: ["{stable}"], weight: 90 }}
@@ -144,7 +153,8 @@ routes:
     )
 }
 
-/// GETs through the load generator: keep-alive, `connection: close`, h2c. Returns the failures.
+/// GETs through the load generator: keep-alive, `connection: close`, h2c, mirrored. Returns the
+/// failures.
 async fn plans(public: &str, phase: Duration) -> u64 {
     let mut failures = 0;
     for (name, protocol, headers) in [
@@ -155,6 +165,11 @@ async fn plans(public: &str, phase: Duration) -> u64 {
             vec![("connection".to_string(), "close".to_string())],
         ),
         ("GET, h2c", Protocol::Http2, vec![]),
+        (
+            "GET, mirrored to a dark version",
+            Protocol::Http1,
+            vec![("host".to_string(), "mirrored".to_string())],
+        ),
     ] {
         let mut plan = Plan::new(format!("http://{public}/"));
         plan.protocol = protocol;
