@@ -56,20 +56,10 @@ async fn main() -> ExitCode {
         .spawn()
         .unwrap_or_else(|e| panic!("{binary}: {e}"));
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut public, mut tls) = (String::new(), String::new());
-    // Bounded: the binary names its listeners in its first lines.
-    for _ in 0..20 {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(a) = line.split("listener public on http://").nth(1) {
-            public = a.trim().to_string();
-        }
-        if let Some(a) = line.split("listener tls on https://").nth(1) {
-            tls = a.trim().to_string();
-        }
-        if !public.is_empty() && !tls.is_empty() {
-            break;
-        }
-    }
+    let markers = ["listener public on http://", "listener tls on https://"];
+    let [public, tls]: [String; 2] = switchyard_loadtest::announced(&mut lines, &markers, 20)
+        .try_into()
+        .unwrap();
     assert!(
         !public.is_empty() && !tls.is_empty(),
         "the binary names its listeners"

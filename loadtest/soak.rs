@@ -123,19 +123,10 @@ routes:
         .unwrap_or_else(|e| panic!("{binary}: {e} (build it with cargo build --release)"));
     let pid = child.id();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut public, mut admin) = (String::new(), String::new());
-    for _ in 0..10 {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(a) = line.split("listener public on ").nth(1) {
-            public = a.trim().to_string();
-        }
-        if let Some(a) = line.split("admin on ").nth(1) {
-            admin = a.trim().to_string();
-        }
-        if !public.is_empty() && !admin.is_empty() {
-            break;
-        }
-    }
+    let [public, admin]: [String; 2] =
+        switchyard_loadtest::announced(&mut lines, &["listener public on ", "admin on "], 10)
+            .try_into()
+            .unwrap();
 
     // Weight changes every 5 s through the admin API, in the background.
     let weights_admin = admin.clone();

@@ -48,6 +48,29 @@ pub enum LoadError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// What a `switchyard` binary announces on its first lines of output (`switchyard: listener public
+/// on http://127.0.0.1:8080`, `switchyard: admin on http://…`): for each of `after`, the rest of
+/// the first line holding it, trimmed (empty when none of the first `within` lines holds it).
+/// Stops reading once each has been found, so the caller can go on reading the same lines.
+pub fn announced(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    after: &[&str],
+    within: usize,
+) -> Vec<String> {
+    let mut found = vec![String::new(); after.len()];
+    for line in lines.take(within).map_while(Result::ok) {
+        for (marker, value) in after.iter().zip(found.iter_mut()) {
+            if let Some(rest) = line.split(marker).nth(1) {
+                *value = rest.trim().to_string();
+            }
+        }
+        if found.iter().all(|v| !v.is_empty()) {
+            break;
+        }
+    }
+    found
+}
+
 /// Runs `plan` and reports its measured phase. Must be called inside a Tokio runtime.
 pub async fn run(plan: &Plan) -> Result<Report, LoadError> {
     run_observed(plan, Arc::new(Live::default())).await
