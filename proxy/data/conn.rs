@@ -485,7 +485,7 @@ where
                 if let Poll::Ready(result) = connection.as_mut().poll(cx) {
                     return Poll::Ready(Ended::Finished(result));
                 }
-                let drain_due = !drain_registered || !matches!(watch.has_changed(), Ok(false));
+                let drain_due = !drain_registered || watch.has_changed().unwrap_or(true);
                 drain_registered = true;
                 if !draining && drain_due && drained.as_mut().poll(cx).is_ready() {
                     draining = true;
