@@ -242,6 +242,17 @@ async fn a_client_over_the_rate_limit_gets_429_with_retry_after() {
     assert!((1.0..=2.0).contains(&limited), "{limited}");
 }
 
+/// The retry test below leans on its dead endpoint staying dead while other tests start
+/// listeners in parallel: no listener can take the port, and a connection to it is refused.
+#[tokio::test]
+async fn a_dead_port_stays_dead() {
+    let dead = dead_port();
+    let taken = tokio::net::TcpListener::bind(dead).await;
+    assert!(taken.is_err(), "a listener took the dead port {dead}");
+    let refused = tokio::net::TcpStream::connect(dead).await.unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
 #[tokio::test]
 async fn an_idempotent_request_is_retried_on_another_endpoint_after_a_connect_failure() {
     let live = Upstream::start("stable").await;

@@ -227,10 +227,21 @@ pub async fn get(client: &TestClient, url: &str, headers: &[(&str, &str)]) -> Re
     }
 }
 
-/// A loopback port with nothing listening on it.
+/// A loopback port with nothing listening on it, that stays so for the whole test binary: a
+/// socket binds it (without `SO_REUSEADDR`, never listening) and is kept open until the process
+/// exits. A port merely freed could be taken by another test's listener running in parallel (it
+/// happened in CI: the "dead" endpoint answered 200), or be a client's own ephemeral port (a TCP
+/// self-connection); a bound port is neither, and a connection to it is refused.
 pub fn dead_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    // Held, not closed, until the test binary exits: one descriptor per call, a handful in all.
+    std::mem::forget(socket);
+    addr
 }
 
 /// Polls `check` every 10 ms for at most `limit`; returns whether it became true. The one
