@@ -6,25 +6,34 @@
 //!
 //! What it sends, over a 90/10 weighted split with cohorts and the access log on (one request in a
 //! hundred logged): HTTP/1.1 GETs on keep-alive connections (the fast path), GETs that close their
-//! connection, h2c requests, GETs mirrored to a dark version, POSTs whose small body comes with the
-//! head, and GETs over TLS (the development certificates of `certs-dev/`), on kept connections and
-//! with a handshake each. Code it does not reach (upgrades, HTTP/2 upstreams, the admin API, the
-//! release analysis) is treated as cold:
+//! connection, h2c requests, GETs mirrored to a dark version, GETs to a version whose endpoints
+//! speak HTTP/2 (`protocol: h2`, as gRPC services do), POSTs whose small body comes with the head,
+//! and GETs over TLS (the development certificates of `certs-dev/`), on kept connections and with
+//! a handshake each. Code it does not reach (upgrades, the admin API, the release analysis) is
+//! treated as cold:
 //! compiled for size and placed away from the hot code, so a path that matters at speed belongs
 //! here.
 //!
 //! Run: `SWITCHYARD_BIN=<instrumented build> cargo run --release --example pgo-train [-- SECONDS]`
-//! (default 28, from 7 to 300: seven phases). Loopback only; exits non-zero when a request fails or
+//! (default 32, from 8 to 300: eight phases). Loopback only; exits non-zero when a request fails or
 //! the binary does not exit 0.
 
 #![allow(clippy::unwrap_used)] // a build-time harness: a failure should stop the build loudly
 
+use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -40,8 +49,8 @@ async fn main() -> ExitCode {
     let seconds: u64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(28)
-        .clamp(7, 300);
+        .unwrap_or(32)
+        .clamp(8, 300);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("train.yaml");
     std::fs::write(&file, config().await).unwrap();
@@ -67,7 +76,7 @@ async fn main() -> ExitCode {
     // The access log goes to stdout: read it, or the binary would block on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
 
-    let phase = Duration::from_secs(seconds / 7);
+    let phase = Duration::from_secs(seconds / 8);
     let mut failures = plans(&public, phase).await;
     let posts = requests_for(&public, None, phase, post_request()).await;
     println!(
@@ -103,9 +112,10 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Three upstreams of the demo, and the configuration in front of them: a cleartext listener and
-/// a TLS one, a 90/10 split with cohorts, a route mirrored to a dark version (host `mirrored`), one
-/// request in a hundred logged.
+/// Three upstreams of the demo and one speaking HTTP/2, and the configuration in front of them: a
+/// cleartext listener and a TLS one, a 90/10 split with cohorts, a route mirrored to a dark version
+/// (host `mirrored`), a route to the HTTP/2 upstream (host `grpc`), one request in a hundred
+/// logged.
 async fn config() -> String {
     let stable = switchyard::cli::demo::spawn_upstream("stable")
         .await
@@ -114,6 +124,7 @@ async fn config() -> String {
         .await
         .unwrap();
     let dark = switchyard::cli::demo::spawn_upstream("dark").await.unwrap();
+    let h2 = spawn_h2_upstream().await;
     let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev");
     let (cert, key) = (
         certs.join("localhost.crt").display().to_string(),
@@ -134,6 +145,9 @@ routes:
       - {{ name: stable, endpoints: ["{stable}"], weight: 1 }}
       - {{ name: dark, endpoints: ["{dark}"], weight: 0 }}
     mirror: {{ version: dark, percent: 100 }}
+  - name: grpc
+    match: {{ hosts: ["grpc"] }}
+    versions: [{{ name: stable, endpoints: ["{h2}"], protocol: h2, weight: 1 }}]
   - name: shop
     versions:
       - {{ name: stable, endpoints: ["{stable}"], weight: 90 }}
@@ -143,8 +157,8 @@ routes:
     )
 }
 
-/// GETs through the load generator: keep-alive, `connection: close`, h2c, mirrored. Returns the
-/// failures.
+/// GETs through the load generator: keep-alive, `connection: close`, h2c, mirrored, to an HTTP/2
+/// upstream. Returns the failures.
 async fn plans(public: &str, phase: Duration) -> u64 {
     let mut failures = 0;
     for (name, protocol, headers) in [
@@ -159,6 +173,11 @@ async fn plans(public: &str, phase: Duration) -> u64 {
             "GET, mirrored to a dark version",
             Protocol::Http1,
             vec![("host".to_string(), "mirrored".to_string())],
+        ),
+        (
+            "GET, to an HTTP/2 upstream",
+            Protocol::Http1,
+            vec![("host".to_string(), "grpc".to_string())],
         ),
     ] {
         let mut plan = Plan::new(format!("http://{public}/"));
@@ -177,8 +196,41 @@ async fn plans(public: &str, phase: Duration) -> u64 {
             report.errors.total()
         );
         failures += report.errors.total();
+        if plan.headers.iter().any(|(_, v)| v == "grpc") {
+            let served = H2_SERVED.load(Ordering::Relaxed);
+            println!("  the HTTP/2 upstream answered {served}");
+            failures += report.completed.saturating_sub(served);
+        }
     }
     failures
+}
+
+/// Requests the HTTP/2 upstream answered: the training fails when its phase reached another route.
+static H2_SERVED: AtomicU64 = AtomicU64::new(0);
+
+/// An upstream speaking HTTP/2 with prior knowledge (h2c), answering every request with a short
+/// body.
+async fn spawn_h2_upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let http = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        // Ends with the training process.
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let service = service_fn(|_request: Request<Incoming>| async {
+                H2_SERVED.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                    b"hello from h2\n",
+                ))))
+            });
+            tokio::spawn(http.serve_connection(TokioIo::new(stream), service));
+        }
+    });
+    addr
 }
 
 /// A client for the development certificates' authority.

@@ -51,9 +51,7 @@ fn each_subcommand_help_lists_only_its_own_flags() {
 fn ctl_flags_work_before_and_after_the_verb() {
     // Nothing listens on the dead port: both orders reach the point of calling it (exit 3, the
     // address named), neither is a usage error (exit 2).
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", dead.local_addr().unwrap());
-    drop(dead);
+    let url = format!("http://{}", common::dead_port());
     let (before, out_before) = switchyard(&["ctl", "--admin", &url, "--json", "status"]);
     let (after, out_after) = switchyard(&["ctl", "status", "--admin", &url, "--json"]);
     assert_eq!(before, Some(3), "{out_before}");

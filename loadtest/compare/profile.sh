@@ -6,7 +6,7 @@
 #
 # Usage: loadtest/compare/profile.sh [--switchyard-bin PATH] [--duration S] [--connections N]
 #          [--top N] [--base-port P] [--body-kb N] [--rate R] [--nginx] [--floor-bin PATH]
-#          [--textbook-bin PATH] [--keep] [--no-perf]
+#          [--textbook-bin PATH] [--upstream-h2] [--keep] [--no-perf]
 # --no-perf measures the CPU per request alone (no profiler attached): alternate two binaries with it
 # for an A/B of a change. --body-kb N makes the upstream answer N KB of random bytes (a file) in
 # place of run.sh's 3-byte "ok": the cost of moving bodies rather than heads. --rate R paces wrk as
@@ -15,7 +15,9 @@
 # between requests. --nginx measures nginx in Switchyard's place (run.sh's candidate, one worker);
 # --floor-bin PATH the floor (`--example floor-proxy`: the least a tokio HTTP/1.1 proxy does) and
 # --textbook-bin PATH the textbook hyper proxy (`--example textbook-proxy`, one worker thread), both
-# forwarding to the stable upstream alone.
+# forwarding to the stable upstream alone. --upstream-h2 has Switchyard speak HTTP/2 to the
+# upstreams (`protocol: h2`; the upstream nginx answers h2c with prior knowledge on two more ports):
+# the path of gRPC services.
 # Needs nginx, wrk and perf (Debian: nginx, wrk, linux-perf); loopback ports only.
 set -euo pipefail
 
@@ -34,6 +36,7 @@ NGINX=0
 BARE=""
 BARE_KIND=""
 CONNECTIONS_SET=0
+UPSTREAM_H2=0
 die() { echo "profile.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -49,7 +52,8 @@ while [ $# -gt 0 ]; do
         --nginx) NGINX=1; shift ;;
         --floor-bin) BARE=${2:?}; BARE_KIND=floor; shift 2 ;;
         --textbook-bin) BARE=${2:?}; BARE_KIND=textbook; shift 2 ;;
-        -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --upstream-h2) UPSTREAM_H2=1; shift ;;
+        -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1" ;;
     esac
 done
@@ -65,6 +69,8 @@ PATH="$PATH:/usr/sbin:/sbin"
 for tool in nginx wrk taskset $([ "$PERF" = 1 ] && echo perf); do command -v "$tool" >/dev/null || die "missing: $tool"; done
 [ -x "$SWITCHYARD" ] || die "no $SWITCHYARD (cargo build --release)"
 [ -z "$BARE" ] || [ -x "$BARE" ] || die "no $BARE (cargo build --release --example $BARE_KIND-proxy)"
+[ "$UPSTREAM_H2" = 0 ] || { [ "$NGINX" = 0 ] && [ -z "$BARE" ]; } \
+    || die "--upstream-h2 measures Switchyard alone (nginx and the bare proxies speak HTTP/1.1 upstream)"
 
 WORK=$(mktemp -d /tmp/switchyard-profile.XXXXXX)
 mkdir -p "$WORK/tmp"
@@ -74,6 +80,21 @@ ports "$BASE_PORT"
 fill upstream.conf
 fill switchyard.yaml
 fill nginx.conf
+if [ "$UPSTREAM_H2" = 1 ]; then
+    # Two more upstream servers, answering h2c, and Switchyard's versions pointed at them.
+    h2_server() {
+        printf '    server {\n        listen 127.0.0.1:%s http2 reuseport backlog=4096;\n' "$1"
+        printf '        access_log off;\n'
+        printf '        location / { add_header x-served-by %s always; return 200 "ok\\n"; }\n    }\n' "$2"
+    }
+    sed -i '$d' "$WORK/upstream.conf" # the closing brace of http { }
+    { h2_server $((STABLE_PORT + 2)) stable; h2_server $((STABLE_PORT + 3)) canary; echo "}"; } \
+        >>"$WORK/upstream.conf"
+    sed -i -e "s#\"127.0.0.1:$STABLE_PORT\"#\"127.0.0.1:$((STABLE_PORT + 2))\"#" \
+        -e "s#\"127.0.0.1:$CANARY_PORT\"#\"127.0.0.1:$((STABLE_PORT + 3))\"#" \
+        -e '/endpoints:/a\        protocol: h2' "$WORK/switchyard.yaml"
+    [ "$(grep -c 'protocol: h2' "$WORK/switchyard.yaml")" = 2 ] || die "could not point Switchyard at h2c"
+fi
 if [ "$BODY_KB" -gt 0 ]; then
     head -c "$((BODY_KB * 1024))" /dev/urandom >"$WORK/body.bin"
     sed -i "s#return 200 \"ok\\\\n\";#root $WORK; try_files /body.bin =404;#" "$WORK/upstream.conf"
@@ -90,6 +111,7 @@ taskset -c 1 nginx -p "$WORK" -e "$WORK/upstream-error.log" -c "$WORK/upstream.c
     >/dev/null 2>&1 &
 PIDS+=("$!")
 wait_port "$STABLE_PORT" 10
+[ "$UPSTREAM_H2" = 0 ] || wait_port $((STABLE_PORT + 3)) 10
 if [ "$NGINX" = 1 ]; then
     NAME="nginx $(nginx -v 2>&1 | sed 's#.*/##')"
     taskset -c 0 nginx -p "$WORK" -e "$WORK/nginx-error.log" -c "$WORK/nginx.conf" -g 'daemon off;' \
