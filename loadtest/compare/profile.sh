@@ -87,6 +87,7 @@ if [ "$UPSTREAM_H2" = 1 ]; then
         printf '        access_log off;\n'
         printf '        location / { add_header x-served-by %s always; return 200 "ok\\n"; }\n    }\n' "$2"
     }
+    [ "$(tail -n 1 "$WORK/upstream.conf")" = "}" ] || die "upstream.conf does not end with http's }"
     sed -i '$d' "$WORK/upstream.conf" # the closing brace of http { }
     { h2_server $((STABLE_PORT + 2)) stable; h2_server $((STABLE_PORT + 3)) canary; echo "}"; } \
         >>"$WORK/upstream.conf"
